@@ -1,0 +1,43 @@
+# The book's commands. `make book` sets everything up and builds the book; `make test` runs the tests.
+# Every target installs what it needs first, so each works on its own on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PROFILE ?= cpu
+NB     ?= 01_training
+ARGS   ?=
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup book test chapter bench clean-book
+
+setup: $(VENV)/.installed $(FMNIST) _vendor/.complete
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed (pins numpy 2.4, matplotlib 3.11)"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# The real Fashion-MNIST files, offline, from Debian's package.
+$(FMNIST):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
+
+# MathJax, require.js and the widget manager, so the HTML renders offline.
+_vendor/.complete: tools/vendor_js.sh
+	bash tools/vendor_js.sh
+
+book: setup
+	WIDEDEEP_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+
+test: setup
+	$(BIN)/pytest --nbval-lax
+
+chapter: setup
+	$(BIN)/widedeep chapter $(NB) --profile $(PROFILE) $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean-book:
+	rm -rf _build

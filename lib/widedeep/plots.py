@@ -1,0 +1,64 @@
+"""Figures for the book: each function draws one figure and returns it (PNG in the book, ignored by nbval)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
+                     "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
+
+
+def _series_label(row: dict) -> str:
+    return f"ResNet-{row['depth']} ×{row['width']:g}"
+
+
+def accuracy_vs_parameters(rows: list[dict], key: str = "test_acc", chance: float | None = None):
+    """Accuracy against parameter count (log scale), one line per n_train, one marker per architecture."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    n_trains = sorted({r["n_train"] for r in rows})
+    colours = plt.cm.viridis(np.linspace(0.15, 0.85, len(n_trains)))
+    for colour, n_train in zip(colours, n_trains):
+        sub = sorted((r for r in rows if r["n_train"] == n_train), key=lambda r: r["parameters"])
+        params = np.array([r["parameters"] for r in sub])
+        acc = np.array([r[key] for r in sub])
+        ax.plot(params, acc, "-", color=colour, alpha=0.4)
+        for r, p, a in zip(sub, params, acc):
+            marker = "s" if r["width"] != 1 else "o"
+            ax.plot(p, a, marker, color=colour, markersize=6)
+            ax.annotate(_series_label(r), (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.plot([], [], "o-", color=colour, label=f"n_train = {n_train}")
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle=":", label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(runs: list, key: str = "train_acc_augmented"):
+    """Per-epoch training accuracy (augmented batches) of each run, one panel per n_train."""
+    n_trains = sorted({r.config.n_train for r in runs})
+    fig, axes = plt.subplots(1, len(n_trains), figsize=(4.2 * len(n_trains), 3.3), squeeze=False, sharey=True)
+    for ax, n_train in zip(axes[0], n_trains):
+        for run in (r for r in runs if r.config.n_train == n_train):
+            epochs = [h["epoch"] for h in run.metrics["epochs"]]
+            ax.plot(epochs, [h[key] for h in run.metrics["epochs"]],
+                    label=f"ResNet-{run.config.depth} ×{run.config.width:g} s{run.config.seed}")
+        ax.set_title(f"n_train = {n_train}")
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel(key.replace("_", " "))
+    axes[0][-1].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
+    """A Markdown table of `rows` with headers columns[key] (values formatted by formats[key])."""
+    formats = formats or {}
+    head = "| " + " | ".join(columns.values()) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(format(r[k], formats.get(k, "")) for k in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])

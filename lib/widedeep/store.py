@@ -1,0 +1,158 @@
+"""The run store: atomic files, config hashes, checksummed checkpoints and provenance.
+
+Every file is written to a temporary name in its own folder and moved into place with
+`os.replace`, so a killed process leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted (truncated, checksum mismatch, or not ours)."""
+
+
+def config_hash(config: dict) -> str:
+    """Short stable hash of a JSON-serialisable config (sorted keys)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write `payload` to `path` atomically (temporary file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON (NumPy scalars and arrays converted)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_npz(path: str | os.PathLike, **arrays) -> None:
+    """Atomically write arrays to a compressed .npz file."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Atomically save a checkpoint of tensors and plain values, with a SHA-256 sidecar."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    path = Path(path)
+    atomic_write_bytes(path, payload)
+    atomic_write_bytes(_sidecar(path), hashlib.sha256(payload).hexdigest().encode())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint with weights_only=True; a damaged one raises CorruptCheckpointError saying what to do."""
+    path = Path(path)
+    payload = path.read_bytes()
+    advice = (f"Delete it (rm '{path}') and rerun: training restarts from scratch for this run only; "
+              f"nothing else in {path.parent} is touched.")
+    sidecar = _sidecar(path)
+    if sidecar.exists() and sidecar.read_text().strip() != hashlib.sha256(payload).hexdigest():
+        raise CorruptCheckpointError(f"checkpoint {path} does not match its SHA-256 ({sidecar.name}): "
+                                     f"the file was damaged or replaced. {advice}")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CorruptCheckpointError(f"checkpoint {path} cannot be read ({type(error).__name__}: "
+                                     f"{str(error)[:200]}). {advice}") from error
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def hardware() -> str:
+    """One line naming the accelerator (or CPU model) and core count."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA), {os.cpu_count()} CPU cores"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU {model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that change numbers."""
+    import torchvision
+
+    from widedeep import __version__
+
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "widedeep": __version__}
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str:
+    """The current commit (with '+dirty' when the tree has uncommitted changes), or 'unknown'."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance(profile: str, wall_time_s: float) -> dict:
+    """The provenance block every results file carries."""
+    return {"profile": profile, "commit": git_commit(), "hardware": hardware(),
+            "wall_time_s": round(float(wall_time_s), 1), "versions": versions()}
+
+
+def write_results(results_dir: str | os.PathLike, chapter: str, profile: str, wall_time_s: float,
+                  **payload) -> Path:
+    """Write `results/<profile>/<chapter>.json` with its provenance block; return the path."""
+    path = Path(results_dir) / f"{chapter}.json"
+    write_json(path, {"provenance": provenance(profile, wall_time_s), **payload})
+    return path

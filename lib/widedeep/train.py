@@ -1,0 +1,299 @@
+"""Training that is cached, resumable and deterministic: `train_or_load(config)`.
+
+The recipe is the paper's (`cifar_train.py`): SGD with momentum 0.9, lr 0.01 with cosine decay to
+zero, L2 on conv/dense kernels only (Keras 1e-4 = PyTorch weight decay 2e-4), batch 128 with the
+last partial batch dropped, random crop + flip, inputs in [0, 1]. We decay per step rather than per
+epoch (smoother for the short schedules of small subsets) and select nothing on the test set.
+
+A run lives in `runs/<readable-name>-<hash>/`: `config.json`, `metrics.json` (per-epoch accuracy,
+wall time, hardware, versions) and `checkpoint.pt`, rewritten atomically after every epoch. A killed
+run resumes from its last checkpoint and, on the CPU, ends with exactly the weights of an
+uninterrupted run: each epoch's shuffling and augmentation come from a generator seeded by
+(seed, epoch), and the optimiser state travels in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from widedeep import data as data_module
+from widedeep import store
+from widedeep.models import CifarResNet, parameter_count, resnet, validate_architecture
+
+SHORT_DATASET = {"fashion_mnist": "fmnist", "cifar10": "c10", "cifar100": "c100"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model; its hash names the run folder."""
+
+    depth: int = 20
+    width: float = 1
+    n_train: int = 1000
+    seed: int = 0
+    dataset: str = "fashion_mnist"
+    image_size: int | None = 16      # None keeps the native size (28 px Fashion-MNIST, 32 px CIFAR)
+    n_val: int = 1000                # held out from the training split, class-balanced
+    n_test: int | None = None        # None: the whole test set
+    data_seed: int = 0               # chooses the subset and validation split (fixed across model seeds)
+    residual: bool = True            # False: the plain (no shortcut) control
+    bn_momentum: float = 0.01        # Keras' 0.99 in PyTorch terms; short (smoke) runs use 0.1 to settle
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 2e-4       # on conv and dense kernels only
+    augment: bool = True             # reflect-padded random crop and horizontal flip
+    eval_every: int = 10             # epochs between validation/test evaluations (and always the last)
+
+    def __post_init__(self):
+        validate_architecture(self.depth, self.width)
+        info = data_module.dataset_info(self.dataset)
+        data_module._check_counts(self.n_train, self.n_val, info, self.n_test)
+        for name in ("epochs", "batch_size", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.batch_size > self.n_train:
+            raise ValueError(f"batch_size {self.batch_size} exceeds n_train {self.n_train}: no full batch to train on")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive; got {self.lr!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict, naming any key that is not a config field."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; known options: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def num_classes(self) -> int:
+        return data_module.dataset_info(self.dataset).num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return data_module.dataset_info(self.dataset).channels
+
+    def name(self) -> str:
+        """Readable, unique run name, e.g. fmnist16-resnet20x1-n1000-s0-1a2b3c4d."""
+        size = self.image_size or data_module.dataset_info(self.dataset).size
+        family = "resnet" if self.residual else "plain"
+        return (f"{SHORT_DATASET[self.dataset]}{size}-{family}{self.depth}x{self.width:g}-n{self.n_train}"
+                f"-s{self.seed}-{store.config_hash(asdict(self))}")
+
+    def build_model(self) -> CifarResNet:
+        """A freshly initialised model for this config (seeded)."""
+        torch.manual_seed(self.seed)
+        return resnet(self.depth, self.width, self.num_classes, self.in_channels, self.residual, self.bn_momentum)
+
+    def splits(self) -> data_module.Splits:
+        """The data splits this config trains and evaluates on."""
+        return data_module.make_splits(self.dataset, self.n_train, self.n_val, self.data_seed, self.image_size,
+                                       self.n_test)
+
+
+@dataclass
+class TrainedRun:
+    """A trained model with its config, metrics and folder."""
+
+    config: TrainConfig
+    model: CifarResNet
+    metrics: dict
+    run_dir: Path
+    splits: data_module.Splits | None = field(default=None, repr=False)
+
+    @property
+    def test_acc(self) -> float:
+        return self.metrics["final"]["test_acc"]
+
+    @property
+    def val_acc(self) -> float:
+        return self.metrics["final"]["val_acc"]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    # bfloat16 autocast on GPUs needs no loss scaling; the CPU path stays in float32 (exact resume).
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, data: data_module.ImageData, batch_size: int = 1000) -> torch.Tensor:
+    """Logits (float32, on the CPU) for every example, with BatchNorm in inference mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for images, _ in data_module.batches(data, batch_size):
+        with _autocast(device):
+            out.append(model(images.to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, data: data_module.ImageData, batch_size: int = 1000) -> float:
+    """Top-1 accuracy on `data`."""
+    return (predict(model, data, batch_size).argmax(1) == data.labels.cpu()).float().mean().item()
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD whose weight decay touches conv/dense kernels only (not BN parameters or biases)."""
+    kernels = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    kernel_ids = {id(p) for p in kernels}
+    others = [p for p in model.parameters() if id(p) not in kernel_ids]
+    return torch.optim.SGD([{"params": kernels, "weight_decay": config.weight_decay},
+                            {"params": others, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
+
+
+def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
+    """Cosine decay from base_lr to 0 over total_steps."""
+    return base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator for one epoch's shuffling and augmentation (independent of any earlier epoch)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def is_complete(config: TrainConfig, runs_dir: str | Path = "runs") -> bool:
+    """Whether a finished run for `config` is in the store."""
+    run_dir = Path(runs_dir) / config.name()
+    metrics = run_dir / "metrics.json"
+    return metrics.exists() and store.read_json(metrics).get("status") == "complete" \
+        and (run_dir / "checkpoint.pt").exists()
+
+
+def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: str | torch.device | None = None,
+                  allow_train: bool = True, progress: bool = True, keep_splits: bool = False,
+                  on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainedRun:
+    """Return the trained model for `config`: loaded from the run store, resumed, or trained from scratch."""
+    device = torch.device(device) if device is not None else default_device()
+    run_dir = Path(runs_dir) / config.name()
+    checkpoint_path = run_dir / "checkpoint.pt"
+    _check_config_file(run_dir, config)
+    model = config.build_model()
+    if is_complete(config, runs_dir):
+        state = store.load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        model.to(device).eval()
+        splits = config.splits() if keep_splits else None
+        return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir, splits)
+    if not allow_train:
+        raise FileNotFoundError(f"no finished run for {config.name()} in {runs_dir}; pass allow_train=True "
+                                f"(or run the training chapter) to train it")
+    store.write_json(run_dir / "config.json", asdict(config))
+    splits = config.splits().to(device)
+    model.to(device)
+    optimizer = _optimizer(model, config)
+    history: list[dict] = []
+    if checkpoint_path.exists():
+        state = store.load_checkpoint(checkpoint_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history = state["history"]
+    steps_per_epoch = config.n_train // config.batch_size
+    total_steps = config.epochs * steps_per_epoch
+    pad = data_module.crop_padding(splits.train.images.shape[-1]) if config.augment else 0
+    flip = config.augment and splits.info.flip
+    bar = _progress(range(len(history), config.epochs), progress, config.name(), len(history), config.epochs)
+    for epoch in bar:
+        start = time.perf_counter()
+        model.train()
+        generator = epoch_generator(config.seed, epoch)
+        loss_sum = correct = seen = 0.0
+        for step, (images, labels) in enumerate(data_module.batches(
+                splits.train, config.batch_size, generator, drop_last=True, augment_pad=pad, flip=flip)):
+            lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with _autocast(device):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"{config.name()}: training loss became {loss_sum} in epoch {epoch + 1}; "
+                                     f"lower lr (now {config.lr}) or check the data")
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc_augmented": correct / seen,
+                  "lr_end": lr}
+        last = epoch + 1 == config.epochs
+        if (epoch + 1) % config.eval_every == 0 or last:
+            record["val_acc"] = accuracy(model, splits.val)
+            record["test_acc"] = accuracy(model, splits.test)
+        record["wall_s"] = time.perf_counter() - start
+        history.append(record)
+        store.save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                "epoch": epoch + 1, "history": history})
+        metrics = _metrics(config, model, history, status="complete" if last else "running")
+        if last:
+            metrics["final"] = {"train_acc": accuracy(model, splits.train), "val_acc": record["val_acc"],
+                                "test_acc": record["test_acc"]}
+        store.write_json(run_dir / "metrics.json", metrics)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc_augmented']:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    model.eval()
+    return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir,
+                      splits if keep_splits else None)
+
+
+def _metrics(config: TrainConfig, model: nn.Module, history: list[dict], status: str) -> dict:
+    return {"name": config.name(), "status": status, "config": asdict(config),
+            "parameters": parameter_count(model), "epochs": history,
+            "wall_time_s": sum(h["wall_s"] for h in history), "hardware": store.hardware(),
+            "versions": store.versions()}
+
+
+def _check_config_file(run_dir: Path, config: TrainConfig) -> None:
+    path = run_dir / "config.json"
+    if path.exists() and store.read_json(path) != asdict(config):
+        raise RuntimeError(f"{path} holds a different config than {config.name()} (hash collision or a hand "
+                           f"edit); move {run_dir} aside and rerun")
+
+
+def _progress(iterable: Iterable, enabled: bool, name: str, initial: int, total: int):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=name, initial=initial, total=total, unit="epoch", leave=False)
+
+
+def train_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", device=None, allow_train: bool = True,
+               progress: bool = True) -> list[TrainedRun]:
+    """Train or load every config in order, with an overall progress bar."""
+    iterator = configs
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(configs, desc="models", unit="model")
+    return [train_or_load(c, runs_dir, device, allow_train, progress) for c in iterator]
+
+
+def run_summary(run: TrainedRun) -> dict:
+    """The row a results table or JSON file keeps for one trained model."""
+    c, m = run.config, run.metrics
+    return {"name": c.name(), "depth": c.depth, "width": c.width, "n_train": c.n_train, "seed": c.seed,
+            "residual": c.residual, "parameters": m["parameters"], "epochs": c.epochs,
+            "train_acc": m["final"]["train_acc"], "val_acc": m["final"]["val_acc"],
+            "test_acc": m["final"]["test_acc"], "train_wall_time_s": round(m["wall_time_s"], 1),
+            "hardware": m["hardware"]}
