@@ -53,12 +53,3 @@ def training_curves(runs: list, key: str = "train_acc_augmented"):
     axes[0][-1].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
-    """A Markdown table of `rows` with headers columns[key] (values formatted by formats[key])."""
-    formats = formats or {}
-    head = "| " + " | ".join(columns.values()) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(format(r[k], formats.get(k, "")) for k in columns) + " |" for r in rows]
-    return "\n".join([head, rule, *body])

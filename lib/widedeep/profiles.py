@@ -71,3 +71,8 @@ def training_grid(params: dict) -> list[TrainConfig]:
     """Every model of the profile's grid: architectures x n_train x seeds."""
     return [train_config(params, depth, width, n_train, seed)
             for n_train in params["n_trains"] for depth, width in architectures(params) for seed in params["seeds"]]
+
+
+def public(params: dict) -> dict:
+    """The profile's values as stored in results files (machine-specific absolute paths left out)."""
+    return {k: v for k, v in params.items() if k not in ("runs_dir", "results_dir")}

@@ -1,0 +1,42 @@
+"""Tables and simple summaries of result rows (lists of dicts), for the book's prose and JSON files."""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
+               "parameters": "parameters", "train_acc": "train acc", "val_acc": "val acc",
+               "test_acc": "test acc", "train_wall_time_s": "train s"}
+RUN_FORMATS = {"width": "g", "parameters": ",", "train_acc": ".3f", "val_acc": ".3f", "test_acc": ".3f",
+               "train_wall_time_s": ".0f"}
+
+
+def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
+    """A Markdown table of `rows` with headers columns[key] (values formatted by formats[key])."""
+    formats = formats or {}
+    head = "| " + " | ".join(columns.values()) + " |"
+    rule = "|" + "|".join("---:" for _ in columns) + "|"
+    body = ["| " + " | ".join(format(r[k], formats.get(k, "")) for k in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def runs_table(rows: list[dict]) -> str:
+    """The Markdown table of trained models (architecture, data, accuracies, training time)."""
+    return markdown_table(rows, RUN_COLUMNS, RUN_FORMATS)
+
+
+def rising_series(rows: list[dict], along: str, value: str,
+                  group: tuple[str, ...] = ("depth", "width", "seed")) -> tuple[int, int]:
+    """Count series (rows sharing `group`) whose `value` strictly rises with `along`; (rising, series).
+
+    Series with a single point say nothing about a trend and are not counted.
+    """
+    key = lambda r: tuple(r[g] for g in group)  # noqa: E731
+    rising = total = 0
+    for _, members in groupby(sorted(rows, key=key), key=key):
+        values = [r[value] for r in sorted(members, key=lambda r: r[along])]
+        if len(values) < 2:
+            continue
+        total += 1
+        rising += all(a < b for a, b in zip(values, values[1:]))
+    return rising, total

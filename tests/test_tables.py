@@ -1,0 +1,19 @@
+"""Tables and trend summaries used in the chapters' prose."""
+
+from widedeep import tables
+
+
+def _row(depth, n_train, acc, seed=0):
+    return {"depth": depth, "width": 1, "seed": seed, "n_train": n_train, "test_acc": acc}
+
+
+def test_rising_series_counts_only_strict_rises_and_skips_single_points():
+    rows = [_row(20, 500, 0.7), _row(20, 1000, 0.8), _row(56, 1000, 0.75), _row(56, 500, 0.76), _row(110, 500, 0.5)]
+    assert tables.rising_series(rows, "n_train", "test_acc") == (1, 2)
+    assert tables.rising_series([_row(20, 500, 0.7)], "n_train", "test_acc") == (0, 0)
+    assert tables.rising_series([_row(20, 500, 0.7), _row(20, 1000, 0.7)], "n_train", "test_acc") == (0, 1)
+
+
+def test_markdown_table_formats_values():
+    text = tables.markdown_table([{"a": 1234, "b": 0.12345}], {"a": "A", "b": "B"}, {"a": ",", "b": ".2f"})
+    assert text.splitlines() == ["| A | B |", "|---:|---:|", "| 1,234 | 0.12 |"]
