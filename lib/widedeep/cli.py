@@ -55,8 +55,8 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
     print(f"executed notebook: {notebook_out}")
     if build_page:
         subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook_out),
-                        "--path-output", str(out_dir / "_build" / stem)], check=True)
-        html = out_dir / "_build" / stem / "_build" / "_page" / stem / "html" / f"{stem}.html"
+                        "--path-output", str(out_dir)], check=True)
+        html = out_dir / "_build" / "_page" / stem / "html" / f"{stem}.html"
         print(f"page: {html}")
     return notebook_out
 

@@ -214,7 +214,10 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
         start = time.perf_counter()
         model.train()
         generator = epoch_generator(config.seed, epoch)
-        loss_sum = correct = seen = 0.0
+        # Running sums stay on the device: no host sync per step on a GPU.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
         for step, (images, labels) in enumerate(data_module.batches(
                 splits.train, config.batch_size, generator, drop_last=True, augment_pad=pad, flip=flip)):
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
@@ -226,9 +229,10 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
+            loss_sum += loss.detach().double() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
             seen += len(labels)
+        loss_sum, correct = loss_sum.item(), correct.item()
         if not math.isfinite(loss_sum):
             raise FloatingPointError(f"{config.name()}: training loss became {loss_sum} in epoch {epoch + 1}; "
                                      f"lower lr (now {config.lr}) or check the data")
