@@ -291,3 +291,13 @@ def batches(data: ImageData, batch_size: int, generator: torch.Generator | None 
         if generator is not None and (augment_pad or flip):
             images = augment(images, generator, augment_pad, flip)
         yield images, data.labels[index]
+
+
+def shuffled_passes(data: ImageData, batch_size: int, passes: int = 1, seed: int = 0
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Full batches over `passes` reshuffled passes of `data`, unaugmented (the paper's CKA protocol).
+
+    The order depends only on `seed`, so every model compared sees the same batches.
+    """
+    for index in range(passes):
+        yield from batches(data, batch_size, torch.Generator().manual_seed(seed * 7919 + index), drop_last=True)

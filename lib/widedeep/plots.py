@@ -53,3 +53,31 @@ def training_curves(runs: list, key: str = "train_acc_augmented"):
     axes[0][-1].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def cka_heatmap(matrix, ax=None, title: str = "", xlabel: str = "layer", ylabel: str = "layer",
+                colorbar: bool = True):
+    """One CKA heatmap in the paper's style (layer 0 at the bottom left, colour scale 0-1)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    image = ax.imshow(np.asarray(matrix), origin="lower", vmin=0, vmax=1, cmap="magma", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(False)
+    if colorbar:
+        (fig or ax.figure).colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="CKA")
+    return fig or ax.figure
+
+
+def heatmap_row(matrices: list, titles: list[str], xlabels: list[str] | None = None,
+                ylabels: list[str] | None = None):
+    """Several CKA heatmaps side by side with one shared colour bar."""
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.5 * len(matrices) + 0.8, 3.5), squeeze=False)
+    for i, (ax, matrix, title) in enumerate(zip(axes[0], matrices, titles)):
+        cka_heatmap(matrix, ax, title, (xlabels or ["layer"] * len(matrices))[i],
+                    (ylabels or ["layer"] * len(matrices))[i], colorbar=False)
+    image = axes[0][0].images[0]
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.02, label="CKA")
+    return fig

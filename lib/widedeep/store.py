@@ -156,3 +156,14 @@ def write_results(results_dir: str | os.PathLike, chapter: str, profile: str, wa
     path = Path(results_dir) / f"{chapter}.json"
     write_json(path, {"provenance": provenance(profile, wall_time_s), **payload})
     return path
+
+
+def cached_npz(path: str | os.PathLike, compute) -> dict[str, np.ndarray]:
+    """Arrays from `path` if it exists, else `compute()` (a dict of arrays) saved there atomically first."""
+    path = Path(path)
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            return {k: stored[k] for k in stored.files}
+    arrays = {k: np.asarray(v) for k, v in compute().items()}
+    write_npz(path, **arrays)
+    return arrays

@@ -1,0 +1,69 @@
+"""Summaries of CKA heatmaps that the chapters state in prose: checkerboard contrast, matched-layer similarity."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from widedeep.models import INSIDE, STREAM
+
+
+def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
+    """Mean CKA among residual-stream layers minus mean CKA between stream and in-block layers.
+
+    Identity shortcuts carry one residual stream through the network, so block outputs resemble each
+    other more than they resemble the fresh computations inside blocks: a positive contrast is the
+    checkerboard of the paper's heatmaps. The diagonal is excluded.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    kinds = np.asarray(kinds)
+    if matrix.shape != (len(kinds), len(kinds)):
+        raise ValueError(f"matrix is {matrix.shape} but {len(kinds)} layer kinds were given")
+    stream, inside = kinds == STREAM, kinds == INSIDE
+    if stream.sum() < 2 or inside.sum() < 1:
+        raise ValueError("need at least two residual-stream layers and one in-block layer")
+    off_diagonal = ~np.eye(len(kinds), dtype=bool)
+    among_stream = matrix[np.ix_(stream, stream)][off_diagonal[np.ix_(stream, stream)]].mean()
+    stream_to_inside = matrix[np.ix_(stream, inside)].mean()
+    return float(among_stream - stream_to_inside)
+
+
+def matched_layer_similarity(matrix: np.ndarray) -> np.ndarray:
+    """CKA of each layer with the same layer of the other model: the diagonal of a cross-model heatmap."""
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"a cross-model heatmap of two models with the same layers is square; got {matrix.shape}")
+    return np.diagonal(matrix).copy()
+
+
+def relative_depth_similarity(matrix: np.ndarray, points: int = 20) -> np.ndarray:
+    """CKA between layers at the same relative depth (0..1) of two models with different layer counts."""
+    matrix = np.asarray(matrix, dtype=float)
+    rows = np.rint(np.linspace(0, matrix.shape[0] - 1, points)).astype(int)
+    cols = np.rint(np.linspace(0, matrix.shape[1] - 1, points)).astype(int)
+    return matrix[rows, cols]
+
+
+def run_cka(run_a, data, batch_size: int, passes: int, run_b=None, remove_top_pcs: int = 0,
+            seed: int = 0) -> np.ndarray:
+    """Minibatch CKA heatmap of a trained run with itself or with `run_b`, cached in run_a's folder.
+
+    The cache key holds everything the numbers depend on: both runs' names, the examples (count and
+    a checksum of the labels), batch size, passes, seed and PC removal.
+    """
+    from widedeep import store
+    from widedeep.cka import model_cka
+    from widedeep.data import shuffled_passes
+
+    key = store.config_hash({"b": run_b.config.name() if run_b is not None else None, "n": len(data),
+                             "labels": int((data.labels.cpu().long() * (1 + np.arange(len(data)) % 97)).sum()),
+                             "batch": batch_size, "passes": passes, "seed": seed, "pcs": remove_top_pcs})
+    path = run_a.run_dir / f"cka-{key}.npz"
+
+    def compute():
+        device = next(run_a.model.parameters()).device
+        loader = shuffled_passes(data.to(device), batch_size, passes, seed)
+        matrix, _, _ = model_cka(run_a.model, loader, None if run_b is None else run_b.model,
+                                 remove_top_pcs=remove_top_pcs)
+        return {"cka": matrix}
+
+    return store.cached_npz(path, compute)["cka"]
