@@ -1,0 +1,194 @@
+"""Tests of widedeep.activations: hooks fire once, leave nothing behind, and capture the true outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from widedeep import cka
+from widedeep.activations import GramCapture, HookError, capture_grams, leaf_module_names, resolve_layers
+from widedeep.models import resnet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors run far faster on one thread when the machine's cores are busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return resnet(8, 1, in_channels=1)
+
+
+def _images(n: int = 12, channels: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_every_hook_fires_once_and_all_are_removed():
+    model = _model()
+    before = _hook_count(model)
+    with GramCapture(model) as capture:
+        assert _hook_count(model) == before + len(model.layers())
+        grams = capture(_images())
+        assert capture._counts == [1] * len(model.layers())
+        grams_again = capture(_images())  # counts reset per forward pass
+    assert _hook_count(model) == before
+    assert len(grams) == len(capture.names) == len(model.layers())
+    assert all(g.shape == (12, 12) and g.dtype == torch.float32 for g in grams)  # the network's precision
+    for g, h in zip(grams, grams_again):
+        torch.testing.assert_close(g, h, rtol=0, atol=0)
+    model(_images())  # no hooks left to fire, nothing captured
+    assert capture._grams == [None] * len(capture.names)
+
+
+def test_eval_mode_inference_mode_and_training_flags_restored():
+    model = _model()
+    model.train()
+    model.stages[1].eval()  # a submodule in its own mode must come back as it was
+    running_mean = model.bn.running_mean.clone()
+    with GramCapture(model) as capture:
+        assert not model.training and not model.bn.training
+        grams = capture(_images())
+    assert model.training and model.bn.training and not model.stages[1].training
+    assert not model.stages[1][0].bn1.training
+    torch.testing.assert_close(model.bn.running_mean, running_mean, rtol=0, atol=0)  # BN stats untouched
+    assert not any(g.requires_grad for g in grams)
+
+
+def test_hook_grams_equal_a_manual_forward():
+    model = _model().eval()
+    images = _images()
+    grams, names = capture_grams(model, images)
+    with torch.no_grad():
+        conv = model.conv(images)
+        bn = model.bn(conv)
+        relu = model.relu(bn)
+        block = model.stages[0][0]
+        conv1 = block.conv1(relu)
+        logits = model(images)
+    manual = {"input": images, "conv": conv, "bn": bn, "relu": relu, "stages.0.0.conv1": conv1, "logits": logits}
+    for name, act in manual.items():
+        torch.testing.assert_close(grams[names.index(name)], cka.layer_gram(act), rtol=1e-6, atol=1e-8)
+    engine = cka.MinibatchCKA(names)
+    engine.update_grams(grams)
+    assert engine.compute()[names.index("conv"), names.index("bn")] == pytest.approx(
+        cka.linear_cka(conv, bn, debiased=True), abs=1e-6)
+
+
+def test_float32_grams_agree_with_float64():
+    model = _model()
+    loader = [_images(seed=s) for s in range(2)]
+    exact, _, _ = cka.model_cka(model, loader, gram_dtype=torch.float64)
+    fast, _, _ = cka.model_cka(model, loader)  # float32 Grams by default for a float32 network
+    assert capture_grams(model, loader[0], gram_dtype=torch.float64)[0][0].dtype == torch.float64
+    np.testing.assert_allclose(fast, exact, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arbitrary modules: torchvision's resnet18 (in-place ReLUs, a reused ReLU, functional adds)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+def test_resnet18_without_layer_list_is_refused(resnet18):
+    with pytest.raises(ValueError, match="no .layers.*module names"):
+        GramCapture(resnet18)
+
+
+def test_resnet18_reused_relu_is_refused_naming_it(resnet18):
+    before = _hook_count(resnet18)
+    with pytest.raises(HookError, match=r"layer 'layer1\.0\.relu' \(ReLU\) fired 2 times"):
+        capture_grams(resnet18, _images(6, 3, 32), leaf_module_names(resnet18))
+    assert _hook_count(resnet18) == before  # hooks removed even after the error
+
+
+def test_resnet18_in_place_relu_does_not_corrupt_captured_outputs(resnet18):
+    # bn1 is followed by ReLU(inplace=True): a hook that stored bn1's output would see post-ReLU values.
+    images = _images(10, 3, 32)
+    layers = ["conv1", "bn1", "relu", "layer1.0.conv1", "layer1.0.bn1", "layer1.0.bn2", "layer4.1.bn2", "fc"]
+    grams, names = capture_grams(resnet18, images, layers)
+    with torch.no_grad():
+        conv1 = resnet18.conv1(images)
+        bn1 = resnet18.bn1(conv1)
+    engine = cka.MinibatchCKA(names)
+    engine.update_grams(grams)
+    matrix = engine.compute()
+    assert matrix[0, 1] == pytest.approx(cka.linear_cka(conv1, bn1, debiased=True), abs=1e-6)
+    assert matrix[1, 2] == pytest.approx(cka.linear_cka(bn1, torch.relu(bn1), debiased=True), abs=1e-6)
+    # What a naive stored-output hook would have compared: bn1 after the in-place ReLU.
+    stored = {}
+    handle = resnet18.bn1.register_forward_hook(lambda m, i, o: stored.setdefault("bn1", o))
+    with torch.no_grad():
+        resnet18(images)
+    handle.remove()
+    assert torch.equal(stored["bn1"], torch.relu(bn1)) and not torch.equal(stored["bn1"], bn1)
+
+
+def test_module_that_never_fires_is_named():
+    class WithUnused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(4, 3)
+            self.unused = nn.Linear(4, 3)
+            self.blocks = nn.ModuleList([nn.Linear(3, 3)])
+
+        def forward(self, x):
+            return self.blocks[0](self.used(x))
+
+    model = WithUnused()
+    with pytest.raises(HookError, match=r"\['unused'\] never fired"):
+        capture_grams(model, torch.randn(8, 4), ["used", "unused"])
+    with pytest.raises(HookError, match=r"\['blocks'\] never fired"):
+        capture_grams(model, torch.randn(8, 4), ["used", "blocks"])
+    grams, names = capture_grams(model, torch.randn(8, 4), ["used", "blocks.0"])
+    assert names == ["used", "blocks.0"] and len(grams) == 2
+
+
+def test_non_tensor_output_is_refused():
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x, x
+
+    model = nn.Sequential(nn.Linear(4, 4), Pair())
+    with pytest.raises(HookError, match="layer '1' returned tuple"):
+        capture_grams(model, torch.randn(8, 4), ["0", "1"])
+
+
+def test_layer_resolution_errors():
+    model = _model()
+    with pytest.raises(ValueError, match="no module named 'stages.9'"):
+        resolve_layers(model, ["conv", "stages.9"])
+    with pytest.raises(ValueError, match="more than once"):
+        resolve_layers(model, ["conv", "conv"])
+    assert resolve_layers(model, [("stem", model.conv)]) == [("stem", model.conv)]
+    assert [name for name, _ in resolve_layers(model, model.layers()[:3])] == ["input", "conv", "bn"]
+    with pytest.raises(RuntimeError, match="context manager"):
+        GramCapture(model)(_images())
+
+
+def test_nan_activation_names_the_layer():
+    model = _model()
+    images = _images()
+    images[2, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="layer 'input'.*NaN or inf"):
+        cka.model_cka(model, [images])
+
+
+def test_small_batch_is_refused_by_the_engine():
+    with pytest.raises(ValueError, match="n=3"):
+        cka.model_cka(_model(), [_images(12), _images(3)])
