@@ -20,6 +20,13 @@ def test_checkerboard_contrast_on_a_planted_checkerboard():
         heatmaps.checkerboard_contrast(matrix, kinds[:-1])
 
 
+def test_checkerboard_verdict_distinguishes_the_cases():
+    assert heatmaps.checkerboard_verdict(0.3, 0.0).startswith("a clear checkerboard")
+    assert "both nets" in heatmaps.checkerboard_verdict(0.3, 0.28)
+    assert heatmaps.checkerboard_verdict(-0.01, -0.02).startswith("no clear checkerboard")
+    assert heatmaps.checkerboard_verdict(-0.2, 0.0).startswith("the opposite")
+
+
 def test_matched_and_relative_depth_similarity():
     matrix = np.arange(16.0).reshape(4, 4)
     assert heatmaps.matched_layer_similarity(matrix).tolist() == [0, 5, 10, 15]

@@ -27,6 +27,17 @@ def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
     return float(among_stream - stream_to_inside)
 
 
+def checkerboard_verdict(residual: float, plain: float, margin: float = 0.05) -> str:
+    """A sentence on whether the residual net shows a checkerboard that the plain net lacks."""
+    if residual > margin and residual > plain + margin:
+        return "a clear checkerboard in the residual net, absent from the plain net"
+    if residual > margin:
+        return "a checkerboard in both nets, so it is not specific to the residual connections here"
+    return (f"no clear checkerboard at this scale: block outputs are no more alike than block outputs and "
+            f"in-block layers (contrast within {margin})" if abs(residual) <= margin else
+            "the opposite of a checkerboard: block outputs resemble in-block layers more than each other")
+
+
 def matched_layer_similarity(matrix: np.ndarray) -> np.ndarray:
     """CKA of each layer with the same layer of the other model: the diagonal of a cross-model heatmap."""
     matrix = np.asarray(matrix, dtype=float)
