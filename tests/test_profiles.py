@@ -30,7 +30,7 @@ def test_unknown_profile_and_parameter_are_refused():
         profiles.load_profile("smoke", {"widths": 2})
 
 
-def test_cli_refuses_bad_requests_before_running(capsys):
+def test_cli_refuses_bad_requests_before_running():
     assert cli.parse_overrides([["widths", "[1, 2, 8]"], ["epochs", "3"]]) == {"widths": [1, 2, 8], "epochs": 3}
     with pytest.raises(SystemExit, match="unknown profile"):
         cli.run_chapter("01_training", "laptop", {})

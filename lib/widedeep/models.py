@@ -30,11 +30,6 @@ class Layer:
     block: int
     module: nn.Module
 
-    @property
-    def residual_stream(self) -> bool:
-        """True where the output is the residual stream (stem output or a block's output)."""
-        return self.kind == STREAM
-
 
 class Add(nn.Module):
     """Elementwise sum as a module, so hooks see the residual addition."""

@@ -7,6 +7,7 @@ profile does not have, or a value of the wrong shape, is an error that lists wha
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -49,8 +50,8 @@ def load_profile(name: str, overrides: dict | None = None) -> dict:
     return params
 
 
-TRAIN_KEYS = ("dataset", "image_size", "n_val", "n_test", "data_seed", "residual", "bn_momentum", "epochs", "batch_size", "lr",
-              "momentum", "weight_decay", "augment", "eval_every")
+# The recipe keys a profile passes to TrainConfig: every field except the per-model grid coordinates.
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("depth", "width", "n_train", "seed"))
 
 
 def train_config(params: dict, depth: int, width: float, n_train: int, seed: int, **changes) -> TrainConfig:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -110,7 +110,6 @@ class TrainedRun:
     model: CifarResNet
     metrics: dict
     run_dir: Path
-    splits: data_module.Splits | None = field(default=None, repr=False)
 
     @property
     def test_acc(self) -> float:
@@ -178,7 +177,7 @@ def is_complete(config: TrainConfig, runs_dir: str | Path = "runs") -> bool:
 
 
 def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: str | torch.device | None = None,
-                  allow_train: bool = True, progress: bool = True, keep_splits: bool = False,
+                  allow_train: bool = True, progress: bool = True,
                   on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainedRun:
     """Return the trained model for `config`: loaded from the run store, resumed, or trained from scratch."""
     device = torch.device(device) if device is not None else default_device()
@@ -190,8 +189,7 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
         state = store.load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
         model.to(device).eval()
-        splits = config.splits() if keep_splits else None
-        return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir, splits)
+        return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir)
     if not allow_train:
         raise FileNotFoundError(f"no finished run for {config.name()} in {runs_dir}; pass allow_train=True "
                                 f"(or run the training chapter) to train it")
@@ -256,8 +254,7 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
     model.eval()
-    return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir,
-                      splits if keep_splits else None)
+    return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir)
 
 
 def _metrics(config: TrainConfig, model: nn.Module, history: list[dict], status: str) -> dict:
