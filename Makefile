@@ -28,7 +28,8 @@ _vendor/.complete: tools/vendor_js.sh
 	bash tools/vendor_js.sh
 
 book: setup
-	WIDEDEEP_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+	# --all: rebuild every page, or Sphinx skips unchanged sources and keeps outputs of another profile
+	WIDEDEEP_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --all -W --keep-going
 
 test: setup
 	$(BIN)/pytest --nbval-lax
