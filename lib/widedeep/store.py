@@ -139,7 +139,7 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str:
                                 text=True, check=True).stdout.strip()
         # Result files are outputs, not code: a chapter that rewrote results/ earlier in the same
         # build does not make the next chapter's provenance "dirty".
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results"],
                                cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
