@@ -38,3 +38,30 @@ def test_cli_refuses_bad_requests_before_running():
         cli.run_chapter("01_training", "smoke", {"depht": [8]})
     with pytest.raises(SystemExit, match="no chapter"):
         cli.run_chapter("99_missing", "smoke", {})
+
+
+def test_required_runs_cover_every_chapter_without_repeats():
+    params = profiles.load_profile("cpu")
+    required = profiles.required_runs(params)
+    assert len(set(required)) == len(required)
+    for group in (profiles.training_grid(params), profiles.cka_base_grid(params), profiles.seed_study_grid(params)):
+        assert set(group) <= set(required)
+    assert any(not c.residual for c in required)  # Chapter 2's plain control
+    assert {c.seed for c in profiles.seed_study_grid(params)} == set(params["seed_study_seeds"])
+
+
+def test_shards_partition_the_runs_with_balanced_cost():
+    required = profiles.required_runs(profiles.load_profile("cpu"))
+    shards = [profiles.shard(required, i, 3) for i in range(3)]
+    assert sorted(c.name() for s in shards for c in s) == sorted(c.name() for c in required)
+    costs = [sum(map(profiles.training_cost, s)) for s in shards]
+    # Greedy costliest-first keeps every shard within one model's cost of the others.
+    assert max(costs) - min(costs) <= max(map(profiles.training_cost, required))
+    assert profiles.shard(required, 1, 3) == shards[1]  # deterministic
+    with pytest.raises(ValueError, match="shard index"):
+        profiles.shard(required, 3, 3)
+
+
+def test_cli_train_refuses_a_malformed_shard():
+    with pytest.raises(SystemExit, match="INDEX/COUNT"):
+        cli.main(["train", "--profile", "smoke", "--shard", "2/2"])

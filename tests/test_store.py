@@ -32,3 +32,12 @@ def test_provenance_names_profile_commit_hardware_and_versions():
     p = store.provenance("smoke", 1.234)
     assert p["profile"] == "smoke" and p["wall_time_s"] == 1.2 and p["hardware"] and p["commit"]
     assert {"python", "torch", "numpy", "widedeep"} <= set(p["versions"])
+
+
+def test_write_json_is_strict_json_with_undefined_values_as_null(tmp_path):
+    path = tmp_path / "r.json"
+    store.write_json(path, {"a": float("nan"), "b": [np.float64("inf"), 1.5], "c": np.array([np.nan, 2.0]),
+                            "d": np.float32(0.25)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert store.read_json(path) == {"a": None, "b": [None, 1.5], "c": [None, 2.0], "d": 0.25}

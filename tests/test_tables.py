@@ -1,5 +1,7 @@
 """Tables and trend summaries used in the chapters' prose."""
 
+import pytest
+
 from widedeep import tables
 
 
@@ -17,3 +19,10 @@ def test_rising_series_counts_only_strict_rises_and_skips_single_points():
 def test_markdown_table_formats_values():
     text = tables.markdown_table([{"a": 1234, "b": 0.12345}], {"a": "A", "b": "B"}, {"a": ",", "b": ".2f"})
     assert text.splitlines() == ["| A | B |", "|---:|---:|", "| 1,234 | 0.12 |"]
+
+
+def test_list_table_formats_cells_and_refuses_ragged_rows():
+    text = tables.list_table(["model", "acc"], [["R20", "0.91"], ["R56", 0.5]])
+    assert text.splitlines() == ["| model | acc |", "|---:|---:|", "| R20 | 0.91 |", "| R56 | 0.5 |"]
+    with pytest.raises(ValueError, match="2 cells"):
+        tables.list_table(["model", "acc"], [["R20"]])

@@ -1,9 +1,11 @@
 """Command line: rerun one chapter with a profile and overrides through papermill, then render its page.
 
     widedeep chapter 01_training --profile cpu -p widths '[1, 2, 8]'
+    widedeep train --profile cpu --shard 0/2 --threads 1   # and 1/2 in a second shell
 
 Values are parsed as YAML (`'[1, 2, 8]'` is a list, `4` an int). Unknown chapters, profiles or
-parameters are refused before anything runs.
+parameters are refused before anything runs. `train` trains (or finds) every model the book needs
+under a profile, so the chapters only load; shards let several processes share the work.
 """
 
 from __future__ import annotations
@@ -61,6 +63,27 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
     return notebook_out
 
 
+def train_profile(profile: str, overrides: dict, shard_spec: str = "0/1", threads: int | None = None) -> None:
+    """Train every model the book needs under `profile` (one shard of them), skipping finished runs."""
+    import torch
+
+    from widedeep import train
+
+    try:
+        params = profiles.load_profile(profile, overrides)
+        index, count = (int(part) for part in shard_spec.split("/"))
+        # Shard only the unfinished runs, so that shards started together share the remaining work evenly.
+        pending = [c for c in profiles.required_runs(params) if not train.is_complete(c, params["runs_dir"])]
+        todo = profiles.shard(pending, index, count)
+    except ValueError as error:
+        raise SystemExit(f"error: {error} (shards are written INDEX/COUNT, e.g. 0/2)") from None
+    if threads:
+        torch.set_num_threads(threads)
+    print(f"shard {shard_spec}: {len(pending)} unfinished models in all, {len(todo)} in this shard: "
+          f"{[c.name() for c in todo]}")
+    train.train_grid(todo, params["runs_dir"])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `widedeep` command."""
     parser = argparse.ArgumentParser(prog="widedeep", description=__doc__,
@@ -72,8 +95,16 @@ def main(argv: list[str] | None = None) -> None:
     chapter.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                          help="override one profile parameter (value parsed as YAML)")
     chapter.add_argument("--no-build", action="store_true", help="execute only; do not render the HTML page")
+    trainer = sub.add_parser("train", help="train every model the book needs under a profile")
+    trainer.add_argument("--profile", default="cpu", help=f"one of {profiles.available_profiles()}")
+    trainer.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                         help="override one profile parameter (value parsed as YAML)")
+    trainer.add_argument("--shard", default="0/1", help="INDEX/COUNT: train only this share of the models")
+    trainer.add_argument("--threads", type=int, default=None, help="torch threads for this process")
     args = parser.parse_args(argv)
-    if args.command == "chapter":
+    if args.command == "train":
+        train_profile(args.profile, parse_overrides(args.parameter), args.shard, args.threads)
+    elif args.command == "chapter":
         run_chapter(args.name, args.profile, parse_overrides(args.parameter), build_page=not args.no_build)
 
 

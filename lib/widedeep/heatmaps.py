@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ from widedeep import store
 from widedeep.cka import model_cka
 from widedeep.data import shuffled_passes
 from widedeep.models import INSIDE, STREAM
+from widedeep.pca import model_pc_stats
 
 
 def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
@@ -60,6 +62,18 @@ def relative_depth_similarity(matrix: np.ndarray, points: int = 20) -> np.ndarra
     return matrix[rows, cols]
 
 
+def _cache_path(run, prefix: str, data, **settings) -> Path:
+    """`<run_dir>/<prefix>-<hash>.npz`, hashing a checksum of the images together with `settings`."""
+    examples = hashlib.sha256(data.images.cpu().numpy().tobytes()).hexdigest()[:16]
+    return run.run_dir / f"{prefix}-{store.config_hash({'examples': examples, **settings})}.npz"
+
+
+def _analysis_batches(run, data, batch_size: int, passes: int, seed: int):
+    """The seeded, unaugmented CKA batch order over `data`, on the device of `run`'s model."""
+    device = next(run.model.parameters()).device
+    return shuffled_passes(data.to(device), batch_size, passes, seed)
+
+
 def run_cka(run_a, data, batch_size: int, passes: int, run_b=None, remove_top_pcs: int = 0,
             seed: int = 0, gram_dtype: str = "float32") -> np.ndarray:
     """Minibatch CKA heatmap of a trained run with itself or with `run_b`, cached in run_a's folder.
@@ -69,17 +83,30 @@ def run_cka(run_a, data, batch_size: int, passes: int, run_b=None, remove_top_pc
     names, the examples (a checksum of the images), batch size, passes, seed, PC removal
     and Gram precision.
     """
-    examples = hashlib.sha256(data.images.cpu().numpy().tobytes()).hexdigest()[:16]
-    key = store.config_hash({"b": run_b.config.name() if run_b is not None else None, "examples": examples,
-                             "batch": batch_size, "passes": passes, "seed": seed, "pcs": remove_top_pcs,
-                             "gram": gram_dtype})
-    path = run_a.run_dir / f"cka-{key}.npz"
+    path = _cache_path(run_a, "cka", data, b=run_b.config.name() if run_b is not None else None,
+                       batch=batch_size, passes=passes, seed=seed, pcs=remove_top_pcs, gram=gram_dtype)
 
     def compute():
-        device = next(run_a.model.parameters()).device
-        loader = shuffled_passes(data.to(device), batch_size, passes, seed)
+        loader = _analysis_batches(run_a, data, batch_size, passes, seed)
         matrix, _, _ = model_cka(run_a.model, loader, None if run_b is None else run_b.model,
                                  remove_top_pcs=remove_top_pcs, gram_dtype=getattr(torch, gram_dtype))
         return {"cka": matrix}
 
     return store.cached_npz(path, compute)["cka"]
+
+
+def run_pc_stats(run, data, batch_size: int, passes: int, seed: int = 0, gram_dtype: str = "float32",
+                 top_k: int = 3) -> dict[str, np.ndarray]:
+    """First-PC statistics of a trained run's layers, {"shares" (L, top_k), "pc1_similarity" (L, L)}, cached.
+
+    The same batches as `run_cka` (Nguyen et al.'s first-PC analysis, see `widedeep.pca`). The cache
+    key holds the examples (a checksum of the images), batch size, passes, seed, Gram precision and top_k.
+    """
+    path = _cache_path(run, "pcs", data, batch=batch_size, passes=passes, seed=seed, gram=gram_dtype, top_k=top_k)
+
+    def compute():
+        loader = _analysis_batches(run, data, batch_size, passes, seed)
+        stats = model_pc_stats(run.model, loader, gram_dtype=getattr(torch, gram_dtype), top_k=top_k)
+        return {"shares": stats["shares"], "pc1_similarity": stats["pc1_similarity"]}
+
+    return store.cached_npz(path, compute)

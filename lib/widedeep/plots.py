@@ -81,3 +81,72 @@ def heatmap_row(matrices: list, titles: list[str], xlabels: list[str] | None = N
     image = axes[0][0].images[0]
     fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.02, label="CKA")
     return fig
+
+
+def outline_block(ax, block, colour: str = "cyan") -> None:
+    """Draw a detected block (`blocks.Block`, full-matrix layer indices) as a square on a heatmap."""
+    if block is None:
+        return
+    from matplotlib.patches import Rectangle
+
+    side = block.end - block.start + 1
+    ax.add_patch(Rectangle((block.start - 0.5, block.start - 0.5), side, side, fill=False, edgecolor=colour,
+                           linewidth=1.2, linestyle="--"))
+
+
+def heatmap_grid(matrices: list[list], row_labels: list[str], col_labels: list[str],
+                 blocks: list[list] | None = None, cell_size: float = 2.4):
+    """CKA heatmaps on a grid (rows e.g. n_train, columns architectures), detected blocks outlined.
+
+    `matrices[r][c]` may be None for a missing model; one colour bar serves the whole grid.
+    """
+    rows, cols = len(matrices), len(matrices[0])
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_size * cols + 0.9, cell_size * rows + 0.3), squeeze=False)
+    image = None
+    for r in range(rows):
+        for c in range(cols):
+            ax, matrix = axes[r][c], matrices[r][c]
+            ax.grid(False)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if matrix is None:
+                ax.axis("off")
+                continue
+            image = ax.imshow(np.asarray(matrix), origin="lower", vmin=0, vmax=1, cmap="magma",
+                              interpolation="nearest")
+            if blocks is not None:
+                outline_block(ax, blocks[r][c])
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="CKA")
+    return fig
+
+
+def layer_profiles(curves: dict[str, np.ndarray], ylabel: str, spans: dict[str, tuple[float, float]] | None = None,
+                   threshold: float | None = None, ax=None):
+    """Per-layer values (e.g. first-PC share) against relative depth, one line per model.
+
+    `spans` shades each model's block (relative depth of its first and last layer) in the line's colour.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colours = plt.cm.tab10(np.arange(len(curves)) % 10)
+    for colour, (label, values) in zip(colours, curves.items()):
+        values = np.asarray(values, dtype=float)
+        depth = np.linspace(0, 1, len(values))
+        ax.plot(depth, values, "-", color=colour, label=label, linewidth=1.3)
+        if spans and spans.get(label) is not None:
+            ax.axvspan(*spans[label], color=colour, alpha=0.12)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("relative depth (residual-stream layers)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    if fig is not None:
+        fig.tight_layout()
+    return fig or ax.figure

@@ -77,3 +77,38 @@ def training_grid(params: dict) -> list[TrainConfig]:
 def public(params: dict) -> dict:
     """The profile's values as stored in results files (machine-specific absolute paths left out)."""
     return {k: v for k, v in params.items() if k not in ("runs_dir", "results_dir")}
+
+
+def seed_study_grid(params: dict) -> list[TrainConfig]:
+    """The seeds of the model whose block Chapters 3-4 compare across seeds."""
+    return [train_config(params, params["seed_study_depth"], params["seed_study_width"], params["seed_study_n_train"], s)
+            for s in params["seed_study_seeds"]]
+
+
+def cka_base_grid(params: dict) -> list[TrainConfig]:
+    """Chapter 2's base model (the narrowest of the width series on the most data) over its seeds, and its plain control."""
+    depth, width, n_train = params["width_series_depth"], params["widths"][0], max(params["n_trains"])
+    seeds = [train_config(params, depth, width, n_train, s) for s in params["cross_seeds"]]
+    return seeds + [train_config(params, depth, width, n_train, params["cross_seeds"][0], residual=False)]
+
+
+def required_runs(params: dict) -> list[TrainConfig]:
+    """Every model any chapter of the book trains under this profile, without repeats."""
+    return list(dict.fromkeys(training_grid(params) + cka_base_grid(params) + seed_study_grid(params)))
+
+
+def training_cost(config: TrainConfig) -> float:
+    """A relative cost of training `config` (images seen x layers x width^2), for splitting work between processes."""
+    return config.epochs * config.n_train * config.depth * config.width ** 2
+
+
+def shard(configs: list[TrainConfig], index: int, count: int) -> list[TrainConfig]:
+    """The `index`-th of `count` shards of similar total cost (greedy, costliest first; deterministic)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in 0..{count - 1}; got {index}")
+    loads, assigned = [0.0] * count, [[] for _ in range(count)]
+    for config in sorted(configs, key=training_cost, reverse=True):
+        target = loads.index(min(loads))
+        loads[target] += training_cost(config)
+        assigned[target].append(config)
+    return assigned[index]

@@ -49,8 +49,22 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write `obj` as indented JSON (NumPy scalars and arrays converted)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+    """Atomically write `obj` as strict JSON (NumPy values converted; NaN and inf, which JSON lacks, become null)."""
+    text = json.dumps(_finite(obj), indent=1, default=_json_default, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float (Python or NumPy) replaced by None, recursively."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def read_json(path: str | os.PathLike) -> Any:

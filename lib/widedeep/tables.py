@@ -14,10 +14,15 @@ RUN_FORMATS = {"width": "g", "parameters": ",", "train_acc": ".3f", "val_acc": "
 def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str, str] | None = None) -> str:
     """A Markdown table of `rows` with headers columns[key] (values formatted by formats[key])."""
     formats = formats or {}
-    head = "| " + " | ".join(columns.values()) + " |"
-    rule = "|" + "|".join("---:" for _ in columns) + "|"
-    body = ["| " + " | ".join(format(r[k], formats.get(k, "")) for k in columns) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
+    return list_table(list(columns.values()), [[format(r[k], formats.get(k, "")) for k in columns] for r in rows])
+
+
+def list_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table from a header and rows of already formatted cells."""
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"every row needs {len(header)} cells (the header: {header})")
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
 def runs_table(rows: list[dict]) -> str:
