@@ -168,3 +168,19 @@ def test_run_cka_cache_path_is_unchanged(tmp_path, monkeypatch):
     key = store.config_hash({"b": None, "examples": examples, "batch": 4, "passes": 2, "seed": 3, "pcs": 0,
                              "gram": "float32"})
     assert [p.name for p in tmp_path.glob("*.npz")] == [f"cka-{key}.npz"]
+
+
+def test_a_layer_subset_is_computed_and_cached_on_its_own(tmp_path):
+    run = types.SimpleNamespace(model=_tiny_resnet(), run_dir=tmp_path)
+    images = data.ImageData(torch.rand(40, 1, 16, 16), torch.randint(0, 10, (40,)), [])
+    layers = run.model.layers()
+    stream = [layer.name for layer in layers if layer.kind == "stream"]
+    full = heatmaps.run_pc_stats(run, images, batch_size=20, passes=1)
+    subset = heatmaps.run_pc_stats(run, images, batch_size=20, passes=1, layers=stream)
+    assert subset["shares"].shape == (len(stream), 3) and len(list(tmp_path.glob("pcs-*.npz"))) == 2
+    rows = [i for i, layer in enumerate(layers) if layer.kind == "stream"]
+    np.testing.assert_allclose(subset["shares"], full["shares"][rows], rtol=1e-6)
+    cka_full = heatmaps.run_cka(run, images, batch_size=20, passes=1)
+    cka_stream = heatmaps.run_cka(run, images, batch_size=20, passes=1, layers=stream)
+    np.testing.assert_allclose(cka_stream, cka_full[np.ix_(rows, rows)], atol=1e-7)
+    assert len(list(tmp_path.glob("cka-*.npz"))) == 2

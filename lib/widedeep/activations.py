@@ -113,9 +113,13 @@ class GramCapture:
             if not isinstance(output, torch.Tensor):
                 raise HookError(f"layer '{name}' returned {type(output).__name__}, not a tensor; hook a "
                                 f"module whose output is one tensor of shape (n, ...)")
-            self._grams[index] = layer_gram(output, self.gram_dtype, f"layer '{name}'")
+            self._grams[index] = self._reduce(output, name)
 
         return hook
+
+    def _reduce(self, output: torch.Tensor, name: str) -> torch.Tensor:
+        """What a hook keeps of one layer's output: its Gram (subclasses keep something else)."""
+        return layer_gram(output, self.gram_dtype, f"layer '{name}'")
 
     def __enter__(self) -> "GramCapture":
         if self._handles:

@@ -7,7 +7,7 @@ settings come from the profile (`block_threshold`, `block_min_contrast`, `block_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ class BlockAnalysis:
     cka: np.ndarray                  # (L, L) minibatch CKA over every analysable layer
     names: list[str]
     kinds: list[str]
-    pc_shares: np.ndarray            # (L, k) variance shares of the top-k principal components
+    pc_shares: np.ndarray            # (L, k) variance shares of the top-k PCs (residual-stream layers; NaN elsewhere)
     block: blocks.Block | None       # CKA and first-PC conditions (the book's definition)
     block_cka_only: blocks.Block | None
 
@@ -44,6 +44,18 @@ class BlockAnalysis:
     def stream(self) -> np.ndarray:
         """Indices of the residual-stream layers (the ones the detector looks at)."""
         return np.flatnonzero(np.asarray(self.kinds) == STREAM)
+
+    @property
+    def stream_names(self) -> list[str]:
+        """Module names of the residual-stream layers."""
+        return [self.names[i] for i in self.stream]
+
+    def on_stream(self, block: blocks.Block | None) -> blocks.Block | None:
+        """The block with start/end as positions among the residual-stream layers (for stream-only matrices)."""
+        if block is None:
+            return None
+        position = {index: i for i, index in enumerate(self.stream)}
+        return replace(block, start=position[block.start], end=position[block.end])
 
     def span_name(self, block: blocks.Block | None) -> str:
         """'stages.0.3.relu2 … stages.1.2.relu2' for a block, '—' for none."""
@@ -90,13 +102,25 @@ def detect(cka: np.ndarray, kinds: list[str], pc1_share: np.ndarray, params: dic
     return with_pc1, cka_only
 
 
-def analyse(run, params: dict, remove_top_pcs: int = 0) -> BlockAnalysis:
-    """CKA (optionally after removing each layer's top PCs per minibatch), PC shares and blocks of one run."""
+def batching(params: dict) -> dict:
+    """The CKA minibatch settings of a profile (examples are `cka_images`)."""
+    return {"batch_size": params["cka_batch_size"], "passes": params["cka_passes"]}
+
+
+def analyse(run, params: dict) -> BlockAnalysis:
+    """All-layer CKA, residual-stream PC shares and the blocks of one run (all cached in the run store).
+
+    PC statistics are computed on the residual-stream layers only: they are what the detector reads,
+    and an eigendecomposition per layer and minibatch over every layer would cost several times the
+    CKA itself on a deep network.
+    """
     images = cka_images(run, params["cka_examples"])
-    batching = dict(batch_size=params["cka_batch_size"], passes=params["cka_passes"])
-    matrix = heatmaps.run_cka(run, images, remove_top_pcs=remove_top_pcs, **batching)
-    shares = heatmaps.run_pc_stats(run, images, **batching)["shares"]
+    matrix = heatmaps.run_cka(run, images, **batching(params))
     layers = run.model.layers()
     names, kinds = [layer.name for layer in layers], [layer.kind for layer in layers]
+    stream = np.flatnonzero(np.asarray(kinds) == STREAM)
+    stream_shares = heatmaps.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(params))["shares"]
+    shares = np.full((len(names), stream_shares.shape[1]), np.nan)
+    shares[stream] = stream_shares
     block, block_cka_only = detect(matrix, kinds, shares[:, 0], params)
     return BlockAnalysis(run, matrix, names, kinds, shares, block, block_cka_only)

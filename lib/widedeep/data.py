@@ -67,6 +67,14 @@ class ImageData:
         """The examples at `index`, in that order."""
         return ImageData(self.images[index], self.labels[index], self.classes)
 
+    def first(self, count: int | None) -> "ImageData":
+        """The first `count` examples (all of them when `count` is None or at least their number)."""
+        if count is None:
+            return self
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be a positive integer or None (all); got {count!r}")
+        return self.subset(torch.arange(min(count, len(self))))
+
 
 @dataclass
 class Splits:

@@ -68,6 +68,11 @@ def _cache_path(run, prefix: str, data, **settings) -> Path:
     return run.run_dir / f"{prefix}-{store.config_hash({'examples': examples, **settings})}.npz"
 
 
+def _layers_key(layers: list[str] | None) -> dict:
+    """The cache-key entry for a layer subset (none for all layers, so older cache files stay valid)."""
+    return {} if layers is None else {"layers": list(layers)}
+
+
 def _analysis_batches(run, data, batch_size: int, passes: int, seed: int):
     """The seeded, unaugmented CKA batch order over `data`, on the device of `run`'s model."""
     device = next(run.model.parameters()).device
@@ -75,20 +80,22 @@ def _analysis_batches(run, data, batch_size: int, passes: int, seed: int):
 
 
 def run_cka(run_a, data, batch_size: int, passes: int, run_b=None, remove_top_pcs: int = 0,
-            seed: int = 0, gram_dtype: str = "float32") -> np.ndarray:
+            seed: int = 0, gram_dtype: str = "float32", layers: list[str] | None = None) -> np.ndarray:
     """Minibatch CKA heatmap of a trained run with itself or with `run_b`, cached in run_a's folder.
 
     Grams are float32 with TF32 off by default (within ~1e-8 of float64 on ResNet-56, ~3x faster on a
     CPU); every HSIC sum is float64. The cache key holds everything the numbers depend on: both runs'
-    names, the examples (a checksum of the images), batch size, passes, seed, PC removal
-    and Gram precision.
+    names, the examples (a checksum of the images), batch size, passes, seed, PC removal, Gram
+    precision and, when given, the `layers` (module names, the same in both models; default: every
+    analysable layer).
     """
     path = _cache_path(run_a, "cka", data, b=run_b.config.name() if run_b is not None else None,
-                       batch=batch_size, passes=passes, seed=seed, pcs=remove_top_pcs, gram=gram_dtype)
+                       batch=batch_size, passes=passes, seed=seed, pcs=remove_top_pcs, gram=gram_dtype,
+                       **_layers_key(layers))
 
     def compute():
         loader = _analysis_batches(run_a, data, batch_size, passes, seed)
-        matrix, _, _ = model_cka(run_a.model, loader, None if run_b is None else run_b.model,
+        matrix, _, _ = model_cka(run_a.model, loader, None if run_b is None else run_b.model, layers=layers,
                                  remove_top_pcs=remove_top_pcs, gram_dtype=getattr(torch, gram_dtype))
         return {"cka": matrix}
 
@@ -96,17 +103,19 @@ def run_cka(run_a, data, batch_size: int, passes: int, run_b=None, remove_top_pc
 
 
 def run_pc_stats(run, data, batch_size: int, passes: int, seed: int = 0, gram_dtype: str = "float32",
-                 top_k: int = 3) -> dict[str, np.ndarray]:
+                 top_k: int = 3, layers: list[str] | None = None) -> dict[str, np.ndarray]:
     """First-PC statistics of a trained run's layers, {"shares" (L, top_k), "pc1_similarity" (L, L)}, cached.
 
     The same batches as `run_cka` (Nguyen et al.'s first-PC analysis, see `widedeep.pca`). The cache
-    key holds the examples (a checksum of the images), batch size, passes, seed, Gram precision and top_k.
+    key holds the examples (a checksum of the images), batch size, passes, seed, Gram precision, top_k
+    and, when given, the `layers` (module names; default: every analysable layer).
     """
-    path = _cache_path(run, "pcs", data, batch=batch_size, passes=passes, seed=seed, gram=gram_dtype, top_k=top_k)
+    path = _cache_path(run, "pcs", data, batch=batch_size, passes=passes, seed=seed, gram=gram_dtype, top_k=top_k,
+                       **_layers_key(layers))
 
     def compute():
         loader = _analysis_batches(run, data, batch_size, passes, seed)
-        stats = model_pc_stats(run.model, loader, gram_dtype=getattr(torch, gram_dtype), top_k=top_k)
+        stats = model_pc_stats(run.model, loader, layers, gram_dtype=getattr(torch, gram_dtype), top_k=top_k)
         return {"shares": stats["shares"], "pc1_similarity": stats["pc1_similarity"]}
 
     return store.cached_npz(path, compute)
