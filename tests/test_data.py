@@ -125,3 +125,12 @@ def test_batches_drop_the_last_partial_batch_and_shuffle(splits):
     assert torch.equal(ordered, splits.train.labels)
     with pytest.raises(ValueError, match="batch_size"):
         next(data.batches(splits.train, 1000, drop_last=True))
+
+
+def test_first_takes_a_prefix_or_everything():
+    examples = data.ImageData(torch.rand(5, 1, 2, 2), torch.arange(5), ["a"])
+    assert examples.first(None) is examples
+    assert examples.first(3).labels.tolist() == [0, 1, 2]
+    assert len(examples.first(10)) == 5
+    with pytest.raises(ValueError, match="positive integer"):
+        examples.first(0)

@@ -65,3 +65,10 @@ def test_shards_partition_the_runs_with_balanced_cost():
 def test_cli_train_refuses_a_malformed_shard():
     with pytest.raises(SystemExit, match="INDEX/COUNT"):
         cli.main(["train", "--profile", "smoke", "--shard", "2/2"])
+
+
+def test_every_profile_sets_the_same_keys():
+    keys = {name: set(profiles.load_profile(name)) for name in profiles.available_profiles()}
+    reference = keys["cpu"]
+    for name, names in keys.items():
+        assert names == reference, f"{name}: missing {sorted(reference - names)}, extra {sorted(names - reference)}"

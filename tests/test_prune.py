@@ -118,18 +118,21 @@ def test_bn_repair_averages_batch_statistics_and_leaves_the_model_alone():
 def test_single_deletion_sweep_equals_deleting_each_block_outright():
     model, test, repair = _model(), _data(24), _images(20, seed=3)
     state = _state(model)
-    result = prune.single_deletions(model, test, repair, batch_size=8)
-    assert _same_state(model, state)
-    baseline = prune._accuracy_under(model, test, [], 8)
-    assert result["baseline_acc"] == baseline
-    repaired_intact = prune.recompute_bn(model, repair, 8)
-    assert result["repair_only_delta"] == pytest.approx(prune._accuracy_under(repaired_intact, test, [], 8) - baseline)
-    assert [r["block_index"] for r in result["deletions"]] == prune.deletable_blocks(model)
-    for row in result["deletions"]:
-        i = row["block_index"]
-        assert row["delta_acc"] == pytest.approx(prune._accuracy_under(model, test, [i], 8) - baseline)
+    sweep = list(prune.deletion_logits(model, test.images, repair, batch_size=8))
+    assert _same_state(model, state) and not model.training
+    index, intact, repaired_intact = sweep[0]
+    assert index is None
+    torch.testing.assert_close(intact, prune.logits_without(model, test.images, [], 8))
+    torch.testing.assert_close(repaired_intact, prune.logits_without(prune.recompute_bn(model, repair, 8), test.images))
+    assert [i for i, _, _ in sweep[1:]] == prune.deletable_blocks(model)
+    for i, plain, mended in sweep[1:]:
+        torch.testing.assert_close(plain, prune.logits_without(model, test.images, [i], 8))
         repaired = prune.recompute_bn(model, repair, 8, deleted=[i])
-        assert row["delta_acc_repaired"] == pytest.approx(prune._accuracy_under(repaired, test, [i], 8) - baseline)
+        torch.testing.assert_close(mended, prune.logits_without(repaired, test.images, [i], 8))
+        assert not torch.allclose(plain, intact) and not torch.allclose(mended, plain)  # the check has teeth
+    result = prune.single_deletions(model, test, repair, batch_size=8)
+    assert result["baseline_acc"] == prune._accuracy_under(model, test, [], 8)
+    assert [r["block_index"] for r in result["deletions"]] == prune.deletable_blocks(model)
 
 
 def test_deletion_effects_and_cumulative_curves():
@@ -172,3 +175,23 @@ def test_verdicts():
     assert prune.cost_verdict(float("nan"), -0.1) == prune.NOT_TESTABLE
     assert prune.curve_end([]) != prune.curve_end([])  # NaN
     assert prune.curve_end([{"delta_acc": 0}, {"delta_acc": -0.2}]) == -0.2
+
+
+def test_a_difference_of_exactly_the_margin_counts():
+    assert prune.cost_verdict(-0.785, -0.805, margin=0.02) == prune.CHEAPER_INSIDE
+    assert prune.cost_verdict(-0.805, -0.785, margin=0.02) == prune.COSTLIER_INSIDE
+
+
+def test_deletion_verdicts_read_single_and_cumulative_effects():
+    effects = {"deletions": [{"inside_block": True, "delta_acc": -0.01, "delta_acc_repaired": -0.01},
+                             {"inside_block": False, "delta_acc": -0.10, "delta_acc_repaired": -0.005}],
+               "cumulative_inside": [{"delta_acc": 0.0, "delta_acc_repaired": 0.0},
+                                     {"delta_acc": -0.3, "delta_acc_repaired": -0.02}],
+               "cumulative_outside": [{"delta_acc": 0.0, "delta_acc_repaired": 0.0},
+                                      {"delta_acc": -0.1, "delta_acc_repaired": -0.02}]}
+    v = prune.deletion_verdicts(effects, margin=0.01)
+    assert (v["single"], v["single_repaired"]) == (prune.CHEAPER_INSIDE, prune.NO_DIFFERENCE)
+    assert (v["cumulative"], v["cumulative_repaired"]) == (prune.COSTLIER_INSIDE, prune.NO_DIFFERENCE)
+    assert v["mean_delta_outside"] == -0.10 and v["cumulative_inside_end"] == -0.3
+    empty = prune.deletion_verdicts({**effects, "cumulative_inside": [], "cumulative_outside": []})
+    assert empty["cumulative"] == prune.NOT_TESTABLE

@@ -57,3 +57,13 @@ def test_repeated_architectures_are_refused():
 def test_incidence_sentence_lists_blocked_models_per_n_train():
     sentence = trends.incidence_sentence(grid({(110, 1, 500)}))
     assert sentence == "at n_train = 2000, none of 5; at n_train = 500, ResNet-110 ×1 of 5"
+
+
+def test_tally_and_agreement():
+    verdicts = {"A": "plateau", "B": "rises", "C": "plateau"}
+    assert trends.tally(verdicts) == "plateau in 2 of 3 (A, C); rises in 1 of 3 (B)"
+    assert trends.tally({}) == "no model to judge"
+    assert trends.agreement(verdicts.values(), "plateau") == "partly shown"
+    assert trends.agreement(["plateau"], "plateau") == trends.SHOWN
+    assert trends.agreement(["rises"], "plateau") == trends.NOT_SHOWN
+    assert trends.agreement([], "plateau") == "not testable"

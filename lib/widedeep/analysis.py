@@ -57,6 +57,15 @@ class BlockAnalysis:
         position = {index: i for i, index in enumerate(self.stream)}
         return replace(block, start=position[block.start], end=position[block.end])
 
+    def tested_block(self) -> tuple[blocks.Block | None, str | None]:
+        """The span a chapter tests and where it came from: the block ("block"), else the CKA-only one
+        ("cka_only", a control: not a block by the book's definition), else (None, None)."""
+        if self.block is not None:
+            return self.block, "block"
+        if self.block_cka_only is not None:
+            return self.block_cka_only, "cka_only"
+        return None, None
+
     def span_name(self, block: blocks.Block | None) -> str:
         """'stages.0.3.relu2 … stages.1.2.relu2' for a block, '—' for none."""
         return "—" if block is None else f"{self.names[block.start]} … {self.names[block.end]}"

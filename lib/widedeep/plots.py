@@ -150,3 +150,57 @@ def layer_profiles(curves: dict[str, np.ndarray], ylabel: str, spans: dict[str, 
     if fig is not None:
         fig.tight_layout()
     return fig or ax.figure
+
+
+INSIDE_COLOUR, OUTSIDE_COLOUR = "tab:orange", "tab:blue"
+
+
+def deletion_bars(deletions: list[dict], title: str = "", ax=None):
+    """Test-accuracy change when each residual block alone is deleted (bars), with BN repair (black ticks).
+
+    Bars are shaded by whether the block lies in the block structure; blocks that cannot be deleted
+    (stride 2) leave gaps in the forward-order axis.
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    index = [d["block_index"] for d in deletions]
+    ax.bar(index, [d["delta_acc"] for d in deletions], width=0.8,
+           color=[INSIDE_COLOUR if d["inside_block"] else OUTSIDE_COLOUR for d in deletions])
+    ax.plot(index, [d["delta_acc_repaired"] for d in deletions], "_", color="black", markersize=7, markeredgewidth=1.5)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("deleted residual block (forward order)")
+    ax.set_ylabel("Δ test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(handles=[Patch(color=INSIDE_COLOUR, label="inside the block"),
+                       Patch(color=OUTSIDE_COLOUR, label="outside"),
+                       Line2D([], [], color="black", marker="_", linestyle="", markeredgewidth=1.5,
+                              label="with BN repair")], frameon=False, fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig or ax.figure
+
+
+def cumulative_curves(inside: list[dict], outside: list[dict], title: str = "", ax=None):
+    """Test-accuracy change as blocks are deleted one after another, inside vs outside the block (dashed: BN repair)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    for curve, colour, label in ((inside, INSIDE_COLOUR, "inside"), (outside, OUTSIDE_COLOUR, "outside")):
+        steps = [c["n_deleted"] for c in curve]
+        ax.plot(steps, [c["delta_acc"] for c in curve], "o-", color=colour, label=label, markersize=3)
+        ax.plot(steps, [c["delta_acc_repaired"] for c in curve], "o--", color=colour, label=f"{label}, BN repair",
+                markersize=3, alpha=0.7)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("blocks deleted")
+    ax.set_ylabel("Δ test accuracy")
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig or ax.figure

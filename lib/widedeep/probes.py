@@ -74,7 +74,7 @@ def _feature_groups(dims: Sequence[int], examples: int, max_bytes: int) -> list[
 
 
 def layer_features(model: nn.Module, layers: Sequence, images: Sequence[torch.Tensor], pool: int = 1,
-                   batch_size: int = 500, max_bytes: int = 2 ** 28
+                   batch_size: int = 500, max_bytes: int = 2 ** 29
                    ) -> Iterator[tuple[str, list[torch.Tensor]]]:
     """Yield (layer name, [features of each image set]) layer by layer, in order.
 
@@ -123,7 +123,7 @@ class Probe:
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return (logits.argmax(1) == y.to(logits.device)).float().mean().item()
+    return (logits.argmax(1) == y.to(logits.device)).double().mean().item()
 
 
 def fit_softmax(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int = 100,
@@ -168,7 +168,7 @@ def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
         raise ValueError("l2_grid is empty: give at least one L2 strength, e.g. (1e-3,)")
     train_x = train_x.float()
     train_y = train_y.to(train_x.device)
-    classes = num_classes or int(max(train_y.max(), val_y.max())) + 1
+    classes = num_classes or max(int(train_y.max()), int(val_y.max())) + 1
     mean = train_x.mean(0)
     scale = train_x.std(0)
     scale = torch.where(scale > 1e-6 * scale.max().clamp_min(1e-30), scale, torch.ones_like(scale))
@@ -187,7 +187,7 @@ def fit_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor,
 
 def probe_accuracies(model: nn.Module, layers: Sequence, splits, pool: int = 2,
                      l2_grid: Sequence[float] = DEFAULT_L2, max_iter: int = 100, batch_size: int = 500,
-                     max_bytes: int = 2 ** 28) -> list[dict]:
+                     max_bytes: int = 2 ** 29) -> list[dict]:
     """One probe per layer: fitted on splits.train, L2 chosen on splits.val, scored on splits.test.
 
     `splits` has `.train`, `.val` and `.test` ImageData (e.g. `TrainConfig.splits()`, the test set
@@ -230,6 +230,6 @@ def plateau_verdict(accuracies: Sequence[float], inside: Sequence[bool], tol: fl
     gain = gain_inside(accuracies, inside)
     if np.isnan(gain):
         return "no block"
-    if abs(gain) <= tol:
+    if abs(gain) <= tol + 1e-9:  # accuracies are fractions k/n: a gain of exactly tol is a plateau
         return PLATEAU
     return RISES if gain > 0 else FALLS

@@ -84,7 +84,8 @@ def deleted_blocks(model: nn.Module, indices: Iterable[int]):
     chosen = sorted({int(i) for i in indices})
     for i in chosen:
         if not 0 <= i < len(blocks):
-            raise ValueError(f"block index {i} is out of range: the model has {len(blocks)} residual blocks (0..{len(blocks) - 1})")
+            raise ValueError(f"block index {i} is out of range: the model has {len(blocks)} residual blocks "
+                             f"(0..{len(blocks) - 1})")
         if not is_deletable(blocks[i]):
             raise ValueError(f"residual block {i} changes the shape (stride {tuple(blocks[i].conv1.stride)}, "
                              f"{blocks[i].conv1.in_channels} -> {blocks[i].conv2.out_channels} channels): it cannot "
@@ -161,12 +162,17 @@ def recompute_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 500,
 # ---------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _accuracy_under(model: nn.Module, test: ImageData, deleted: Iterable[int], batch_size: int) -> float:
-    """Test accuracy of `model` (eval mode) with blocks `deleted` removed."""
+def logits_without(model: nn.Module, images: torch.Tensor, deleted: Iterable[int] = (),
+                   batch_size: int = 500) -> torch.Tensor:
+    """Logits (float32, CPU) of `model` in its current mode with blocks `deleted` removed."""
     device = model_device(model)
     with deleted_blocks(model, deleted):
-        logits = torch.cat([model(x).float().cpu() for x in _batches(test.images, batch_size, device)])
-    return (logits.argmax(1) == test.labels.cpu()).float().mean().item()
+        return torch.cat([model(x).float().cpu() for x in _batches(images, batch_size, device)])
+
+
+def _accuracy_under(model: nn.Module, test: ImageData, deleted: Iterable[int], batch_size: int) -> float:
+    """Test accuracy of `model` (in eval mode) with blocks `deleted` removed."""
+    return _correct(logits_without(model, test.images, deleted, batch_size), test.labels)
 
 
 @torch.no_grad()
@@ -184,35 +190,32 @@ def _block_inputs(model: nn.Module, batches: Sequence[torch.Tensor]) -> tuple[li
     return inputs, logits
 
 
-def _correct(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> float:
-    return (torch.cat([z.float().cpu() for z in logits]).argmax(1) == labels.cpu()).float().mean().item()
+def _correct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1).cpu() == labels.cpu()).double().mean().item()
 
 
 @torch.no_grad()
-def single_deletions(model: nn.Module, test: ImageData, repair_images: torch.Tensor,
-                     batch_size: int = 500) -> dict:
-    """Test accuracy change for deleting each deletable block alone, without and with BN repair.
+def deletion_logits(model: nn.Module, images: torch.Tensor, repair_images: torch.Tensor, batch_size: int = 500):
+    """Yield (block index, logits without repair, logits with BN repair) per deletable block, after
+    (None, intact logits, logits of the intact model with repaired statistics).
 
-    Returns {"baseline_acc", "repair_only_delta", "deletions": [{"block_index", "delta_acc",
-    "delta_acc_repaired"}]}. Equivalent to `_accuracy_under` / `recompute_bn` per block (tested), but
-    each deletion runs only the blocks after the deleted one.
+    The same numbers as `deleted_blocks` with `recompute_bn` per block (tested), but each deletion
+    runs only the blocks after the deleted one. `model` keeps its mode and statistics.
     """
-    work = copy.deepcopy(model).eval()  # the caller's model keeps its mode and statistics
+    work = copy.deepcopy(model).eval()
     device = model_device(work)
-    test_batches = _batches(test.images, batch_size, device)
-    repair_batches = _batches(repair_images, batch_size, device)
-    test_inputs, logits = _block_inputs(work, test_batches)
-    baseline = _correct(logits, test.labels)
+    test_batches = _batches(images, batch_size, device)
+    test_inputs, intact = _block_inputs(work, test_batches)
     # Repaired intact model; its train-mode pass records every block's input on the repair batches.
     repaired = copy.deepcopy(work)
     with _accumulating(_batchnorms([repaired])):
         repaired.train()
-        train_inputs, _ = _block_inputs(repaired, repair_batches)
+        train_inputs, _ = _block_inputs(repaired, _batches(repair_images, batch_size, device))
     repaired.eval()
-    repaired_inputs, logits = _block_inputs(repaired, test_batches)
-    rows = []
+    repaired_inputs, repaired_intact = _block_inputs(repaired, test_batches)
+    yield None, torch.cat(intact), torch.cat(repaired_intact)
     for i in deletable_blocks(work):
-        plain = _correct([run_blocks(work, x, i + 1) for x in test_inputs[i]], test.labels)
+        plain = torch.cat([run_blocks(work, x, i + 1) for x in test_inputs[i]])
         # Blocks before i see the same batches as in the intact repair, so only blocks i+1.. are recomputed.
         fixed = copy.deepcopy(repaired)
         with _accumulating(_batchnorms(fixed.residual_blocks()[i + 1:])):
@@ -220,9 +223,22 @@ def single_deletions(model: nn.Module, test: ImageData, repair_images: torch.Ten
             for x in train_inputs[i]:
                 run_blocks(fixed, x, i + 1)
         fixed.eval()
-        mended = _correct([run_blocks(fixed, x, i + 1) for x in repaired_inputs[i]], test.labels)
-        rows.append({"block_index": i, "delta_acc": plain - baseline, "delta_acc_repaired": mended - baseline})
-    return {"baseline_acc": baseline, "repair_only_delta": _correct(logits, test.labels) - baseline,
+        yield i, plain, torch.cat([run_blocks(fixed, x, i + 1) for x in repaired_inputs[i]])
+
+
+def single_deletions(model: nn.Module, test: ImageData, repair_images: torch.Tensor,
+                     batch_size: int = 500) -> dict:
+    """Test accuracy change for deleting each deletable block alone, without and with BN repair.
+
+    Returns {"baseline_acc", "repair_only_delta", "deletions": [{"block_index", "delta_acc",
+    "delta_acc_repaired"}]}.
+    """
+    sweep = deletion_logits(model, test.images, repair_images, batch_size)
+    _, intact, repaired = next(sweep)
+    baseline = _correct(intact, test.labels)
+    rows = [{"block_index": i, "delta_acc": _correct(plain, test.labels) - baseline,
+             "delta_acc_repaired": _correct(mended, test.labels) - baseline} for i, plain, mended in sweep]
+    return {"baseline_acc": baseline, "repair_only_delta": _correct(repaired, test.labels) - baseline,
             "deletions": rows}
 
 
@@ -300,9 +316,9 @@ def cost_verdict(inside_delta: float, outside_delta: float, margin: float = 0.01
     if not (np.isfinite(inside_delta) and np.isfinite(outside_delta)):
         return NOT_TESTABLE
     difference = inside_delta - outside_delta
-    if difference >= margin:
+    if difference >= margin - 1e-9:  # accuracies are fractions k/n: a difference of exactly margin counts
         return CHEAPER_INSIDE
-    if difference <= -margin:
+    if difference <= -margin + 1e-9:
         return COSTLIER_INSIDE
     return NO_DIFFERENCE
 
@@ -310,3 +326,22 @@ def cost_verdict(inside_delta: float, outside_delta: float, margin: float = 0.01
 def curve_end(curve: Sequence[dict], key: str = "delta_acc") -> float:
     """The accuracy change after the last cumulative deletion (NaN for an empty curve)."""
     return float(curve[-1][key]) if curve else float("nan")
+
+
+def deletion_verdicts(effects: dict, margin: float = 0.01) -> dict:
+    """The numbers and verdicts of one model's `deletion_effects`, without and with BN repair.
+
+    Keys: mean_delta_inside/outside (single deletions), cumulative_inside_end/outside_end (after the
+    last cumulative deletion), the same with a `_repaired` suffix, and the verdicts `single`,
+    `single_repaired`, `cumulative`, `cumulative_repaired` (`cost_verdict` at `margin`).
+    """
+    out = {}
+    for key, suffix in (("delta_acc", ""), ("delta_acc_repaired", "_repaired")):
+        inside, outside = mean_deltas(effects["deletions"], key)
+        out[f"mean_delta_inside{suffix}"], out[f"mean_delta_outside{suffix}"] = inside, outside
+        out[f"single{suffix}"] = cost_verdict(inside, outside, margin)
+        inside = curve_end(effects["cumulative_inside"], key)
+        outside = curve_end(effects["cumulative_outside"], key)
+        out[f"cumulative_inside_end{suffix}"], out[f"cumulative_outside_end{suffix}"] = inside, outside
+        out[f"cumulative{suffix}"] = cost_verdict(inside, outside, margin)
+    return out

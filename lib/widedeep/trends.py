@@ -92,3 +92,24 @@ def incidence_sentence(rows: list[dict]) -> str:
         parts.append(f"at n_train = {n_train}, " + (", ".join(blocked) if blocked else "none") +
                      f" of {len(at)}")
     return "; ".join(parts)
+
+
+def tally(verdicts: dict[str, str]) -> str:
+    """Per-model verdicts as one sentence: 'plateau in 2 of 3 (A, B); rises in 1 of 3 (C)'; 'no model to judge' if empty."""
+    if not verdicts:
+        return "no model to judge"
+    parts = []
+    for verdict in dict.fromkeys(verdicts.values()):
+        names = [name for name, v in verdicts.items() if v == verdict]
+        parts.append(f"{verdict} in {len(names)} of {len(verdicts)} ({', '.join(names)})")
+    return "; ".join(parts)
+
+
+def agreement(verdicts: Iterable[str], expected: str) -> str:
+    """Whether per-model verdicts bear out the paper's `expected` one: 'shown' (all of them),
+    'partly shown' (some), 'not shown' (none), or 'not testable' (no model to judge)."""
+    verdicts = list(verdicts)
+    if not verdicts:
+        return "not testable"
+    hits = sum(v == expected for v in verdicts)
+    return SHOWN if hits == len(verdicts) else "partly shown" if hits else NOT_SHOWN
