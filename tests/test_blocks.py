@@ -177,7 +177,9 @@ def brute_force(s: np.ndarray, threshold: float, min_contrast: float, min_layers
             if k == m:
                 continue
             mean_cka, outside_cka = expected_stats(s, p, q)
-            if mean_cka > threshold and mean_cka - outside_cka >= min_contrast:
+            run = s[p:q + 1, p:q + 1]
+            layer_cka = (run.sum(axis=1) - np.diag(run)) / (k - 1)
+            if layer_cka.min() > threshold and mean_cka - outside_cka >= min_contrast:
                 key = (k, round(mean_cka, 9), -p)
                 if best is None or key > best[0]:
                     best = (key, (p, q))
@@ -307,3 +309,24 @@ def test_span_cka_refuses_a_block_from_another_layout():
                          contrast=1.0, mean_pc1=None)
     with pytest.raises(ValueError, match="not all"):
         blocks.span_cka(np.eye(6), block, kinds)
+
+
+def test_every_layer_must_belong_to_the_square():
+    # A bright 10-layer square plus two dim neighbours: a mean-based rule would absorb them (the mean
+    # stays above the threshold), the per-layer rule stops at the square's edge.
+    s = plant(smooth(M, tau=2.0), 10, 19, 0.99)
+    s[np.ix_([9, 20], range(10, 20))] = s[np.ix_(range(10, 20), [9, 20])] = 0.8
+    kinds = ["stream"] * M
+    block = block_structure_span(s, kinds, threshold=0.9, min_contrast=0.2)
+    assert (block.start, block.end) == (10, 19)
+    mean_with_neighbours, _ = expected_stats((s + s.T) / 2, 9, 20)
+    assert mean_with_neighbours > 0.9  # what a mean-only rule would have accepted as a 12-layer block
+
+
+def test_every_layer_must_pass_the_first_pc_rule():
+    s = plant(smooth(M, tau=2.0), 10, 19, 0.97)
+    kinds = ["stream"] * M
+    shares = np.full(M, 0.8)
+    shares[12] = 0.3  # one layer without a dominant PC splits the block: the mean (0.75) would not
+    block = block_structure_span(s, kinds, pc1_share=shares, min_pc1=0.5, min_layers=3)
+    assert (block.start, block.end) == (13, 19)

@@ -12,16 +12,24 @@ min_layers <= k <= m - 1: it must leave at least one analysed layer outside, bec
 covering the whole network has nothing to stand out from. For a run,
 
     mean_cka    = mean of S[i, j] over the k(k-1)/2 unordered pairs i != j inside the run,
+    layer_cka_i = mean of S[i, j] over the other k - 1 layers j of the run (for each layer i in it),
     outside_cka = mean of S[i, j] over the k(m-k) pairs with i inside and j outside the run,
     contrast    = mean_cka - outside_cka,
     mean_pc1    = mean of pc1_share[a_i] over the run's analysed layers (if shares are given).
 
 A run is a *block structure* when
 
-    (1) mean_cka > threshold                (nearly identical representations: a bright square),
+    (1) layer_cka_i > threshold for every layer i of the run
+                                            (nearly identical representations: a bright square in
+                                             which every layer belongs; this implies mean_cka >
+                                             threshold, and stops a long run from absorbing
+                                             dissimilar layers at its edges on the strength of
+                                             its bright middle),
     (2) contrast >= min_contrast            (clearly more alike than the layers outside), and
-    (3) mean_pc1 >= min_pc1                 (only if min_pc1 is given: one dominant principal
-                                             component, as the paper found inside its blocks).
+    (3) pc1_share[a_i] >= min_pc1 for every layer of the run
+                                            (only if min_pc1 is given: each layer dominated by one
+                                             principal component, as the paper found inside its
+                                             blocks).
 
 The detector reports the longest block structure; among equally long ones the higher mean_cka
 (means within 1e-12 count as equal, so floating-point noise cannot decide), then the earlier start.
@@ -168,7 +176,31 @@ def run_statistics(sym: np.ndarray, min_layers: int) -> dict[str, np.ndarray]:
     strip = rows[q + 1] - rows[p]  # rows of the run, all columns
     mean_cka = (inside - (diag[q + 1] - diag[p])) / (k * (k - 1))
     outside_cka = (strip - inside) / (k * (m - k))
-    return {"p": p, "q": q, "k": k, "mean_cka": mean_cka, "outside_cka": outside_cka}
+    return {"p": p, "q": q, "k": k, "mean_cka": mean_cka, "outside_cka": outside_cka,
+            "min_layer_cka": _min_layer_cka(sym, p, q)}
+
+
+def _min_layer_cka(sym: np.ndarray, p: np.ndarray, q: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """For each run p..q, the smallest over its layers i of the mean CKA of i with the run's other layers."""
+    m = sym.shape[0]
+    row_prefix = np.concatenate([np.zeros((m, 1)), sym.cumsum(1)], axis=1)  # row_prefix[i, j] = sum_{l<j} S[i, l]
+    layers = np.arange(m)
+    out = np.empty(p.size)
+    for start in range(0, p.size, chunk):  # (runs, m) at a time keeps memory bounded on long layer lists
+        pp, qq = p[start:start + chunk, None], q[start:start + chunk, None]
+        sums = row_prefix[layers, qq + 1] - row_prefix[layers, pp] - np.diag(sym)[layers]
+        per_layer = np.where((layers >= pp) & (layers <= qq), sums / (qq - pp), np.inf)
+        out[start:start + chunk] = per_layer.min(axis=1)
+    return out
+
+
+def _window_min(values: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """min(values[p..q]) for each run."""
+    m = values.size
+    table = np.full((m, m), np.inf)
+    for first in range(m):
+        table[first, first:] = np.minimum.accumulate(values[first:])
+    return table[p, q]
 
 
 def block_structure_span(cka: np.ndarray, kinds: Sequence[str], *, threshold: float = 0.9,
@@ -186,13 +218,13 @@ def block_structure_span(cka: np.ndarray, kinds: Sequence[str], *, threshold: fl
     p, q, k = stats["p"], stats["q"], stats["k"]
     mean_cka, outside_cka = stats["mean_cka"], stats["outside_cka"]
     contrast = mean_cka - outside_cka
-    ok = (mean_cka > threshold) & (contrast >= min_contrast)
+    ok = (stats["min_layer_cka"] > threshold) & (contrast >= min_contrast)
     mean_pc1 = None
     if shares is not None:
         prefix = np.concatenate([[0.0], shares.cumsum()])
         mean_pc1 = (prefix[q + 1] - prefix[p]) / k
         if min_pc1 is not None:
-            ok &= mean_pc1 >= min_pc1
+            ok &= _window_min(shares, p, q) >= min_pc1
     if not ok.any():
         return None
     cand = np.flatnonzero(ok)
