@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -195,3 +197,13 @@ def test_deletion_verdicts_read_single_and_cumulative_effects():
     assert v["mean_delta_outside"] == -0.10 and v["cumulative_inside_end"] == -0.3
     empty = prune.deletion_verdicts({**effects, "cumulative_inside": [], "cumulative_outside": []})
     assert empty["cumulative"] == prune.NOT_TESTABLE
+
+
+def test_position_control_averages_the_same_positions_in_models_without_a_block():
+    own = [{"block_index": i, "inside_block": 3 <= i <= 5, "delta_acc": -0.01} for i in range(1, 8)]
+    control_a = [{"block_index": i, "delta_acc": -0.1 * (i < 3), "inside_block": False} for i in range(1, 8)]
+    control_b = [{"block_index": i, "delta_acc": -0.02, "inside_block": False} for i in (3, 7)]
+    inside, outside = prune.position_control(own, [control_a, control_b])
+    assert inside == pytest.approx((0 * 3 - 0.02) / 4)  # positions 3, 4, 5 of a and 3 of b
+    assert outside == pytest.approx((-0.1 * 2 - 0.02) / 5)  # positions 1, 2, 6, 7 of a and 7 of b
+    assert all(math.isnan(v) for v in prune.position_control(own, []))

@@ -323,6 +323,25 @@ def cost_verdict(inside_delta: float, outside_delta: float, margin: float = 0.01
     return NO_DIFFERENCE
 
 
+def position_control(deletions: Sequence[dict], controls: Sequence[Sequence[dict]],
+                     key: str = "delta_acc") -> tuple[float, float]:
+    """What position alone costs: the mean accuracy change when, in models *without* a block (same
+    architecture), the blocks are deleted that sit inside / outside the block of the model with one.
+
+    Early residual blocks cost more to delete than later ones in any ResNet, so "cheaper inside" can
+    be a matter of where the block sits; subtracting these means separates the two. NaN for a side
+    with no matching deletion.
+    """
+    inside = {d["block_index"] for d in deletions if d["inside_block"]}
+    outside = {d["block_index"] for d in deletions if not d["inside_block"]}
+    values = {True: [], False: []}
+    for control in controls:
+        for d in control:
+            if d["block_index"] in inside | outside:
+                values[d["block_index"] in inside].append(d[key])
+    return tuple(float(np.mean(values[side])) if values[side] else float("nan") for side in (True, False))
+
+
 def curve_end(curve: Sequence[dict], key: str = "delta_acc") -> float:
     """The accuracy change after the last cumulative deletion (NaN for an empty curve)."""
     return float(curve[-1][key]) if curve else float("nan")
