@@ -56,7 +56,7 @@ def test_repeated_architectures_are_refused():
 
 def test_incidence_sentence_lists_blocked_models_per_n_train():
     sentence = trends.incidence_sentence(grid({(110, 1, 500)}))
-    assert sentence == "at n_train = 2000, none of 5; at n_train = 500, ResNet-110 ×1 of 5"
+    assert sentence == "at n_train = 2000: none of 5 models; at n_train = 500: ResNet-110 ×1 (1 of 5 models)"
 
 
 def test_tally_and_agreement():

@@ -89,8 +89,8 @@ def incidence_sentence(rows: list[dict]) -> str:
     for n_train in sorted({r["n_train"] for r in rows}, reverse=True):
         at = sorted((r for r in rows if r["n_train"] == n_train), key=_capacity_key)
         blocked = [f"ResNet-{r['depth']} ×{r['width']:g}" for r in at if r["has_block"]]
-        parts.append(f"at n_train = {n_train}, " + (", ".join(blocked) if blocked else "none") +
-                     f" of {len(at)}")
+        parts.append(f"at n_train = {n_train}: " + (f"{', '.join(blocked)} ({len(blocked)} of {len(at)} models)"
+                                                   if blocked else f"none of {len(at)} models"))
     return "; ".join(parts)
 
 
