@@ -68,3 +68,42 @@ def test_tested_block_falls_back_to_the_cka_only_control():
     assert m.tested_block() == (cka_only, "cka_only")
     assert analysis.BlockAnalysis(run, cka, names, kinds, shares, None, None).tested_block() == (None, None)
     assert m.on_stream(None) is None and m.relative_span(None) is None
+
+
+def analysed(seed: int = 0, with_block: bool = True, depth: int = 14):
+    """A BlockAnalysis of the planted layout (blocked or not) for a given seed."""
+    run, cka, names, kinds, shares, stream = planted(depth)
+    run.config = TrainConfig(depth=depth, width=1, n_train=500, seed=seed, epochs=1, batch_size=50, n_test=1000,
+                             n_val=200)
+    block, cka_only = analysis.detect(cka, kinds, shares[:, 0], PARAMS) if with_block else (None, None)
+    return analysis.BlockAnalysis(run, cka, names, kinds, shares, block, cka_only)
+
+
+def test_removal_effect_remeasures_the_block_and_redetects_in_full_coordinates():
+    m = analysed()
+    stream_cka = m.cka[np.ix_(m.stream, m.stream)]
+    faded = np.where(stream_cka == 0.97, 0.6, stream_cka)
+    effect = analysis.removal_effect(m, faded, PARAMS)
+    assert effect["span_from"] == "block"
+    assert (effect["cka_inside_before"], effect["cka_outside_before"]) == pytest.approx((0.97, 0.4))
+    assert (effect["cka_inside_after"], effect["cka_outside_after"]) == pytest.approx((0.6, 0.4))
+    assert effect["block_after_pc1_removal"] is None
+    unchanged = analysis.removal_effect(m, stream_cka, PARAMS)["block_after_pc1_removal"]
+    assert (unchanged.start, unchanged.end) == (m.block.start, m.block.end)  # full-network indices
+    nothing = analysis.removal_effect(analysed(with_block=False), stream_cka, PARAMS)
+    assert nothing["span_from"] is None and np.isnan(nothing["cka_inside_before"])
+
+
+def test_cross_seed_split_uses_each_seeds_own_block():
+    a, b = analysed(0), analysed(1, with_block=False)
+    n = len(a.stream)
+    cross = np.full((n, n), 0.2)
+    np.fill_diagonal(cross, 0.9)
+    cross[np.arange(2, 6), np.arange(2, 6)] = 0.3  # the seeds disagree exactly inside seed 0's block
+    split = analysis.cross_seed_split([a, b], {(0, 1): cross})
+    assert set(split) == {0} and split[0] == pytest.approx((0.3, 0.9))
+
+
+def test_same_architecture_controls_are_the_unblocked_models_of_that_architecture():
+    blocked, control, other_depth = analysed(0), analysed(1, with_block=False), analysed(2, False, depth=20)
+    assert analysis.same_architecture_without_block(blocked, [blocked, control, other_depth]) == [control]

@@ -101,10 +101,10 @@ def detector_settings(params: dict) -> dict:
             "min_pc1": params["block_min_pc1"]}
 
 
-def detect(cka: np.ndarray, kinds: list[str], pc1_share: np.ndarray, params: dict,
-           **changes) -> tuple[blocks.Block | None, blocks.Block | None]:
+def detect(cka: np.ndarray, kinds: list[str], pc1_share: np.ndarray,
+           params: dict) -> tuple[blocks.Block | None, blocks.Block | None]:
     """Blocks with the first-PC rule (if the profile sets one) and without it."""
-    settings = {**detector_settings(params), **changes}
+    settings = detector_settings(params)
     min_pc1 = settings.pop("min_pc1")
     with_pc1 = blocks.block_structure_span(cka, kinds, pc1_share=pc1_share, min_pc1=min_pc1, **settings)
     cka_only = blocks.block_structure_span(cka, kinds, **settings)
@@ -133,3 +133,50 @@ def analyse(run, params: dict) -> BlockAnalysis:
     shares[stream] = stream_shares
     block, block_cka_only = detect(matrix, kinds, shares[:, 0], params)
     return BlockAnalysis(run, matrix, names, kinds, shares, block, block_cka_only)
+
+
+def removal_effect(m: BlockAnalysis, removed: np.ndarray, params: dict) -> dict:
+    """A model's tested block before and after an intervention, on the residual-stream layers.
+
+    `removed` is the stream-only CKA matrix after the intervention (e.g. each layer's first PC removed
+    per minibatch). Returns the block's CKA inside / outside before and after (NaN without a block),
+    where the span came from, and the CKA-only block re-detected after it (full-network indices).
+    """
+    block, span_from = m.tested_block()
+    span = m.on_stream(block)
+    before = m.cka[np.ix_(m.stream, m.stream)]
+    stream_kinds = [m.kinds[i] for i in m.stream]
+    before_in, before_out = blocks.span_cka(before, span, stream_kinds) if span else (np.nan, np.nan)
+    after_in, after_out = blocks.span_cka(removed, span, stream_kinds) if span else (np.nan, np.nan)
+    settings = {k: v for k, v in detector_settings(params).items() if k != "min_pc1"}
+    after_block = blocks.block_structure_span(removed, stream_kinds, **settings)
+    if after_block is not None:  # back to full-network layer indices, like every other block in the results
+        after_block = replace(after_block, start=int(m.stream[after_block.start]), end=int(m.stream[after_block.end]))
+    return {"span": None if span is None else span.as_dict(), "span_from": span_from,
+            "cka_inside_before": before_in, "cka_outside_before": before_out,
+            "cka_inside_after": after_in, "cka_outside_after": after_out, "block_after_pc1_removal": after_block}
+
+
+def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, tuple]:
+    """Per seed with a block: mean matched-layer CKA with the other seeds inside vs outside its own block.
+
+    `cross[(seed_a, seed_b)]` is the stream-only CKA between two seeds of one architecture; its diagonal
+    (a layer against the same layer of the other seed) is split by each seed's own block in turn.
+    """
+    by_seed = {m.run.config.seed: m for m in models}
+    per_seed: dict[int, list[tuple[float, float]]] = {}
+    for pair, matrix in cross.items():
+        matched = heatmaps.matched_layer_similarity(matrix)
+        for seed in pair:
+            m = by_seed[seed]
+            if m.block is not None:
+                per_seed.setdefault(seed, []).append(
+                    blocks.inside_outside(matched, m.on_stream(m.block), [m.kinds[i] for i in m.stream]))
+    return {seed: (float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])))
+            for seed, values in per_seed.items()}
+
+
+def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis]) -> list[BlockAnalysis]:
+    """The models of m's depth and width that have no block: controls for what position alone does."""
+    c = m.run.config
+    return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width) == (c.depth, c.width)]
