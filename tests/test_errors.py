@@ -138,6 +138,49 @@ def test_seed_split_null_tests_half_against_half():
     np.testing.assert_array_equal(null, expected)
 
 
+def test_paired_split_tests_separate_a_planted_difference_from_the_null():
+    rng = np.random.default_rng(8)
+    labels, p_correct = make_test_set(1500, rng)
+    planted = rng.choice(labels.size, 150, replace=False)
+    p_other = p_correct.copy()
+    p_other[planted] = 1.0 - np.round(p_correct[planted])  # the other side flips easy and hard examples
+    pred_other, pred_null = population(p_other, labels, 8, rng), population(p_correct, labels, 16, rng)
+    result = errors.paired_split_tests(pred_other, pred_null, labels, splits=10, seed=1)
+    assert result["test_n_significant"].shape == result["null_n_significant"].shape == (10,)
+    assert result["test_n_significant"].min() >= 50 and result["null_n_significant"].max() <= 3
+    assert result["test_mean_abs_diff"].min() > result["null_mean_abs_diff"].max()
+    assert errors.beyond_null(result["test_n_significant"], result["null_n_significant"])
+
+
+def test_paired_split_tests_count_each_comparison_on_the_same_split():
+    rng = np.random.default_rng(9)
+    labels, p_correct = make_test_set(200, rng)
+    pred_other, pred_null = population(p_correct, labels, 3, rng), population(p_correct, labels, 6, rng)
+    result = errors.paired_split_tests(pred_other, pred_null, labels, splits=4, seed=2, fdr=0.5)
+    for i, (first, second) in enumerate(errors.half_splits(6, 4, seed=2)):
+        test = errors.example_tests(pred_other, pred_null[first], labels, 0.5)
+        null = errors.example_tests(pred_null[second], pred_null[first], labels, 0.5)
+        assert result["test_n_significant"][i] == test["n_significant"]
+        assert result["null_n_significant"][i] == null["n_significant"]
+        assert result["null_mean_abs_diff"][i] == pytest.approx(np.abs(null["frac_a"] - null["frac_b"]).mean())
+
+
+def test_identical_sides_are_not_beyond_the_null():
+    rng = np.random.default_rng(10)
+    labels, p_correct = make_test_set(1500, rng)
+    pred_other, pred_null = population(p_correct, labels, 6, rng), population(p_correct, labels, 12, rng)
+    result = errors.paired_split_tests(pred_other, pred_null, labels, splits=20, seed=0)
+    assert not errors.beyond_null(result["test_mean_abs_diff"], result["null_mean_abs_diff"])
+
+
+def test_beyond_null_compares_the_median_with_a_null_quantile():
+    null = np.arange(100)
+    assert errors.beyond_null([96, 97, 98], null) and not errors.beyond_null([90, 99, 1], null)
+    assert not errors.beyond_null([94], null, quantile=0.95)
+    with pytest.raises(ValueError, match="at least one"):
+        errors.beyond_null([], null)
+
+
 # ---------------------------------------------------------------------------------------------
 # Class level
 # ---------------------------------------------------------------------------------------------
@@ -246,6 +289,8 @@ PRED = np.tile(LABELS, (4, 1))
     (lambda: errors.class_difference(PRED, PRED, LABELS, NUM_CLASSES, level=1.0), r"level must be in \(0, 1\)"),
     (lambda: errors.class_difference(PRED, PRED, LABELS, NUM_CLASSES, n_boot=0), "n_boot must be >= 1"),
     (lambda: errors.fisher_pvalues(np.array([3]), 2, np.array([0]), 2), r"correct_a must count .* \[0, 2\]"),
+    (lambda: errors.paired_split_tests(PRED, PRED, LABELS), r"pred_other has 4 seeds .* has 2; train twice"),
+    (lambda: errors.paired_split_tests(PRED[:1], PRED[:1], LABELS), r"pred_null has 1 seed"),
 ])
 def test_invalid_inputs_raise_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):

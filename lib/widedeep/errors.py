@@ -196,6 +196,42 @@ def seed_split_null(predictions: np.ndarray, labels: np.ndarray, splits: int = 1
                      for first, second in half_splits(predictions.shape[0], splits, seed)], dtype=int)
 
 
+def paired_split_tests(pred_other: np.ndarray, pred_null: np.ndarray, labels: np.ndarray, splits: int = 100,
+                       seed: int = 0, fdr: float = 0.05) -> dict:
+    """Per random half-split of the null side's 2m seeds: the other side's m seeds against one half, and half against half.
+
+    Both comparisons are m seeds against m seeds on the same split, so their discovery counts (and
+    mean |p_A(i) - p_B(i)|) are directly comparable: the second is the seed-to-seed null of the first.
+    """
+    _check_fdr(fdr)
+    labels = _check_labels(labels)
+    pred_other = _check_predictions(pred_other, labels, "pred_other")
+    pred_null = _check_predictions(pred_null, labels, "pred_null")
+    _check_min_seeds(pred_null, "pred_null", 2, "a half-split of seeds")
+    half = pred_null.shape[0] // 2
+    if pred_other.shape[0] != half:
+        raise ValueError(f"pred_other has {pred_other.shape[0]} seeds but each half of pred_null's "
+                         f"{pred_null.shape[0]} has {half}; train twice as many seeds on the null side as on the other")
+    out = {key: np.empty(splits) for key in ("test_n_significant", "null_n_significant",
+                                            "test_mean_abs_diff", "null_mean_abs_diff")}
+    for i, (first, second) in enumerate(half_splits(pred_null.shape[0], splits, seed)):
+        for kind, pred_a in (("test", pred_other), ("null", pred_null[second])):
+            result = example_tests(pred_a, pred_null[first], labels, fdr)
+            out[f"{kind}_n_significant"][i] = result["n_significant"]
+            out[f"{kind}_mean_abs_diff"][i] = np.abs(result["frac_a"] - result["frac_b"]).mean()
+    out["test_n_significant"] = out["test_n_significant"].astype(int)
+    out["null_n_significant"] = out["null_n_significant"].astype(int)
+    return out
+
+
+def beyond_null(test: np.ndarray, null: np.ndarray, quantile: float = 0.95) -> bool:
+    """Whether the median of the test statistic over splits exceeds the null's `quantile` (a one-sided check)."""
+    test, null = np.asarray(test, dtype=float), np.asarray(null, dtype=float)
+    if test.size == 0 or null.size == 0:
+        raise ValueError("beyond_null needs at least one test and one null value")
+    return bool(np.median(test) > np.quantile(null, quantile))
+
+
 # ---------------------------------------------------------------------------------------------
 # Class level
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Summaries of CKA heatmaps that the chapters state in prose: checkerboard contrast, matched-layer similarity."""
+"""Per-run analyses cached in the run folder (CKA, first-PC statistics, predictions) and the heatmap summaries the chapters state."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from widedeep.cka import model_cka
 from widedeep.data import shuffled_passes
 from widedeep.models import INSIDE, STREAM
 from widedeep.pca import model_pc_stats
+from widedeep.train import predict
 
 
 def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
@@ -119,3 +120,13 @@ def run_pc_stats(run, data, batch_size: int, passes: int, seed: int = 0, gram_dt
         return {"shares": stats["shares"], "pc1_similarity": stats["pc1_similarity"]}
 
     return store.cached_npz(path, compute)
+
+
+def run_predictions(run, data) -> np.ndarray:
+    """The run's predicted class for every example of `data` (int64, shape (examples,)), cached in its folder."""
+    path = _cache_path(run, "preds", data)
+
+    def compute():
+        return {"predictions": predict(run.model, data).argmax(1).numpy().astype(np.int64)}
+
+    return store.cached_npz(path, compute)["predictions"]

@@ -204,3 +204,70 @@ def cumulative_curves(inside: list[dict], outside: list[dict], title: str = "", 
     if fig is not None:
         fig.tight_layout()
     return fig or ax.figure
+
+
+def correct_fraction_grid(frac_a: np.ndarray, frac_b: np.ndarray, seeds_a: int, seeds_b: int,
+                          label_a: str, label_b: str, title: str = "", ax=None):
+    """Per-example correct fractions of A against B as a count grid (fractions take seeds + 1 values, so a scatter overplots).
+
+    Each cell holds the number of test examples with that pair of fractions (log colour); examples on
+    the diagonal are classified alike by both sets of seeds, far-off-diagonal ones are distinctive errors.
+    """
+    from matplotlib.colors import LogNorm
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(3.8, 3.4))
+    rows = np.rint(np.asarray(frac_b) * seeds_b).astype(int)
+    cols = np.rint(np.asarray(frac_a) * seeds_a).astype(int)
+    counts = np.zeros((seeds_b + 1, seeds_a + 1))
+    np.add.at(counts, (rows, cols), 1)
+    image = ax.imshow(np.where(counts > 0, counts, np.nan), origin="lower", cmap="viridis",
+                      norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)),
+                      extent=(-0.5 / seeds_a, 1 + 0.5 / seeds_a, -0.5 / seeds_b, 1 + 0.5 / seeds_b), aspect="auto")
+    ax.plot([0, 1], [0, 1], color="white", linewidth=0.8, alpha=0.6)
+    ax.grid(False)
+    ax.set_xlabel(f"fraction of {label_a} seeds correct")
+    ax.set_ylabel(f"fraction of {label_b} seeds correct")
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(image, ax=ax, label="test examples", fraction=0.046, pad=0.04)
+    if fig is not None:
+        fig.tight_layout()
+    return fig or ax.figure
+
+
+def null_histogram(test: np.ndarray, null: np.ndarray, xlabel: str, ax=None):
+    """Distributions over seed splits of a statistic for A vs B (test) and for half vs half of one model (null)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    values = np.concatenate([test, null]).astype(float)
+    bins = np.histogram_bin_edges(values, bins=min(30, max(5, len(np.unique(values)))))
+    ax.hist(null, bins=bins, color="grey", alpha=0.6, label="null: half vs half")
+    ax.hist(test, bins=bins, color=INSIDE_COLOUR, alpha=0.6, label="wide vs deep")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("seed splits")
+    ax.legend(frameon=False, fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig or ax.figure
+
+
+def class_differences(classes: list[str], result: dict, null: dict, label: str = "wide − deep", ax=None):
+    """Per-class accuracy difference with its bootstrap interval, beside the seed-split null's intervals (grey)."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.0, 3.2))
+    x = np.arange(len(classes))
+    for values, colour, offset, name in ((null, "grey", 0.18, "null: half vs half of deep"),
+                                         (result, INSIDE_COLOUR, -0.18, label)):
+        diff = np.asarray(values["diff"])
+        error = np.stack([diff - np.asarray(values["ci_low"]), np.asarray(values["ci_high"]) - diff])
+        ax.errorbar(x + offset, diff, yerr=error, fmt="o", color=colour, markersize=4, capsize=2, label=name)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("Δ class accuracy")
+    ax.legend(frameon=False, fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+    return fig or ax.figure

@@ -92,9 +92,20 @@ def cka_base_grid(params: dict) -> list[TrainConfig]:
     return seeds + [train_config(params, depth, width, n_train, params["cross_seeds"][0], residual=False)]
 
 
+ERROR_SIDES = ("wide", "deep")
+
+
+def errors_grid(params: dict) -> dict[str, list[TrainConfig]]:
+    """Chapter 6's populations: the seeds of the wide-shallow and of the deep-narrow model, by side."""
+    return {side: [train_config(params, params[f"errors_{side}_depth"], params[f"errors_{side}_width"],
+                                params["errors_n_train"], s) for s in params[f"errors_{side}_seeds"]]
+            for side in ERROR_SIDES}
+
+
 def required_runs(params: dict) -> list[TrainConfig]:
     """Every model any chapter of the book trains under this profile, without repeats."""
-    return list(dict.fromkeys(training_grid(params) + cka_base_grid(params) + seed_study_grid(params)))
+    errors = [c for side in ERROR_SIDES for c in errors_grid(params)[side]]
+    return list(dict.fromkeys(training_grid(params) + cka_base_grid(params) + seed_study_grid(params) + errors))
 
 
 def training_cost(config: TrainConfig) -> float:
