@@ -48,6 +48,20 @@ def test_required_runs_cover_every_chapter_without_repeats():
         assert set(group) <= set(required)
     assert any(not c.residual for c in required)  # Chapter 2's plain control
     assert {c.seed for c in profiles.seed_study_grid(params)} == set(params["seed_study_seeds"])
+    errors = profiles.errors_grid(params)  # Chapter 6's populations
+    assert set(errors["wide"]) | set(errors["deep"]) <= set(required)
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "paper", "paper-fmnist"])
+def test_error_populations_have_twice_as_many_seeds_on_the_null_side(name):
+    params = profiles.load_profile(name)
+    grid = profiles.errors_grid(params)
+    null_side = params["errors_null_side"]
+    other = next(side for side in grid if side != null_side)
+    assert len(grid[null_side]) == 2 * len(grid[other]) >= 4
+    assert len({c.n_train for side in grid.values() for c in side}) == 1
+    wide, deep = grid["wide"][0], grid["deep"][0]
+    assert wide.width > deep.width and wide.depth < deep.depth
 
 
 def test_shards_partition_the_runs_with_balanced_cost():
