@@ -1,0 +1,163 @@
+"""The paper's findings against what this book's runs show, read from the chapters' results files.
+
+The introduction's claims table is built here, from `results/<profile>/*.json`, never typed: each
+finding names the chapter and figure that test it and a function that turns that chapter's results
+into a verdict ("shown", "partly shown", "not shown", "not testable", or a chapter's own wording)
+and a one-line piece of evidence with the numbers behind it. A chapter whose results file is missing
+gives "not run". `provenance_lines` states where every results file came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from widedeep import store
+
+NOT_RUN = "not run"
+NOT_TESTABLE = "not testable"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One of the paper's findings, where the book tests it, and how its results file becomes a verdict."""
+
+    claim: str
+    chapter: str          # results file stem, e.g. "03_block_structure"
+    figure: str           # the figure of that chapter that shows it
+    judge: Callable[[dict], tuple[str, str]]
+
+
+def model_label(entry: dict) -> str:
+    """A results entry's model as "ResNet-110 ×1, n=500, s0"."""
+    return f"ResNet-{entry['depth']} ×{entry['width']:g}, n={entry['n_train']}, s{entry['seed']}"
+
+
+def _blocked(entries: list[dict]) -> list[dict]:
+    return [e for e in entries if e.get("block") is not None]
+
+
+def _fraction_verdict(hits: int, total: int) -> str:
+    """shown (all), partly shown (some), not shown (none) or not testable (nothing to test)."""
+    if total == 0:
+        return NOT_TESTABLE
+    return "shown" if hits == total else "partly shown" if hits else "not shown"
+
+
+def judge_capacity(results: dict) -> tuple[str, str]:
+    """Chapter 3's capacity trend, with the models that carry a block."""
+    blocked = _blocked(results["models"])
+    names = "; ".join(model_label(e) for e in blocked) or "none"
+    return results["trends"]["capacity"], f"blocks in {len(blocked)} of {len(results['models'])} grid models ({names})"
+
+
+def judge_data(results: dict) -> tuple[str, str]:
+    """Chapter 3's data-size trend."""
+    sizes = sorted({e["n_train"] for e in results["models"]})
+    by_size = {n: sum(1 for e in _blocked(results["models"]) if e["n_train"] == n) for n in sizes}
+    return results["trends"]["data"], "models with a block by n_train: " + ", ".join(
+        f"{n}: {k}" for n, k in by_size.items())
+
+
+def judge_first_pc(results: dict) -> tuple[str, str]:
+    """Chapter 4: first-PC share inside vs outside each block, and whether removing the first PC breaks it."""
+    blocked = _blocked(results["models"])
+    if not blocked:
+        return NOT_TESTABLE, "no model has a block"
+    dominant = sum(e["pc1_share_inside"] > e["pc1_share_outside"] for e in blocked)
+    broken = len(results["blocks_broken"])
+    verdict = _fraction_verdict(min(dominant, broken), len(blocked))
+    shares = "; ".join(f"{e['pc1_share_inside']:.2f} vs {e['pc1_share_outside']:.2f}" for e in blocked)
+    return verdict, (f"first-PC share inside vs outside the block: {shares}; removing the first PC breaks "
+                     f"{broken} of {len(blocked)} blocks")
+
+
+def judge_seeds(results: dict) -> tuple[str, str]:
+    """Chapter 4: cross-seed CKA inside each seed's block against outside it."""
+    pairs = [e for e in _blocked(results["models"]) if e.get("cross_seed_cka_inside") is not None]
+    if not pairs:
+        return NOT_TESTABLE, "no seed-study model has a block"
+    unique = sum(e["cross_seed_cka_inside"] < e["cross_seed_cka_outside"] for e in pairs)
+    numbers = "; ".join(f"{model_label(e)}: {e['cross_seed_cka_inside']:.2f} inside vs "
+                        f"{e['cross_seed_cka_outside']:.2f} outside" for e in pairs)
+    return _fraction_verdict(unique, len(pairs)), f"CKA with the other seeds, {numbers}"
+
+
+def judge_probes(results: dict) -> tuple[str, str]:
+    """Chapter 5's probe verdicts."""
+    verdicts = results["verdicts"]
+    return verdicts["probe_plateau"], f"compared with the same layers without a block, the plateau is " \
+                                      f"{verdicts['probe_plateau_specific_to_block']}"
+
+
+def judge_deletion(results: dict) -> tuple[str, str]:
+    """Chapter 5's deletion verdicts: mean single-deletion cost inside vs outside each block, and the position control."""
+    verdicts = results["verdicts"]
+    numbers = "; ".join(f"{model_label(e)}: {e['verdicts']['mean_delta_inside']:+.3f} inside vs "
+                        f"{e['verdicts']['mean_delta_outside']:+.3f} outside"
+                        for e in _blocked(results["models"]) if "mean_delta_inside" in e.get("verdicts", {}))
+    controls = "; ".join(f"{c['control_inside']:+.3f} vs {c['control_outside']:+.3f}"
+                         for c in results.get("position_control", {}).values())
+    return verdicts["single_deletion_cheaper_inside"], (
+        f"Δ test accuracy per deleted residual block, {numbers or 'no block'}; the same positions in models "
+        f"without a block: {controls or 'none'}; beyond position: "
+        f"{verdicts['single_deletion_cheaper_inside_beyond_position']}")
+
+
+def judge_errors(results: dict) -> tuple[str, str]:
+    """Chapter 6's example- and class-level verdicts with the accuracy match."""
+    verdicts, match, example = results["verdicts"], results["accuracy_match"], results["example_level"]
+    wide, deep = results["wide"], results["deep"]
+    return verdicts["example_level"], (
+        f"ResNet-{wide['depth']} ×{wide['width']:g} vs ResNet-{deep['depth']} ×{deep['width']:g}, accuracy "
+        f"{match['acc_a']:.3f} vs {match['acc_b']:.3f}; median {example['n_significant']:g} significant examples "
+        f"vs a null of {min(example['null_n_significant'])}–{max(example['null_n_significant'])}; "
+        f"class level: {verdicts['class_level']}")
+
+
+FINDINGS = [
+    Finding("Wider or deeper ResNets develop a block structure", "03_block_structure",
+            "heatmap grid", judge_capacity),
+    Finding("It appears when capacity is large relative to the training set", "03_block_structure",
+            "heatmap grid (rows: n_train)", judge_data),
+    Finding("Block layers share and propagate the dominant principal component; removing it breaks the block",
+            "04_pca", "first-PC share by layer; CKA after removing the first PC", judge_first_pc),
+    Finding("Each model's block is unique, while layers outside it match across seeds", "04_pca",
+            "cross-seed CKA inside vs outside the block", judge_seeds),
+    Finding("Linear-probe accuracy barely improves across the block", "05_pruning",
+            "probe accuracy by layer", judge_probes),
+    Finding("Deleting residual blocks inside the block costs little accuracy", "05_pruning",
+            "single-deletion bars", judge_deletion),
+    Finding("Wide and deep models of equal accuracy make different errors", "06_errors",
+            "correct-fraction grids and seed-split null", judge_errors),
+]
+
+
+def load_results(results_dir: str | Path) -> dict[str, dict]:
+    """Every chapter's results in `results_dir`, keyed by file stem."""
+    return {path.stem: store.read_json(path) for path in sorted(Path(results_dir).glob("*.json"))}
+
+
+def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) -> list[dict]:
+    """One row per finding: claim, verdict, evidence, chapter and figure (verdict "not run" without results)."""
+    rows = []
+    for finding in findings:
+        if finding.chapter in results:
+            verdict, evidence = finding.judge(results[finding.chapter])
+        else:
+            verdict, evidence = NOT_RUN, f"no {finding.chapter}.json in this profile's results"
+        rows.append({"claim": finding.claim, "verdict": verdict, "evidence": evidence,
+                     "chapter": finding.chapter, "figure": finding.figure})
+    return rows
+
+
+def provenance_lines(results: dict[str, dict]) -> list[str]:
+    """One line per results file: profile, commit, hardware, wall time and versions."""
+    lines = []
+    for chapter, result in results.items():
+        p = result["provenance"]
+        versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+        lines.append(f"{chapter}: profile {p['profile']}, commit {p['commit']}, {p['hardware']}, "
+                     f"{p['wall_time_s']:.0f} s; {versions}")
+    return lines
