@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from widedeep import cka
-from widedeep.activations import GramCapture, HookError, capture_grams, leaf_module_names, resolve_layers
+from widedeep.activations import (GramCapture, HookError, capture_grams, capture_outputs, leaf_module_names,
+                                  resolve_layers)
 from widedeep.models import resnet
 
 
@@ -186,3 +187,15 @@ def test_nan_activation_names_the_layer():
 def test_small_batch_is_refused_by_the_engine():
     with pytest.raises(ValueError, match="n=3"):
         cka.model_cka(_model(), [_images(12), _images(3)])
+
+
+def test_capture_outputs_equal_a_manual_forward_in_any_batching():
+    model, images = _model(), _images(10)
+    model.eval()
+    with torch.no_grad():
+        stem = model.relu(model.bn(model.conv(images)))
+    outputs = capture_outputs(model, images, ["relu", "logits"], batch_size=4)
+    assert [tuple(o.shape) for o in outputs] == [tuple(stem.shape), (10, 10)]
+    torch.testing.assert_close(outputs[0], stem)
+    torch.testing.assert_close(outputs[1], capture_outputs(model, images, ["logits"], batch_size=10)[0])
+    assert _hook_count(model) == 0

@@ -168,3 +168,18 @@ def capture_grams(model: nn.Module, images: torch.Tensor, layers: Sequence | Non
     """One-shot capture: (per-layer Grams, layer names) of one batch, hooks removed afterwards."""
     with GramCapture(model, layers, gram_dtype=gram_dtype) as capture:
         return capture(images), capture.names
+
+
+class _OutputKeeper(GramCapture):
+    """GramCapture that keeps each hooked output itself (a float32 CPU copy) instead of its Gram."""
+
+    def _reduce(self, output: torch.Tensor, name: str) -> torch.Tensor:
+        return output.detach().float().cpu().clone()  # a copy: a later in-place op cannot change it
+
+
+def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence, batch_size: int = 250) -> list[torch.Tensor]:
+    """Whole outputs of a few layers over `images`, batch by batch (for analyses that need activations, not Grams)."""
+    device = model_device(model)
+    with _OutputKeeper(model, layers) as capture:
+        batches = [capture(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
+    return [torch.cat(parts) for parts in zip(*batches)]

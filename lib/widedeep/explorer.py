@@ -17,13 +17,14 @@ from collections.abc import Hashable, Mapping, Sequence
 import ipywidgets as widgets
 
 
-def figure_png(fig, dpi: int = 80) -> bytes:
-    """A matplotlib figure as PNG bytes (then closed, so the notebook does not also draw it)."""
+def figure_png(fig, dpi: int = 80, close: bool = True) -> bytes:
+    """A matplotlib figure as PNG bytes, by default then closed so the notebook does not also draw it."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return buffer.getvalue()
 
 

@@ -130,3 +130,26 @@ def run_predictions(run, data) -> np.ndarray:
         return {"predictions": predict(run.model, data).argmax(1).numpy().astype(np.int64)}
 
     return store.cached_npz(path, compute)["predictions"]
+
+
+def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> dict:
+    """Stacked neuron Grams of the same `layers` of two runs over `data` (subspace match), cached in run_a's folder.
+
+    Returns {"names", "n_a", "grams"} as `widedeep.subspace.model_neuron_moments` does (exact form:
+    every example x position), so Chapter 7 reruns without a forward pass.
+    """
+    from widedeep.subspace import model_neuron_moments
+
+    path = _cache_path(run_a, "neurons", data, b=run_b.config.name(), batch=batch_size, layers=list(layers))
+
+    def compute():
+        device = next(run_a.model.parameters()).device
+        moments = model_neuron_moments(run_a.model, run_b.model, data.images.to(device), layers,
+                                       batch_size=batch_size)
+        return {"names": np.array(moments["names"]), "n_a": np.array(moments["n_a"]),
+                **{f"gram_{i}": g for i, g in enumerate(moments["grams"])}}
+
+    stored = store.cached_npz(path, compute)
+    count = len(stored["names"])
+    return {"names": [str(n) for n in stored["names"]], "n_a": [int(n) for n in stored["n_a"]],
+            "grams": [stored[f"gram_{i}"] for i in range(count)]}
