@@ -67,3 +67,11 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
     recorded = {**result.get("trends", {}), **result.get("verdicts", {})}
     if recorded:  # chapters that record their verdicts: the table repeats one of them
         assert verdict in recorded.values()
+
+
+def test_subspace_verdict_compares_the_loosest_eps_score_with_one_half():
+    base = {"eps": [0.15, 0.5], "pairs": [[0, 1]], "layers": ["a", "b"], "linear_cka": [[0.9, 0.8]],
+            "mean_score_by_eps": [0.0, 0.1]}
+    verdict, evidence = claims.judge_subspace({"base": base})
+    assert verdict == "shown" and "0.10 at ε = 0.5" in evidence and "CKA of the same layers is 0.85" in evidence
+    assert claims.judge_subspace({"base": {**base, "mean_score_by_eps": [0.4, 0.7]}})[0] == "not shown"

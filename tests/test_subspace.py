@@ -188,6 +188,26 @@ def test_is_match_and_minimal_eps():
     assert ss.maximum_match_gram(gram, 12, eps - 2e-5)[1].size < 4
 
 
+def test_fraction_match_eps_is_the_smallest_eps_holding_that_fraction():
+    rng = np.random.default_rng(16)
+    samples = 600
+    base = rng.standard_normal((4, samples))
+    # Layer b's neuron i lies at relative distance 0.1 * (i + 1) from layer a's span (a: the 4 base vectors).
+    noise = rng.standard_normal((4, samples))
+    noise -= (noise @ base.T) @ np.linalg.solve(base @ base.T, base)  # orthogonal to span(base)
+    dist = 0.1 * np.arange(1, 5)
+    b = np.sqrt(1 - dist[:, None] ** 2) * base / np.linalg.norm(base, axis=1, keepdims=True) \
+        + dist[:, None] * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    gram = ss.stacked_gram(base, b)
+    half = ss.fraction_match_eps(gram, 4, 0.5, precision=1e-5)
+    assert ss.maximum_match_gram(gram, 4, half)[1].size >= 2
+    assert ss.maximum_match_gram(gram, 4, half - 1e-4)[1].size < 2
+    assert ss.fraction_match_eps(gram, 4, 1.0, precision=1e-5) >= half
+    assert np.isnan(ss.fraction_match_eps(ss.stacked_gram(np.zeros((2, 9)), np.ones((2, 9))), 2))
+    with pytest.raises(ValueError, match="fraction must be in"):
+        ss.fraction_match_eps(gram, 4, 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Streaming and sampled forms
 # ---------------------------------------------------------------------------------------------

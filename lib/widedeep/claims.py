@@ -116,6 +116,16 @@ def judge_errors(results: dict) -> tuple[str, str]:
         f"class level: {verdicts['class_level']}")
 
 
+def judge_subspace(results: dict) -> tuple[str, str]:
+    """Chapter 7: shown when, at the paper's largest ε, fewer than half the neurons of seed-paired layers match."""
+    base = results["base"]
+    loosest = base["mean_score_by_eps"][-1]
+    verdict = "shown" if loosest < 0.5 else "not shown"
+    cka_mean = sum(map(sum, base["linear_cka"])) / sum(map(len, base["linear_cka"]))
+    return verdict, (f"mean maximum-match score {loosest:.2f} at ε = {base['eps'][-1]:g} over {len(base['pairs'])} "
+                     f"seed pairs × {len(base['layers'])} layers, while linear CKA of the same layers is {cka_mean:.2f}")
+
+
 FINDINGS = [
     Finding("Wider or deeper ResNets develop a block structure", "03_block_structure",
             "heatmap grid", judge_capacity),
@@ -131,6 +141,8 @@ FINDINGS = [
             "single-deletion bars", judge_deletion),
     Finding("Wide and deep models of equal accuracy make different errors", "06_errors",
             "correct-fraction grids and seed-split null", judge_errors),
+    Finding("(Wang et al. 2018) The same layers of two seeds match in fewer than half their neurons, even at "
+            "the loosest ε", "07_subspace_match", "match score and CKA by layer", judge_subspace),
 ]
 
 

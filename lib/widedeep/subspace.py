@@ -352,6 +352,23 @@ def minimal_eps_gram(gram: ArrayLike, n_a: int, min_size: int, *, precision: flo
     return high
 
 
+def fraction_match_eps(gram: ArrayLike, n_a: int, fraction: float = 0.5, *, precision: float = 1e-3,
+                       tol: float = TOL, dead_tol: float = DEAD_TOL) -> float:
+    """Smallest eps whose maximum match holds `fraction` of the smaller side's live neurons on each side (NaN if none live).
+
+    A continuous companion of the score: where every layer's match is empty at the paper's eps, this
+    still says how far apart the two layers' neuron subspaces are.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], e.g. 0.5; got {fraction!r}")
+    _, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
+    smaller = int(min(live[:n_a].sum(), live[n_a:].sum()))
+    if smaller == 0:
+        return float("nan")
+    return minimal_eps_gram(gram, n_a, max(1, math.ceil(fraction * smaller)), precision=precision, tol=tol,
+                            dead_tol=dead_tol)
+
+
 def _is_match(distances: Distances, live: np.ndarray, xs: np.ndarray, ys: np.ndarray, eps: float, tol: float) -> bool:
     """Whether (xs, ys) (stacked indices, all live) satisfies both eps-conditions."""
     if not (live[xs].all() and live[ys].all()):
