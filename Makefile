@@ -7,10 +7,11 @@ PROFILE ?= cpu
 NB     ?= 01_training
 ARGS   ?=
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMEDRIVER := /usr/bin/chromedriver
 
-.PHONY: setup book test chapter bench clean-book
+.PHONY: setup book test browser-test chapter bench clean-book
 
-setup: $(VENV)/.installed $(FMNIST) _vendor/.complete
+setup: $(VENV)/.installed $(FMNIST) $(CHROMEDRIVER) _vendor/.complete
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed (pins numpy 2.4, matplotlib 3.11)"'
@@ -23,6 +24,12 @@ $(FMNIST):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
 
+# Headless Chromium and its driver for the browser test (tests/test_browser.py), from Debian: never
+# downloaded at run time.
+$(CHROMEDRIVER):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver
+
 # MathJax, require.js and the widget manager, so the HTML renders offline.
 _vendor/.complete: tools/vendor_js.sh
 	bash tools/vendor_js.sh
@@ -33,6 +40,12 @@ book: setup
 
 test: setup
 	$(BIN)/pytest --nbval-lax
+
+# The published book (_build/html, built by `make book` if missing) in headless Chromium: nothing fetched
+# from outside the book, no raw TeX, no empty widget, no JavaScript error. `make test` checks a smoke build.
+browser-test: setup
+	test -f _build/html/book/intro.html || $(MAKE) book
+	WIDEDEEP_BOOK_HTML=_build/html WIDEDEEP_REQUIRE_BROWSER=1 $(BIN)/pytest -m browser tests/test_browser.py
 
 chapter: setup
 	$(BIN)/widedeep chapter $(NB) --profile $(PROFILE) $(ARGS)

@@ -23,6 +23,13 @@ def test_markdown_table_formats_values():
 
 def test_list_table_formats_cells_and_refuses_ragged_rows():
     text = tables.list_table(["model", "acc"], [["R20", "0.91"], ["R56", 0.5]])
-    assert text.splitlines() == ["| model | acc |", "|---:|---:|", "| R20 | 0.91 |", "| R56 | 0.5 |"]
+    assert text.splitlines() == ["| model | acc |", "|:---|---:|", "| R20 | 0.91 |", "| R56 | 0.5 |"]
     with pytest.raises(ValueError, match="2 cells"):
         tables.list_table(["model", "acc"], [["R20"]])
+
+
+@pytest.mark.parametrize("cell, numeric", [("0.91", True), ("1,234", True), ("-0.043", True), ("−0.043", True),
+                                           ("+0.5", True), ("12%", True), ("0.743 ± 0.012", True), ("—", True),
+                                           ("R20", False), ("ResNet-110 ×1", False), ("2, 3", False), ("", False)])
+def test_is_number_tells_numeric_cells_from_text(cell, numeric):
+    assert tables.is_number(cell) is numeric

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from itertools import groupby
 
 RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
@@ -17,11 +18,20 @@ def markdown_table(rows: list[dict], columns: dict[str, str], formats: dict[str,
     return list_table(list(columns.values()), [[format(r[k], formats.get(k, "")) for k in columns] for r in rows])
 
 
+NUMBER = re.compile(r"[+\-−]?[\d,]*\.?\d+(e[+-]?\d+)?%?( ± [\d.]+)?|—|nan")
+
+
+def is_number(cell) -> bool:
+    """Whether a table cell reads as a number (or a dash / nan placeholder): those columns are right-aligned."""
+    return NUMBER.fullmatch(str(cell).strip()) is not None
+
+
 def list_table(header: list[str], rows: list[list]) -> str:
-    """A Markdown table from a header and rows of already formatted cells."""
+    """A Markdown table from a header and rows of already formatted cells; numeric columns right-aligned, text left."""
     if any(len(row) != len(header) for row in rows):
         raise ValueError(f"every row needs {len(header)} cells (the header: {header})")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    numeric = [bool(rows) and all(is_number(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
 
 
