@@ -48,6 +48,18 @@ def test_cached_npz_computes_once(tmp_path):
     assert calls == [1] and np.array_equal(first["m"], second["m"])
 
 
+def test_cached_json_computes_once_and_returns_what_it_stored(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"rows": ({"acc": np.float64(0.5), "missing": float("nan")},), "n": np.int64(3)}
+
+    first = store.cached_json(tmp_path / "c.json", compute)
+    second = store.cached_json(tmp_path / "c.json", compute)
+    assert calls == [1] and first == second == {"rows": [{"acc": 0.5, "missing": None}], "n": 3}
+
+
 def test_shuffled_passes_are_seeded_full_and_unaugmented():
     images = torch.arange(40, dtype=torch.float32).reshape(10, 1, 2, 2)
     dataset = data.ImageData(images, torch.arange(10), [])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from widedeep import blocks, heatmaps
+from widedeep import blocks, heatmaps, store
 from widedeep.data import ImageData
 from widedeep.models import STREAM
 
@@ -180,3 +180,38 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
     """The models of m's depth and width that have no block: controls for what position alone does."""
     c = m.run.config
     return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width) == (c.depth, c.width)]
+
+
+def probe_splits(run, params: dict):
+    """The run's own splits with the test set cut to the profile's probe subset (Chapter 5)."""
+    splits = run.config.splits()
+    return replace(splits, test=splits.test.first(params["probe_test_examples"]))
+
+
+def run_probes(run, layers: list, params: dict) -> list[dict]:
+    """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
+    from widedeep import probes
+
+    settings = {"layers": [layer.name for layer in layers], "pool": params["probe_pool"], "l2": list(params["probe_l2"]),
+                "max_iter": params["probe_max_iter"], "test_examples": params["probe_test_examples"]}
+    path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
+    return store.cached_json(path, lambda: probes.probe_accuracies(
+        run.model, layers, probe_splits(run, params), pool=params["probe_pool"], l2_grid=params["probe_l2"],
+        max_iter=params["probe_max_iter"]))
+
+
+def run_deletions(run, membership: list[bool], params: dict) -> dict:
+    """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
+    from widedeep import prune
+
+    settings = {"membership": [bool(m) for m in membership], "test_examples": params["deletion_test_examples"],
+                "repair_examples": params["deletion_repair_examples"], "max_steps": params["deletion_max_steps"]}
+    path = run.run_dir / f"deletions-{store.config_hash(settings)}.json"
+
+    def compute():
+        splits = run.config.splits()
+        test = splits.test.first(params["deletion_test_examples"])
+        repair = splits.train.first(params["deletion_repair_examples"]).images
+        return prune.deletion_effects(run.model, test, membership, repair, max_steps=params["deletion_max_steps"])
+
+    return store.cached_json(path, compute)

@@ -183,3 +183,15 @@ def cached_npz(path: str | os.PathLike, compute) -> dict[str, np.ndarray]:
     arrays = {k: np.asarray(v) for k, v in compute().items()}
     write_npz(path, **arrays)
     return arrays
+
+
+def cached_json(path: str | os.PathLike, compute) -> Any:
+    """The JSON value at `path` if it exists, else `compute()` written there atomically first.
+
+    Both paths return the value as read back from the file, so a first run and a cached rerun see
+    the same types (lists, not tuples or arrays; NaN as None).
+    """
+    path = Path(path)
+    if not path.exists():
+        write_json(path, compute())
+    return read_json(path)
