@@ -244,6 +244,20 @@ def test_class_split_null_compares_disjoint_halves_of_one_configuration():
 # Accuracy match
 # ---------------------------------------------------------------------------------------------
 
+def test_paired_class_splits_find_a_planted_class_beyond_the_null():
+    rng = np.random.default_rng(11)
+    labels, p_correct = make_test_set(2000, rng)
+    p_other = np.where(labels == 3, np.minimum(p_correct + 0.4, 1.0), p_correct)  # class 3 is much easier
+    pred_other, pred_null = population(p_other, labels, 6, rng), population(p_correct, labels, 12, rng)
+    result = errors.paired_class_splits(pred_other, pred_null, labels, NUM_CLASSES, splits=10, n_boot=200)
+    assert result["test_n_excluding"].shape == result["null_n_excluding"].shape == (10,)
+    assert result["test_n_excluding"].min() >= 1  # the planted class, every time
+    assert errors.beyond_null(result["test_mean_abs_diff"], result["null_mean_abs_diff"])
+    same = errors.paired_class_splits(population(p_correct, labels, 6, rng), pred_null, labels, NUM_CLASSES,
+                                      splits=20, n_boot=200)
+    assert not errors.beyond_null(same["test_mean_abs_diff"], same["null_mean_abs_diff"])
+
+
 def test_accuracy_match_reports_means_and_a_welch_test():
     rng = np.random.default_rng(11)
     labels, p_correct = make_test_set(1000, rng)

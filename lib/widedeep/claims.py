@@ -109,10 +109,15 @@ def judge_errors(results: dict) -> tuple[str, str]:
     """Chapter 6's example- and class-level verdicts with the accuracy match."""
     verdicts, match, example = results["verdicts"], results["accuracy_match"], results["example_level"]
     wide, deep = results["wide"], results["deep"]
+    differences = ""
+    if "mean_abs_diff_per_split" in example:
+        test, null = sorted(example["mean_abs_diff_per_split"]), sorted(example["null_mean_abs_diff"])
+        differences = (f"; mean per-example difference in correct fraction {test[len(test) // 2]:.3f} vs a null of "
+                       f"{null[0]:.3f}–{null[-1]:.3f}")
     return verdicts["example_level"], (
         f"ResNet-{wide['depth']} ×{wide['width']:g} vs ResNet-{deep['depth']} ×{deep['width']:g}, accuracy "
         f"{match['acc_a']:.3f} vs {match['acc_b']:.3f}; median {example['n_significant']:g} significant examples "
-        f"vs a null of {min(example['null_n_significant'])}–{max(example['null_n_significant'])}; "
+        f"vs a null of {min(example['null_n_significant'])}–{max(example['null_n_significant'])}{differences}; "
         f"class level: {verdicts['class_level']}")
 
 

@@ -291,6 +291,34 @@ def class_split_null(predictions: np.ndarray, labels: np.ndarray, num_classes: i
     return result
 
 
+def paired_class_splits(pred_other: np.ndarray, pred_null: np.ndarray, labels: np.ndarray, num_classes: int,
+                        splits: int = 100, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Per random half-split of the null side's 2m seeds, other vs half and half vs half: classes whose interval
+    excludes zero, and the mean |class-accuracy difference| over classes.
+
+    The class-level twin of `paired_split_tests`: both comparisons are m seeds against m seeds on the
+    same split, so the other side is judged against two sets of seeds of one model (whose intervals
+    share the same few-seed narrowness). With few classes the counts are coarse (one planted class
+    moves them by one, about what the null's false exclusions do); the mean difference is the
+    omnibus statistic.
+    """
+    labels = _check_labels(labels, num_classes)
+    pred_other = _check_predictions(pred_other, labels, "pred_other", num_classes)
+    pred_null = _check_predictions(pred_null, labels, "pred_null", num_classes)
+    _check_min_seeds(pred_null, "pred_null", 4, "a half-split with a bootstrap in each half")
+    half = pred_null.shape[0] // 2
+    if pred_other.shape[0] != half:
+        raise ValueError(f"pred_other has {pred_other.shape[0]} seeds but each half of pred_null's "
+                         f"{pred_null.shape[0]} has {half}; train twice as many seeds on the null side as on the other")
+    out = {f"{kind}_{key}": [] for kind in ("test", "null") for key in ("n_excluding", "mean_abs_diff")}
+    for i, (first, second) in enumerate(half_splits(pred_null.shape[0], splits, seed)):
+        for kind, pred_a in (("test", pred_other), ("null", pred_null[second])):
+            result = class_difference(pred_a, pred_null[first], labels, num_classes, n_boot, seed + i, level)
+            out[f"{kind}_n_excluding"].append(int(result["excludes_zero"].sum()))
+            out[f"{kind}_mean_abs_diff"].append(float(np.nanmean(np.abs(result["diff"]))))
+    return {key: np.array(values, dtype=int if key.endswith("n_excluding") else float) for key, values in out.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Accuracy match
 # ---------------------------------------------------------------------------------------------
