@@ -181,6 +181,16 @@ def test_beyond_null_compares_the_median_with_a_null_quantile():
         errors.beyond_null([], null)
 
 
+@pytest.mark.parametrize("count, mean, matched, expected", [
+    (True, True, True, errors.SHOWN), (True, False, True, errors.SHOWN),
+    (False, True, True, errors.SHOWN_IN_AGGREGATE), (False, False, True, errors.NOT_SHOWN),
+    (True, True, False, errors.SHOWN + ", but the accuracies are not matched"),
+    (False, False, False, errors.NOT_SHOWN),
+])
+def test_difference_verdict(count, mean, matched, expected):
+    assert errors.difference_verdict(count, mean, matched) == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # Class level
 # ---------------------------------------------------------------------------------------------

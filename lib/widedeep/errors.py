@@ -232,6 +232,21 @@ def beyond_null(test: np.ndarray, null: np.ndarray, quantile: float = 0.95) -> b
     return bool(np.median(test) > np.quantile(null, quantile))
 
 
+SHOWN, SHOWN_IN_AGGREGATE, NOT_SHOWN = ("shown", "shown in aggregate, though no test singles out more examples or "
+                                      "classes than the null", "not shown")
+
+
+def difference_verdict(beyond_count: bool, beyond_mean: bool, matched: bool) -> str:
+    """The paper's claim at one level: shown by the count of significant tests, in aggregate only, or not shown.
+
+    `beyond_count` / `beyond_mean`: whether the discovery count / the mean absolute difference exceeds
+    the seed-split null (`beyond_null`); `matched`: whether the two accuracies match, without which a
+    difference is no test of the claim (then flagged).
+    """
+    text = SHOWN if beyond_count else SHOWN_IN_AGGREGATE if beyond_mean else NOT_SHOWN
+    return text if matched or text == NOT_SHOWN else f"{text}, but the accuracies are not matched"
+
+
 # ---------------------------------------------------------------------------------------------
 # Class level
 # ---------------------------------------------------------------------------------------------
