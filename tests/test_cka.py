@@ -206,7 +206,7 @@ def test_streaming_is_the_ratio_of_summed_hsics():
     assert engine.num_batches == 3 and engine.num_examples == 35
 
 
-@pytest.mark.parametrize("n", [5, 64, 101])
+@pytest.mark.parametrize("n", [5, 64, 101, 128, 257])  # the three-product path, then BLAS syrk from 128
 def test_symmetric_gram_and_u_centred_rows(n):
     m = torch.as_tensor(_rng(6).normal(size=(n, 30)))
     gram = cka.symmetric_gram(m)
@@ -215,6 +215,15 @@ def test_symmetric_gram_and_u_centred_rows(n):
     rows = cka.u_centred_rows(gram[None], triu)
     full = cka.u_center(gram)
     torch.testing.assert_close(rows[0], full.reshape(-1)[triu[2]], rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [63, 128, 300])
+def test_symmetric_gram_in_float32_matches_a_float64_product(n):
+    m = torch.as_tensor(_rng(7).normal(size=(n, 500)), dtype=torch.float32)
+    gram = cka.symmetric_gram(m[:, ::2])  # a non-contiguous view too
+    assert gram.dtype == torch.float32 and torch.equal(gram, gram.T)
+    expected = (m[:, ::2].double() @ m[:, ::2].double().T).float()
+    torch.testing.assert_close(gram, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("source", [torch.float32, torch.float64])
