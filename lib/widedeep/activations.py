@@ -24,7 +24,7 @@ Layers come from `model.layers()` (our CifarResNet) or an explicit list of modul
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -170,16 +170,26 @@ def capture_grams(model: nn.Module, images: torch.Tensor, layers: Sequence | Non
         return capture(images), capture.names
 
 
-class _OutputKeeper(GramCapture):
-    """GramCapture that keeps each hooked output itself (a float32 CPU copy) instead of its Gram."""
+class OutputCapture(GramCapture):
+    """GramCapture whose hooks hand each layer's output to `reduce(layer_index, output)` instead of taking its Gram.
 
-    def _reduce(self, output: torch.Tensor, name: str) -> torch.Tensor:
-        return output.detach().float().cpu().clone()  # a copy: a later in-place op cannot change it
+    What `reduce` returns is what a call gives back for that layer (e.g. a copy of the output, or
+    None after folding it into a running statistic); the once-per-forward checks stay the same.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence | None, reduce: Callable[[int, torch.Tensor], object]):
+        super().__init__(model, layers)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.reduce = reduce
+
+    def _reduce(self, output: torch.Tensor, name: str) -> object:
+        return self.reduce(self.index[name], output)
 
 
 def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence, batch_size: int = 250) -> list[torch.Tensor]:
     """Whole outputs of a few layers over `images`, batch by batch (for analyses that need activations, not Grams)."""
     device = model_device(model)
-    with _OutputKeeper(model, layers) as capture:
+    # A float32 CPU copy: a later in-place op cannot change it.
+    with OutputCapture(model, layers, lambda _, output: output.detach().float().cpu().clone()) as capture:
         batches = [capture(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
     return [torch.cat(parts) for parts in zip(*batches)]

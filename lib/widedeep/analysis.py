@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from widedeep import blocks, heatmaps, store
+from widedeep import blocks, heatmaps, probes, prune, store
 from widedeep.data import ImageData
 from widedeep.models import STREAM
 
@@ -190,8 +190,6 @@ def probe_splits(run, params: dict):
 
 def run_probes(run, layers: list, params: dict) -> list[dict]:
     """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
-    from widedeep import probes
-
     settings = {"layers": [layer.name for layer in layers], "pool": params["probe_pool"], "l2": list(params["probe_l2"]),
                 "max_iter": params["probe_max_iter"], "test_examples": params["probe_test_examples"]}
     path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
@@ -202,8 +200,6 @@ def run_probes(run, layers: list, params: dict) -> list[dict]:
 
 def run_deletions(run, membership: list[bool], params: dict) -> dict:
     """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
-    from widedeep import prune
-
     settings = {"membership": [bool(m) for m in membership], "test_examples": params["deletion_test_examples"],
                 "repair_examples": params["deletion_repair_examples"], "max_steps": params["deletion_max_steps"]}
     path = run.run_dir / f"deletions-{store.config_hash(settings)}.json"

@@ -13,6 +13,7 @@ from widedeep.cka import model_cka
 from widedeep.data import shuffled_passes
 from widedeep.models import INSIDE, STREAM
 from widedeep.pca import model_pc_stats
+from widedeep.subspace import fraction_match_eps, match_scores_gram, model_neuron_moments
 from widedeep.train import predict
 
 
@@ -138,8 +139,6 @@ def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> 
     Returns {"names", "n_a", "grams"} as `widedeep.subspace.model_neuron_moments` does (exact form:
     every example x position), so Chapter 7 reruns without a forward pass.
     """
-    from widedeep.subspace import model_neuron_moments
-
     path = _cache_path(run_a, "neurons", data, b=run_b.config.name(), batch=batch_size, layers=list(layers))
 
     def compute():
@@ -153,3 +152,12 @@ def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> 
     count = len(stored["names"])
     return {"names": [str(n) for n in stored["names"]], "n_a": [int(n) for n in stored["n_a"]],
             "grams": [stored[f"gram_{i}"] for i in range(count)]}
+
+
+def run_match_scores(run_a, run_b, data, batch_size: int, layers: list[str],
+                     eps_values: list[float]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The pair's neuron Grams (cached), maximum-match scores (layers x eps) and the ε matching half the neurons per layer."""
+    grams = run_neuron_grams(run_a, run_b, data, batch_size, layers)
+    pairs = list(zip(grams["grams"], grams["n_a"]))
+    scores = np.array([match_scores_gram(g, n, eps_values) for g, n in pairs])
+    return grams, scores, np.array([fraction_match_eps(g, n, 0.5) for g, n in pairs])

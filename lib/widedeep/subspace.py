@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import GramCapture
+from .activations import OutputCapture
 from .cka import _limited, batch_images, no_tf32
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -688,19 +688,6 @@ class SampledNeuronMoments(NeuronMoments):
 # Whole models
 # ---------------------------------------------------------------------------------------------
 
-class _OutputCapture(GramCapture):
-    """GramCapture whose hooks hand each layer's output to `reduce(layer_index, output)` instead of a Gram."""
-
-    def __init__(self, model: nn.Module, layers: Sequence | None,
-                 reduce: Callable[[int, torch.Tensor], object] | None = None):
-        super().__init__(model, layers)
-        self.index = {name: i for i, name in enumerate(self.names)}
-        self.reduce = reduce
-
-    def _reduce(self, output: torch.Tensor, name: str) -> object:
-        return self.reduce(self.index[name], output)
-
-
 def relu_layer_names(model: nn.Module) -> list[str]:
     """Names of model.layers() whose module is an nn.ReLU: the post-ReLU layers the paper matches."""
     return [layer.name for layer in model.layers() if isinstance(layer.module, nn.ReLU)]
@@ -751,7 +738,7 @@ def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Ten
         moments[index].update(stash[index], output)
         stash[index] = None
 
-    with _OutputCapture(model_a, layers, keep_a) as capture_a, _OutputCapture(model_b, layers, reduce_b) as capture_b:
+    with OutputCapture(model_a, layers, keep_a) as capture_a, OutputCapture(model_b, layers, reduce_b) as capture_b:
         if capture_a.names != capture_b.names:
             raise ValueError(f"model_a and model_b have different layers ({len(capture_a.names)} vs "
                              f"{len(capture_b.names)}); pass layers=[module names present in both]")
