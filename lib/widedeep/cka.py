@@ -317,22 +317,16 @@ def layer_gram(x: ArrayLike, dtype: torch.dtype | None = None, name: str = "laye
         return symmetric_gram(m)
 
 
-SYRK_MIN_EXAMPLES = 128  # below this BLAS syrk gains little over the half-size products (measured)
-
-
 def symmetric_gram(m: torch.Tensor) -> torch.Tensor:
-    """m m^T. On CPU, BLAS syrk (one triangle: half the flops of a GEMM, ~1.4x faster at n = 256) for float32/64
-    batches of >= 128 examples, else three half-size products (A A^T, A B^T, B B^T: 3/4 of the flops)."""
+    """m m^T; on CPU from three half-size products (A A^T, A B^T, B B^T): 3/4 of the flops of one GEMM.
+
+    BLAS syrk (half the flops) is faster alone but not here: SciPy's OpenBLAS threads and torch's OpenMP
+    threads contend on every call between torch ops, which made the whole engine ~2.5x slower
+    (`benchmarks/cka_speed.py` measures the kernels side by side, alone and interleaved).
+    """
     n = m.shape[0]
     if m.device.type != "cpu" or n < 64:  # on GPUs one large GEMM beats three small ones
         return m @ m.T
-    if n >= SYRK_MIN_EXAMPLES and m.dtype in (torch.float32, torch.float64) and not m.requires_grad:
-        from scipy.linalg import blas
-
-        syrk = blas.ssyrk if m.dtype == torch.float32 else blas.dsyrk
-        # The row-major (n, d) matrix is the column-major (d, n) one: syrk of its transpose is m m^T, upper triangle.
-        upper = torch.from_numpy(syrk(1.0, m.contiguous().numpy().T, trans=1))
-        return torch.triu(upper) + torch.triu(upper, 1).T
     half = n // 2
     top, bottom = m[:half], m[half:]
     cross = top @ bottom.T
