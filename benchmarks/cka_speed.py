@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -r benchmarks/requirements-bench.txt
     .venv/bin/python benchmarks/cka_speed.py                 # ResNet-56, 2 batches of 256 (a few minutes)
-    .venv/bin/python benchmarks/cka_speed.py --batch-size 64 --batches 1 --subset-layers 8   # quick look
+    .venv/bin/python benchmarks/cka_speed.py --batch-size 64 --batches 1 --subset-layers 8 --sweep-sizes   # quick look
 
 What it measures, all in one run and side by side:
 1. Identical activations. ResNet-56 (width 1, random init, BatchNorm statistics calibrated on one
@@ -394,7 +394,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=56)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=2)
-    parser.add_argument("--subset-layers", type=int, default=16, help="layers in the three-tool comparison")
+    parser.add_argument("--subset-layers", type=int, default=66,
+                        help="layers in the three-tool comparison (66: every third layer, ~3 min of torch_cka)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per tool; the fastest is kept")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--skip-forward", action="store_true", help="skip the forward-pass fraction")
