@@ -320,9 +320,9 @@ def layer_gram(x: ArrayLike, dtype: torch.dtype | None = None, name: str = "laye
 def symmetric_gram(m: torch.Tensor) -> torch.Tensor:
     """m m^T; on CPU from three half-size products (A A^T, A B^T, B B^T): 3/4 of the flops of one GEMM.
 
-    BLAS syrk (half the flops) is faster alone but not here: SciPy's OpenBLAS threads and torch's OpenMP
-    threads contend on every call between torch ops, which made the whole engine ~2.5x slower
-    (`benchmarks/cka_speed.py` measures the kernels side by side, alone and interleaved).
+    BLAS syrk through SciPy (half the flops) measured 2.3-2.6x slower than one GEMM on 2 cores, and worse
+    between torch ops, where OpenBLAS's and torch's OpenMP threads contend; it made the whole engine
+    ~2.5x slower (`benchmarks/cka_speed.py` times the kernels side by side, alone and interleaved).
     """
     n = m.shape[0]
     if m.device.type != "cpu" or n < 64:  # on GPUs one large GEMM beats three small ones
