@@ -8,6 +8,9 @@ NB     ?= 01_training
 ARGS   ?=
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMEDRIVER := /usr/bin/chromedriver
+# Debian packages, as root or through sudo.
+APT_INSTALL := if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
 
 .PHONY: setup book test browser-test chapter bench clean-book
 
@@ -21,14 +24,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # The real Fashion-MNIST files, offline, from Debian's package.
 $(FMNIST):
-	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist
+	@$(APT_INSTALL) dataset-fashion-mnist
 
 # Headless Chromium and its driver for the browser test (tests/test_browser.py), from Debian: never
 # downloaded at run time.
 $(CHROMEDRIVER):
-	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver
+	@$(APT_INSTALL) chromium chromium-driver
 
 # MathJax, require.js and the widget manager, so the HTML renders offline.
 _vendor/.complete: tools/vendor_js.sh
