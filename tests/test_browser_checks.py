@@ -23,8 +23,9 @@ def test_prose_with_dollars_and_underscores_is_not_tex():
 
 def test_raw_tex_report_names_the_kind_and_shows_the_text():
     (hit, *_) = checks.raw_tex(r"before $\frac{a}{b}$ after")
-    assert "TeX command" in hit or "inline math" in hit
-    assert r"\frac{a}{b}" in hit
+    assert hit.startswith("inline math $...$: ") and r"$\frac{a}{b}$" in hit  # the whole formula, not its command
+    (hit, *_) = checks.raw_tex(r"plain \alpha here")
+    assert hit.startswith("TeX command: ") and r"\alpha" in hit
 
 
 def test_cdn_and_foreign_urls_are_flagged_and_book_files_are_not(tmp_path):

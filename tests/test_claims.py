@@ -25,12 +25,17 @@ def test_block_incidence_and_trends_come_from_chapter_3():
     assert verdict == "not shown" and evidence.endswith("500: 1, 1000: 1")
 
 
-def test_first_pc_verdict_needs_every_block_dominated_and_broken():
+def test_first_pc_verdict_needs_both_conditions_in_the_same_block():
     blocked = [entry(110, 500, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3),
                entry(110, 1000, block=BLOCK, pc1_share_inside=0.7, pc1_share_outside=0.3)]
-    assert claims.judge_first_pc({"models": blocked, "blocks_broken": ["a", "b"]})[0] == "shown"
-    assert claims.judge_first_pc({"models": blocked, "blocks_broken": ["a"]})[0] == "partly shown"
+    labels = [claims.model_label(e) for e in blocked]
+    assert labels == ["ResNet-110 ×1, n=500, s0", "ResNet-110 ×1, n=1000, s0"]
+    assert claims.judge_first_pc({"models": blocked, "blocks_broken": labels})[0] == "shown"
+    assert claims.judge_first_pc({"models": blocked, "blocks_broken": labels[:1]})[0] == "partly shown"
     assert claims.judge_first_pc({"models": blocked, "blocks_broken": []})[0] == "not shown"
+    # one block dominated but not broken, the other broken but not dominated: no block shows both
+    crossed = [blocked[0], {**blocked[1], "pc1_share_inside": 0.2}]
+    assert claims.judge_first_pc({"models": crossed, "blocks_broken": labels[1:]})[0] == "not shown"
     assert claims.judge_first_pc({"models": [entry(20, 500)], "blocks_broken": []})[0] == claims.NOT_TESTABLE
 
 
@@ -69,9 +74,15 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
         assert verdict in recorded.values()
 
 
-def test_subspace_verdict_compares_the_loosest_eps_score_with_one_half():
-    base = {"eps": [0.15, 0.5], "pairs": [[0, 1]], "layers": ["a", "b"], "linear_cka": [[0.9, 0.8]],
-            "mean_score_by_eps": [0.0, 0.1]}
+def test_subspace_verdict_counts_layers_below_one_half_at_the_loosest_eps():
+    # (pairs, layers, eps) with eps listed out of order: the loosest is 0.5, the first column
+    scores = [[[0.10, 0.0], [0.30, 0.0]], [[0.20, 0.0], [0.50, 0.1]]]
+    base = {"eps": [0.5, 0.15], "pairs": [[0, 1], [2, 3]], "layers": ["a", "b"],
+            "match_scores": scores, "linear_cka": [[0.9, 0.8], [0.9, 0.8]], "mean_score_by_eps": [0.275, 0.025]}
     verdict, evidence = claims.judge_subspace({"base": base})
-    assert verdict == "shown" and "0.10 at ε = 0.5" in evidence and "CKA of the same layers is 0.85" in evidence
-    assert claims.judge_subspace({"base": {**base, "mean_score_by_eps": [0.4, 0.7]}})[0] == "not shown"
+    assert verdict == "shown" and evidence.startswith("2 of 2 layers") and "ε = 0.5" in evidence
+    assert "mean score 0.28" in evidence and "CKA of the same layers is 0.85" in evidence
+    one_high = [[[0.10, 0.0], [0.60, 0.0]], [[0.20, 0.0], [0.50, 0.1]]]  # layer b: mean 0.55 at eps 0.5
+    assert claims.subspace_verdict(one_high, base["eps"]) == ("partly shown", 1, 2)
+    assert claims.subspace_verdict(one_high, base["eps"], threshold=0.6) == ("shown", 2, 2)
+    assert claims.subspace_verdict([[[0.7], [0.9]]], [0.5])[0] == "not shown"

@@ -173,6 +173,22 @@ def test_identical_sides_are_not_beyond_the_null():
     assert not errors.beyond_null(result["test_mean_abs_diff"], result["null_mean_abs_diff"])
 
 
+@pytest.mark.parametrize("p_value, n_tests, fdr", [(0.0022, 10_000, 0.05), (1e-6, 10_000, 0.05), (0.01, 500, 0.1)])
+def test_bh_examples_needed_is_where_bh_starts_to_reject(p_value, n_tests, fdr):
+    needed = errors.bh_examples_needed(p_value, n_tests, fdr)
+
+    def discoveries(k: int) -> int:  # k tests tied at p_value, the rest at 1
+        p = np.ones(n_tests)
+        p[:k] = p_value
+        return int((errors.bh_qvalues(p) <= fdr).sum())
+
+    assert discoveries(needed) == needed
+    if needed > 1:
+        assert discoveries(needed - 1) == 0
+    with pytest.raises(ValueError, match="p-value"):
+        errors.bh_examples_needed(1.5, n_tests, fdr)
+
+
 def test_beyond_null_compares_the_median_with_a_null_quantile():
     null = np.arange(100)
     assert errors.beyond_null([96, 97, 98], null) and not errors.beyond_null([90, 99, 1], null)
@@ -183,12 +199,20 @@ def test_beyond_null_compares_the_median_with_a_null_quantile():
 
 @pytest.mark.parametrize("count, mean, matched, expected", [
     (True, True, True, errors.SHOWN), (True, False, True, errors.SHOWN),
-    (False, True, True, errors.SHOWN_IN_AGGREGATE), (False, False, True, errors.NOT_SHOWN),
+    (False, True, True, errors.SHOWN_IN_AGGREGATE + ", though no test singles out more classes than the null"),
+    (False, False, True, errors.NOT_SHOWN),
     (True, True, False, errors.SHOWN + ", but the accuracies are not matched"),
+    (False, True, False, errors.SHOWN_IN_AGGREGATE + ", though no test singles out more classes than the null, "
+                         "but the accuracies are not matched"),
     (False, False, False, errors.NOT_SHOWN),
 ])
 def test_difference_verdict(count, mean, matched, expected):
-    assert errors.difference_verdict(count, mean, matched) == expected
+    assert errors.difference_verdict(count, mean, matched, unit="classes") == expected
+
+
+def test_difference_verdict_names_the_level():
+    assert "more examples than" in errors.difference_verdict(False, True, True)
+    assert "more classes than" in errors.difference_verdict(False, True, True, unit="classes")
 
 
 # ---------------------------------------------------------------------------------------------

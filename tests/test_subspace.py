@@ -481,5 +481,5 @@ def test_model_neuron_moments_of_a_model_with_its_copy_and_sampled():
     assert ss.moment_match_scores(sampled, [1e-6]).shape == (len(layers), 1)
     with pytest.raises(ValueError, match="pass num_examples"):
         ss.model_neuron_moments(model, model, [images], layers, n_samples=30)
-    with pytest.raises(ValueError, match="different layers"):
+    with pytest.raises(ValueError, match=r"different layers \('stages.1.0.conv1' vs 'stages.0.1.conv1'\)"):
         ss.model_neuron_moments(model, resnet(14, 0.25, in_channels=1), images)

@@ -188,8 +188,7 @@ class OutputCapture(GramCapture):
 
 def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence, batch_size: int = 250) -> list[torch.Tensor]:
     """Whole outputs of a few layers over `images`, batch by batch (for analyses that need activations, not Grams)."""
-    device = model_device(model)
-    # A float32 CPU copy: a later in-place op cannot change it.
+    # A float32 CPU copy: a later in-place op cannot change it. The capture moves each batch to the model.
     with OutputCapture(model, layers, lambda _, output: output.detach().float().cpu().clone()) as capture:
-        batches = [capture(images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
+        batches = [capture(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)]
     return [torch.cat(parts) for parts in zip(*batches)]

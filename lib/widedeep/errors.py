@@ -39,6 +39,7 @@ the accuracies of the compared models are.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -224,6 +225,15 @@ def paired_split_tests(pred_other: np.ndarray, pred_null: np.ndarray, labels: np
     return out
 
 
+def bh_examples_needed(p_value: float, n_tests: int, fdr: float) -> int:
+    """How many of `n_tests` tests must all reach `p_value` before Benjamini-Hochberg declares any: k >= p n / q."""
+    _check_fdr(fdr)
+    if not 0 <= p_value <= 1 or n_tests < 1:
+        raise ValueError(f"need a p-value in [0, 1] and n_tests >= 1, got {p_value} and {n_tests}")
+    # BH rejects the k smallest p-values when the k-th is <= k q / n: k tied values at p pass once k >= p n / q.
+    return max(1, math.ceil(p_value * n_tests / fdr))
+
+
 def beyond_null(test: np.ndarray, null: np.ndarray, quantile: float = 0.95) -> bool:
     """Whether the median of the test statistic over splits exceeds the null's `quantile` (a one-sided check)."""
     test, null = np.asarray(test, dtype=float), np.asarray(null, dtype=float)
@@ -232,18 +242,22 @@ def beyond_null(test: np.ndarray, null: np.ndarray, quantile: float = 0.95) -> b
     return bool(np.median(test) > np.quantile(null, quantile))
 
 
-SHOWN, SHOWN_IN_AGGREGATE, NOT_SHOWN = ("shown", "shown in aggregate, though no test singles out more examples or "
-                                      "classes than the null", "not shown")
+SHOWN, SHOWN_IN_AGGREGATE, NOT_SHOWN = "shown", "shown in aggregate", "not shown"
 
 
-def difference_verdict(beyond_count: bool, beyond_mean: bool, matched: bool) -> str:
+def difference_verdict(beyond_count: bool, beyond_mean: bool, matched: bool, unit: str = "examples") -> str:
     """The paper's claim at one level: shown by the count of significant tests, in aggregate only, or not shown.
 
     `beyond_count` / `beyond_mean`: whether the discovery count / the mean absolute difference exceeds
     the seed-split null (`beyond_null`); `matched`: whether the two accuracies match, without which a
-    difference is no test of the claim (then flagged).
+    difference is no test of the claim (then flagged); `unit`: what the level tests ("examples", "classes").
     """
-    text = SHOWN if beyond_count else SHOWN_IN_AGGREGATE if beyond_mean else NOT_SHOWN
+    if beyond_count:
+        text = SHOWN
+    elif beyond_mean:
+        text = f"{SHOWN_IN_AGGREGATE}, though no test singles out more {unit} than the null"
+    else:
+        text = NOT_SHOWN
     return text if matched or text == NOT_SHOWN else f"{text}, but the accuracies are not matched"
 
 

@@ -142,9 +142,7 @@ def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> 
     path = _cache_path(run_a, "neurons", data, b=run_b.config.name(), batch=batch_size, layers=list(layers))
 
     def compute():
-        device = next(run_a.model.parameters()).device
-        moments = model_neuron_moments(run_a.model, run_b.model, data.images.to(device), layers,
-                                       batch_size=batch_size)
+        moments = model_neuron_moments(run_a.model, run_b.model, data.images, layers, batch_size=batch_size)
         return {"names": np.array(moments["names"]), "n_a": np.array(moments["n_a"]),
                 **{f"gram_{i}": g for i, g in enumerate(moments["grams"])}}
 

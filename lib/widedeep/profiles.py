@@ -104,7 +104,7 @@ def errors_grid(params: dict) -> dict[str, list[TrainConfig]]:
 
 def required_runs(params: dict) -> list[TrainConfig]:
     """Every model any chapter of the book trains under this profile, without repeats."""
-    errors = [c for side in ERROR_SIDES for c in errors_grid(params)[side]]
+    errors = [c for configs in errors_grid(params).values() for c in configs]
     return list(dict.fromkeys(training_grid(params) + cka_base_grid(params) + seed_study_grid(params) + errors))
 
 

@@ -740,8 +740,11 @@ def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Ten
 
     with OutputCapture(model_a, layers, keep_a) as capture_a, OutputCapture(model_b, layers, reduce_b) as capture_b:
         if capture_a.names != capture_b.names:
-            raise ValueError(f"model_a and model_b have different layers ({len(capture_a.names)} vs "
-                             f"{len(capture_b.names)}); pass layers=[module names present in both]")
+            first = next(((a, b) for a, b in zip(capture_a.names, capture_b.names) if a != b), None)
+            differ = (f"'{first[0]}' vs '{first[1]}'" if first else
+                      f"{len(capture_a.names)} vs {len(capture_b.names)} layers")
+            raise ValueError(f"model_a and model_b have different layers ({differ}); "
+                             f"pass layers=[module names present in both]")
         stash[:] = [None] * len(capture_a.names)
         moments[:] = [NeuronMoments(dtype) if n_samples is None else
                       SampledNeuronMoments(num_examples, n_samples, draws, seed, dtype) for _ in capture_a.names]
