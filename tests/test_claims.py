@@ -31,7 +31,9 @@ def test_first_pc_verdict_needs_both_conditions_in_the_same_block():
     labels = [claims.model_label(e) for e in blocked]
     assert labels == ["ResNet-110 ×1, n=500, s0", "ResNet-110 ×1, n=1000, s0"]
     assert claims.judge_first_pc({"models": blocked, "blocks_broken": labels})[0] == "shown"
-    assert claims.judge_first_pc({"models": blocked, "blocks_broken": labels[:1]})[0] == "partly shown"
+    verdict, evidence = claims.judge_first_pc({"models": blocked, "blocks_broken": labels[:1]})
+    assert verdict == "partly shown" and evidence == ("first-PC share inside vs outside the block: 0.60 vs 0.30; "
+                                                      "0.70 vs 0.30; removing the first PC breaks 1 of 2 blocks")
     assert claims.judge_first_pc({"models": blocked, "blocks_broken": []})[0] == "not shown"
     # one block dominated but not broken, the other broken but not dominated: no block shows both
     crossed = [blocked[0], {**blocked[1], "pc1_share_inside": 0.2}]

@@ -72,7 +72,7 @@ def judge_first_pc(results: dict) -> tuple[str, str]:
     verdict = _fraction_verdict(both, len(blocked))
     shares = "; ".join(f"{e['pc1_share_inside']:.2f} vs {e['pc1_share_outside']:.2f}" for e in blocked)
     return verdict, (f"first-PC share inside vs outside the block: {shares}; removing the first PC breaks "
-                     f"{broken} of {len(blocked)} blocks")
+                     f"{len(broken)} of {len(blocked)} blocks")
 
 
 def judge_seeds(results: dict) -> tuple[str, str]:
