@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from widedeep.train import TrainConfig
+from widedeep.train import TrainConfig, resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +58,8 @@ def train_config(params: dict, depth: int, width: float, n_train: int, seed: int
     """The TrainConfig of one model under this profile's recipe."""
     recipe = {k: params[k] for k in TRAIN_KEYS if k in params}
     recipe.update(changes)
+    if "precision" in recipe:  # a profile may say `auto`; a run's config names what it really trains in
+        recipe["precision"] = resolve_precision(recipe["precision"])
     return TrainConfig.from_dict({"depth": depth, "width": width, "n_train": n_train, "seed": seed, **recipe})
 
 
@@ -110,7 +112,7 @@ def required_runs(params: dict) -> list[TrainConfig]:
 
 def training_cost(config: TrainConfig) -> float:
     """A relative cost of training `config` (images seen x layers x width^2), for splitting work between processes."""
-    return config.epochs * config.n_train * config.depth * config.width ** 2
+    return config.total_steps * config.batch_size * config.depth * config.width ** 2
 
 
 def shard(configs: list[TrainConfig], index: int, count: int) -> list[TrainConfig]:

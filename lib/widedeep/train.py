@@ -5,6 +5,15 @@ zero, L2 on conv/dense kernels only (Keras 1e-4 = PyTorch weight decay 2e-4), ba
 last partial batch dropped, random crop + flip, inputs in [0, 1]. We decay per step rather than per
 epoch (smoother for the short schedules of small subsets) and select nothing on the test set.
 
+Precision: `precision="bfloat16"` trains under `torch.autocast` with bfloat16 matrix products on the
+CPU (where it has native bfloat16, e.g. AVX512-BF16 or AMX) or the GPU; weights, optimiser state and
+the loss stay float32. Everything a later chapter reads from a trained model (accuracies,
+predictions, the activations behind CKA, first PCs, probes and the subspace match) is computed in
+float32 without autocast, whatever the model was trained in.
+
+Schedule: `epochs` passes over the training subset, extended to at least `min_steps` SGD steps, so
+that a small subset (where an epoch is a few steps) is trained as long as the paper's models are.
+
 A run lives in `runs/<readable-name>-<hash>/`: `config.json`, `metrics.json` (per-epoch accuracy,
 wall time, hardware, versions) and `checkpoint.pt`, rewritten atomically after every epoch. A killed
 run resumes from its last checkpoint and, on the CPU, ends with exactly the weights of an
@@ -15,6 +24,7 @@ uninterrupted run: each epoch's shuffling and augmentation come from a generator
 from __future__ import annotations
 
 import math
+import platform
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +39,10 @@ from widedeep import store
 from widedeep.models import CifarResNet, parameter_count, resnet, validate_architecture
 
 SHORT_DATASET = {"fashion_mnist": "fmnist", "cifar10": "c10", "cifar100": "c100"}
+PRECISIONS = ("float32", "bfloat16")
+# Fields added after runs were stored: at these values they are left out of the run's hash and
+# config file, so every run stored before they existed keeps its name.
+LEGACY_DEFAULTS = {"precision": "float32", "min_steps": 0}
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,8 @@ class TrainConfig:
     weight_decay: float = 2e-4       # on conv and dense kernels only
     augment: bool = True             # reflect-padded random crop and horizontal flip
     eval_every: int = 10             # epochs between validation/test evaluations (and always the last)
+    precision: str = "float32"       # "bfloat16": autocast matrix products in training (see the module doc)
+    min_steps: int = 0               # train at least this many SGD steps (more epochs on small subsets)
 
     def __post_init__(self):
         validate_architecture(self.depth, self.width)
@@ -66,6 +82,12 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} exceeds n_train {self.n_train}: no full batch to train on")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive; got {self.lr!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS} in a run's config (profiles may also say "
+                             f"'auto'); got {self.precision!r}")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be a non-negative integer (0: epochs alone set the length); "
+                             f"got {self.min_steps!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -75,6 +97,31 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training option(s) {unknown}; known options: {sorted(known)}")
         return cls(**values)
+
+    def stored(self) -> dict:
+        """The config as hashed and written to `config.json`: fields at their legacy default left out."""
+        values = asdict(self)
+        return {k: v for k, v in values.items() if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """SGD steps per epoch (the last partial batch is dropped)."""
+        return self.n_train // self.batch_size
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs actually trained: `epochs`, or more where `min_steps` asks for more steps."""
+        return max(self.epochs, math.ceil(self.min_steps / self.steps_per_epoch))
+
+    @property
+    def total_steps(self) -> int:
+        """SGD steps of the whole schedule."""
+        return self.total_epochs * self.steps_per_epoch
+
+    @property
+    def eval_interval(self) -> int:
+        """Epochs between evaluations, stretched with the schedule so a run has about epochs/eval_every of them."""
+        return self.eval_every * math.ceil(self.total_epochs / self.epochs)
 
     @property
     def num_classes(self) -> int:
@@ -89,7 +136,7 @@ class TrainConfig:
         size = self.image_size or data_module.dataset_info(self.dataset).size
         family = "resnet" if self.residual else "plain"
         return (f"{SHORT_DATASET[self.dataset]}{size}-{family}{self.depth}x{self.width:g}-n{self.n_train}"
-                f"-s{self.seed}-{store.config_hash(asdict(self))}")
+                f"-s{self.seed}-{store.config_hash(self.stored())}")
 
     def build_model(self) -> CifarResNet:
         """A freshly initialised model for this config (seeded)."""
@@ -125,21 +172,52 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _autocast(device: torch.device):
-    # bfloat16 autocast on GPUs needs no loss scaling; the CPU path stays in float32 (exact resume).
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def native_bfloat16(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` computes bfloat16 natively (so autocast is fast rather than emulated)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+        # AVX512-BF16 or AMX: oneDNN's bfloat16 kernels run natively; plain AVX512 only emulates them.
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # e.g. Arm with the BF16 extension
+
+
+def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
+    """A run's precision from a profile's `auto | float32 | bfloat16`: `auto` is bfloat16 where native."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device or default_device()) else "float32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}; got {precision!r}")
+    return precision
+
+
+def check_precision(precision: str, device: str | torch.device | None = None) -> None:
+    """Refuse bfloat16 on a device that would only emulate it, saying how to override."""
+    device = torch.device(device) if device is not None else default_device()
+    if precision == "bfloat16" and not native_bfloat16(device):
+        raise RuntimeError(
+            f"this profile trains in bfloat16, but this {device.type.upper()} has no native bfloat16 "
+            f"(no AVX512-BF16/AMX): autocast would be emulated and slower than float32. Override it with "
+            f"-p precision float32 (exact, slower; its runs have other names) or -p precision auto.")
+
+
+def _autocast(device: torch.device, precision: str):
+    # bfloat16 autocast needs no loss scaling (float32's exponent range); float32 runs plainly.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, data: data_module.ImageData, batch_size: int = 1000) -> torch.Tensor:
-    """Logits (float32, on the CPU) for every example, with BatchNorm in inference mode."""
+    """Logits (float32, on the CPU) for every example, with BatchNorm in inference mode and no autocast."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     for images, _ in data_module.batches(data, batch_size):
-        with _autocast(device):
-            out.append(model(images.to(device)).float().cpu())
+        out.append(model(images.to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(out)
 
@@ -193,7 +271,8 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
     if not allow_train:
         raise FileNotFoundError(f"no finished run for {config.name()} in {runs_dir}; pass allow_train=True "
                                 f"(or run the training chapter) to train it")
-    store.write_json(run_dir / "config.json", asdict(config))
+    check_precision(config.precision, device)
+    store.write_json(run_dir / "config.json", config.stored())
     splits = config.splits().to(device)
     model.to(device)
     optimizer = _optimizer(model, config)
@@ -203,11 +282,10 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history = state["history"]
-    steps_per_epoch = config.n_train // config.batch_size
-    total_steps = config.epochs * steps_per_epoch
+    steps_per_epoch, total_steps, total_epochs = config.steps_per_epoch, config.total_steps, config.total_epochs
     pad = data_module.crop_padding(splits.train.images.shape[-1]) if config.augment else 0
     flip = config.augment and splits.info.flip
-    bar = _progress(range(len(history), config.epochs), progress, config.name(), len(history), config.epochs)
+    bar = _progress(range(len(history), total_epochs), progress, config.name(), len(history), total_epochs)
     for epoch in bar:
         start = time.perf_counter()
         model.train()
@@ -221,7 +299,7 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(device):
+            with _autocast(device, config.precision):
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -236,8 +314,8 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
                                      f"lower lr (now {config.lr}) or check the data")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc_augmented": correct / seen,
                   "lr_end": lr}
-        last = epoch + 1 == config.epochs
-        if (epoch + 1) % config.eval_every == 0 or last:
+        last = epoch + 1 == total_epochs
+        if (epoch + 1) % config.eval_interval == 0 or last:
             record["val_acc"] = accuracy(model, splits.val)
             record["test_acc"] = accuracy(model, splits.test)
         record["wall_s"] = time.perf_counter() - start
@@ -259,14 +337,14 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
 
 def _metrics(config: TrainConfig, model: nn.Module, history: list[dict], status: str) -> dict:
     return {"name": config.name(), "status": status, "config": asdict(config),
-            "parameters": parameter_count(model), "epochs": history,
+            "parameters": parameter_count(model), "steps": len(history) * config.steps_per_epoch, "epochs": history,
             "wall_time_s": sum(h["wall_s"] for h in history), "hardware": store.hardware(),
             "versions": store.versions()}
 
 
 def _check_config_file(run_dir: Path, config: TrainConfig) -> None:
     path = run_dir / "config.json"
-    if path.exists() and store.read_json(path) != asdict(config):
+    if path.exists() and store.read_json(path) != config.stored():
         raise RuntimeError(f"{path} holds a different config than {config.name()} (hash collision or a hand "
                            f"edit); move {run_dir} aside and rerun")
 
@@ -294,7 +372,8 @@ def run_summary(run: TrainedRun) -> dict:
     """The row a results table or JSON file keeps for one trained model."""
     c, m = run.config, run.metrics
     return {"name": c.name(), "depth": c.depth, "width": c.width, "n_train": c.n_train, "seed": c.seed,
-            "residual": c.residual, "parameters": m["parameters"], "epochs": c.epochs,
+            "residual": c.residual, "parameters": m["parameters"], "epochs": c.total_epochs,
+            "steps": c.total_steps, "precision": c.precision,
             "train_acc": m["final"]["train_acc"], "val_acc": m["final"]["val_acc"],
             "test_acc": m["final"]["test_acc"], "train_wall_time_s": round(m["wall_time_s"], 1),
             "hardware": m["hardware"]}
