@@ -236,6 +236,18 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
                             {"params": others, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
 
 
+def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+             precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step (forward under the run's precision, float32 loss, backward, update): (logits, loss)."""
+    with _autocast(images.device, precision):
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
+
+
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     """Cosine decay from base_lr to 0 over total_steps."""
     return base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
@@ -299,12 +311,7 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(device, config.precision):
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            logits, loss = sgd_step(model, optimizer, images, labels, config.precision)
             loss_sum += loss.detach().double() * len(labels)
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += len(labels)
