@@ -1,106 +1,249 @@
-"""Training throughput: our in-memory tensor pipeline against a torchvision-style DataLoader loop.
+"""Training throughput: float32 against bfloat16 autocast, and several seeds in one process (vmap).
 
-Both loops train the same model with the same optimiser step on the same data; only the input
-pipeline differs. Ours indexes whole batches out of a tensor held in memory and augments the batch
-at once (`widedeep.data.batches`); the baseline is the usual `Dataset` + per-image
-`torchvision.transforms` + `DataLoader`. Runs are interleaved (A, B, A, B, ...) so drift in the
-machine's speed hits both alike. Goal: ours >= 1.3x the baseline's images/s.
+Every measurement runs the book's own training step (`widedeep.train.sgd_step`: forward under the
+run's precision, float32 loss, backward, SGD with momentum and kernel-only weight decay) on
+Fashion-MNIST batches from the in-memory pipeline, with augmentation. Measurements are
+interleaved (float32, bfloat16, float32, ...) after warm-up steps, so drift in the machine's speed
+hits every variant alike; the ratio of medians within one run is what to compare.
 
-    .venv/bin/python benchmarks/train_throughput.py [--steps 8] [--repeats 3] [--image-size 16]
+FLOP utilisation: the FLOPs of one training step are counted by `torch.utils.flop_counter`
+(forward and backward), divided by the measured step time, and set against two peaks: the
+processor's nominal peak (cores x the clock /proc/cpuinfo reports x FLOPs per cycle, the assumption
+printed; a virtual machine reports the base clock, so boost can take a real product above it) and
+the best square matrix product measured in the same run (what the BLAS reaches here, the fairer
+ceiling).
+
+Several seeds in one process: four width-1 models stacked with `torch.func.stack_module_state` and
+trained through `torch.func.vmap` + `functional_call` (each member on its own batch) against the
+same four models stepped one after another. The issue's goal for adopting it: >= 1.3x.
+
+    .venv/bin/python benchmarks/train_throughput.py [--threads 1] [--steps 10] [--repeats 3]
+    .venv/bin/python benchmarks/train_throughput.py --pipeline   # the old input-pipeline comparison
+
+Results: `benchmarks/results/train_throughput.{txt,json}` (with provenance).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from torch.utils.flop_counter import FlopCounterMode
 
-from widedeep import data, models
-from widedeep.store import hardware
+from widedeep import data, models, store, train
 
-
-class ImageDataset(Dataset):
-    """Per-image access with per-image transforms: the common PyTorch pattern."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        return self.transform(self.images[index]), self.labels[index]
+RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = {"resnet20x1": (20, 1), "resnet20x4": (20, 4), "resnet110x1": (110, 1)}
+PRECISIONS = ("float32", "bfloat16")
 
 
-def train_steps(model, optimizer, batch_iter, steps: int) -> float:
-    """Run `steps` SGD steps from `batch_iter` after one warm-up step; return images per second."""
-    model.train()
-    images, labels = next(batch_iter)
-    F.cross_entropy(model(images), labels).backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    seen, start = 0, time.perf_counter()
-    for _ in range(steps):
-        images, labels = next(batch_iter)
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        seen += len(labels)
-    return seen / (time.perf_counter() - start)
-
-
-def ours(train: data.ImageData, batch_size: int, pad: int, seed: int):
-    """Endless batches from the in-memory pipeline."""
-    epoch = 0
+def endless_batches(images: data.ImageData, batch_size: int, seed: int):
+    """Augmented training batches forever (crop + flip, as training uses)."""
+    pad, epoch = data.crop_padding(images.images.shape[-1]), 0
     while True:
-        yield from data.batches(train, batch_size, torch.Generator().manual_seed(seed + epoch), drop_last=True,
+        yield from data.batches(images, batch_size, torch.Generator().manual_seed(seed + epoch), drop_last=True,
                                 augment_pad=pad, flip=True)
         epoch += 1
 
 
-def dataloader(train: data.ImageData, batch_size: int, pad: int, workers: int):
-    """Endless batches from a torchvision-style DataLoader."""
-    size = train.images.shape[-1]
-    transform = transforms.Compose([transforms.RandomCrop(size, padding=pad, padding_mode="reflect"),
-                                    transforms.RandomHorizontalFlip()])
-    loader = DataLoader(ImageDataset(train.images, train.labels, transform), batch_size=batch_size, shuffle=True,
-                        drop_last=True, num_workers=workers, persistent_workers=workers > 0)
-    while True:
-        yield from loader
+def fresh_model(depth: int, width: float, seed: int = 0):
+    """A model and its optimiser exactly as `train_or_load` builds them."""
+    config = train.TrainConfig(depth=depth, width=width, n_train=2000, n_val=100, n_test=100, seed=seed)
+    model = config.build_model()
+    return model, train._optimizer(model, config)
+
+
+def step_rate(depth: int, width: float, precision: str, batches, steps: int, warmup: int = 2) -> float:
+    """Images per second of `steps` training steps after `warmup` untimed ones."""
+    model, optimizer = fresh_model(depth, width)
+    model.train()
+    for _ in range(warmup):
+        train.sgd_step(model, optimizer, *next(batches), precision)
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        images, labels = next(batches)
+        train.sgd_step(model, optimizer, images, labels, precision)
+        seen += len(labels)
+    return seen / (time.perf_counter() - start)
+
+
+def step_flops(depth: int, width: float, batches) -> float:
+    """FLOPs of one training step per image (forward + backward, counted in float32)."""
+    model, optimizer = fresh_model(depth, width)
+    images, labels = next(batches)
+    with FlopCounterMode(display=False) as counter:
+        train.sgd_step(model, optimizer, images, labels, "float32")
+    return counter.get_total_flops() / len(labels)
+
+
+def gemm_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The best FLOP/s of a square matrix product in `dtype` (the BLAS's practical peak here)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - start))
+    return best
+
+
+def nominal_peak(threads: int) -> dict:
+    """Cores x clock x FLOPs per cycle, with the assumption it rests on (x86 with AVX-512 FMA)."""
+    clock_ghz = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                clock_ghz = float(line.split(":")[1]) / 1000
+                break
+    except OSError:
+        pass
+    # Zen 4 (this machine's EPYC, family 25 model 17): two 256-bit FMA pipes = 32 float32 FLOPs a cycle;
+    # AVX512-BF16 dot products do twice the multiply-adds per instruction = 64.
+    per_cycle = {"float32": 32, "bfloat16": 64}
+    if clock_ghz is None:
+        return {"assumption": "clock unknown", "float32": None, "bfloat16": None}
+    return {"assumption": f"{threads} core(s) x {clock_ghz:.2f} GHz x 32 (float32) / 64 (bfloat16) FLOPs a cycle "
+                          f"(two 256-bit FMA pipes, Zen 4)",
+            **{p: threads * clock_ghz * 1e9 * per_cycle[p] for p in PRECISIONS}}
+
+
+def stacked_rate(members: int, depth: int, width: float, precision: str, batches: list, steps: int,
+                 warmup: int = 2) -> float:
+    """Images per second of `members` models trained as one vmapped model, each on its own batch."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    nets = [fresh_model(depth, width, seed)[0] for seed in range(members)]
+    params, buffers = stack_module_state(nets)
+    base = copy.deepcopy(nets[0]).to("meta")
+    optimizer = torch.optim.SGD(params.values(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+
+    def one(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    def step():
+        pairs = [next(batch) for batch in batches]
+        images = torch.stack([x for x, _ in pairs])
+        labels = torch.stack([y for _, y in pairs])
+        with train._autocast(images.device, precision):
+            logits = vmap(one)(params, buffers, images)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="sum") / labels.shape[1]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return labels.numel()
+
+    for _ in range(warmup):
+        step()
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        seen += step()
+    return seen / (time.perf_counter() - start)
+
+
+def separate_rate(members: int, depth: int, width: float, precision: str, batches: list, steps: int,
+                  warmup: int = 2) -> float:
+    """Images per second of the same `members` models stepped one after another in one process."""
+    nets = [fresh_model(depth, width, seed) for seed in range(members)]
+    for _ in range(warmup):
+        for (model, optimizer), batch in zip(nets, batches):
+            train.sgd_step(model, optimizer, *next(batch), precision)
+    start, seen = time.perf_counter(), 0
+    for _ in range(steps):
+        for (model, optimizer), batch in zip(nets, batches):
+            images, labels = next(batch)
+            train.sgd_step(model, optimizer, images, labels, precision)
+            seen += len(labels)
+    return seen / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements per pipeline")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the grid trains one model per core)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved measurements per variant")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--members", type=int, default=4, help="models stacked in the multi-seed measurement")
     parser.add_argument("--image-size", type=int, default=16, help="pixels (the cpu profile uses 16)")
-    parser.add_argument("--widths", type=float, nargs="+", default=[1, 4])
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for the baseline")
+    parser.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results/")
+    parser.add_argument("--pipeline", action="store_true", help="run the input-pipeline comparison instead")
     args = parser.parse_args()
+    if args.pipeline:
+        import input_pipeline
+
+        sys.argv = [sys.argv[0]]
+        return input_pipeline.main()
+    torch.set_num_threads(args.threads)
+    if not train.native_bfloat16("cpu"):
+        print("note: this CPU has no native bfloat16; bfloat16 numbers below are emulated")
     splits = data.make_splits("fashion_mnist", n_train=2000, n_val=100, image_size=args.image_size, n_test=100)
-    pad = data.crop_padding(args.image_size)
-    print(f"ResNet-20 training throughput, batch 128, Fashion-MNIST {args.image_size} px, "
-          f"{torch.get_num_threads()} threads, {hardware()}, torch {torch.__version__}")
-    print(f"{'model':<14}{'ours img/s':>12}{'DataLoader img/s':>18}{'ratio':>8}")
-    for width in args.widths:
-        rates = {"ours": [], "loader": []}
-        for repeat in range(args.repeats):
-            for name in ("ours", "loader"):
-                torch.manual_seed(0)
-                model = models.resnet(20, width, in_channels=1)
-                optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
-                batches = (ours(splits.train, 128, pad, repeat) if name == "ours"
-                           else dataloader(splits.train, 128, pad, args.workers))
-                rates[name].append(train_steps(model, optimizer, batches, args.steps))
-        a, b = statistics.median(rates["ours"]), statistics.median(rates["loader"])
-        print(f"ResNet-20 x{width:<4g}{a:>12.0f}{b:>18.0f}{a / b:>7.2f}x")
+    batches = endless_batches(splits.train, 128, 0)
+    lines = [f"Training throughput, batch 128, Fashion-MNIST {args.image_size} px, {args.threads} thread(s), "
+             f"{store.hardware()}, torch {torch.__version__}, native bfloat16: {train.native_bfloat16('cpu')}"]
+    peaks = {"nominal": nominal_peak(args.threads),
+             "gemm": {p: gemm_peak(getattr(torch, p)) for p in PRECISIONS}}
+    lines.append(f"peaks: nominal {peaks['nominal']['assumption']} = "
+                 + ", ".join(f"{p} {peaks['nominal'][p] / 1e9:.0f} GFLOP/s" for p in PRECISIONS if peaks['nominal'][p])
+                 + "; best 2048^2 matrix product " + ", ".join(f"{p} {peaks['gemm'][p] / 1e9:.0f} GFLOP/s"
+                                                              for p in PRECISIONS))
+    header = (f"{'model':<13}{'float32 img/s':>15}{'bfloat16 img/s':>16}{'ratio':>7}"
+              f"{'GFLOP/img':>11}{'util f32 (nom/gemm)':>21}{'util bf16 (nom/gemm)':>22}")
+    lines += ["", header]
+    print("\n".join(lines), flush=True)
+    results = {"settings": vars(args), "peaks": peaks, "models": {}, "multi_seed": {}}
+    for name in args.models:
+        depth, width = MODELS[name]
+        rates = {p: [] for p in PRECISIONS}
+        for _ in range(args.repeats):
+            for precision in PRECISIONS:
+                rates[precision].append(step_rate(depth, width, precision, batches, args.steps))
+        flops = step_flops(depth, width, batches)
+        median = {p: statistics.median(rates[p]) for p in PRECISIONS}
+        util = {p: {kind: (median[p] * flops / peaks[kind][p] if peaks[kind][p] else None)
+                    for kind in ("nominal", "gemm")} for p in PRECISIONS}
+        results["models"][name] = {"rates": rates, "median": median, "ratio": median["bfloat16"] / median["float32"],
+                                   "flops_per_image": flops, "utilisation": util}
+        row = (f"{name:<13}{median['float32']:>15.0f}{median['bfloat16']:>16.0f}"
+               f"{median['bfloat16'] / median['float32']:>6.2f}x{flops / 1e9:>11.3f}"
+               + "".join(f"{util[p]['nominal'] or 0:>13.0%} / {util[p]['gemm']:.0%}".rjust(21 + (p == 'bfloat16'))
+                         for p in PRECISIONS))
+        lines.append(row)
+        print(row, flush=True)
+    lines += ["", f"{args.members} ResNet-20 x1 in one process: separate steps vs stacked (vmap), "
+                  f"each member on its own batch"]
+    lines.append(f"{'precision':<11}{'separate img/s':>16}{'vmap img/s':>12}{'ratio':>8}")
+    print("\n".join(lines[-2:]), flush=True)
+    member_batches = [endless_batches(splits.train, 128, seed) for seed in range(args.members)]
+    for precision in PRECISIONS:
+        rates = {"separate": [], "vmap": []}
+        for _ in range(args.repeats):
+            rates["separate"].append(separate_rate(args.members, 20, 1, precision, member_batches, args.steps // 2 or 1))
+            rates["vmap"].append(stacked_rate(args.members, 20, 1, precision, member_batches, args.steps // 2 or 1))
+        median = {k: statistics.median(v) for k, v in rates.items()}
+        results["multi_seed"][precision] = {"rates": rates, "median": median,
+                                            "ratio": median["vmap"] / median["separate"]}
+        row = f"{precision:<11}{median['separate']:>16.0f}{median['vmap']:>12.0f}{median['vmap'] / median['separate']:>7.2f}x"
+        lines.append(row)
+        print(row, flush=True)
+    if not args.no_save:
+        results["provenance"] = {"commit": store.git_commit(), "hardware": store.hardware(),
+                                 "versions": store.versions(), "python": platform.python_version(),
+                                 "date": time.strftime("%Y-%m-%d %H:%M")}
+        RESULTS.mkdir(exist_ok=True)
+        suffix = "" if args.threads == 1 else f"-{args.threads}threads"
+        store.write_json(RESULTS / f"train_throughput{suffix}.json", results)
+        (RESULTS / f"train_throughput{suffix}.txt").write_text("\n".join(lines) + "\n")
+        print(f"written: {RESULTS / f'train_throughput{suffix}.txt'} and .json")
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()
