@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -265,6 +266,26 @@ def test_a_nested_train_or_load_of_the_run_being_trained_is_refused(tmp_path):
     with store.run_lock(tmp_path / config.name()):
         run = train_or_load(config, tmp_path, device="cpu", progress=False)
     assert run.metrics["status"] == "complete" and len(run.metrics["epochs"]) == 3
+
+
+def test_loading_a_run_that_another_thread_is_training_waits_for_it(tmp_path, capsys):
+    config = TrainConfig(**TINY)
+    started, trained = threading.Event(), {}
+
+    def train_it():
+        trained["run"] = train_or_load(config, tmp_path, device="cpu", progress=False,
+                                       on_epoch_end=lambda epoch, record: (started.set(), time.sleep(0.5)))
+
+    trainer = threading.Thread(target=train_it)
+    trainer.start()
+    started.wait()
+    loaded = train_or_load(config, tmp_path, device="cpu", progress=False, allow_train=False)
+    trainer.join()
+    assert loaded.metrics == trained["run"].metrics and loaded.metrics["status"] == "complete"
+    assert capsys.readouterr().err.count(f"{config.name()}: waiting for another process") == 1
+    with pytest.raises(FileNotFoundError, match="allow_train"):  # a run nobody trains is still refused
+        train_or_load(TrainConfig(**{**TINY, "seed": 7}), tmp_path, allow_train=False)
+    assert not (tmp_path / TrainConfig(**{**TINY, "seed": 7}).name()).exists()
 
 
 def _env_with_this_library() -> dict:
