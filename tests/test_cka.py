@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -307,6 +308,19 @@ def test_rejects_batches_of_three_or_fewer():
         cka.linear_cka(layers[0], layers[1], debiased=True)
     with pytest.raises(ValueError, match="n=3"):
         cka.hsic_unbiased(np.eye(3), np.eye(3))
+
+
+def test_biased_cka_on_two_or_three_examples_warns_that_it_says_little():
+    rng = _rng(3)
+    x, unrelated = rng.normal(size=(2, 5)), rng.normal(size=(2, 7))
+    for estimator in (cka.linear_cka, cka.feature_space_linear_cka):
+        with pytest.warns(RuntimeWarning, match="biased CKA on n=2 examples.*exactly 1.0"):
+            assert estimator(x, unrelated) == pytest.approx(1.0)  # what the warning is about
+    with pytest.warns(RuntimeWarning, match="n=3"):
+        cka.rbf_cka(rng.normal(size=(3, 4)), rng.normal(size=(3, 4)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # four or more examples: no warning
+        cka.linear_cka(*_pair(n=4))
 
 
 def test_rejects_mismatched_example_counts():

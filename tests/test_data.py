@@ -1,5 +1,6 @@
 """Data: subsets are balanced, seeded and disjoint from validation; bad input gets a clear error."""
 
+import gzip
 import pickle
 from unittest import mock
 
@@ -134,3 +135,65 @@ def test_first_takes_a_prefix_or_everything():
     assert len(examples.first(10)) == 5
     with pytest.raises(ValueError, match="positive integer"):
         examples.first(0)
+
+
+# --- Damaged Fashion-MNIST files ------------------------------------------------------------------
+
+def _idx(array: np.ndarray) -> bytes:
+    """`array` (uint8) in the IDX format: magic 0 0 8 ndim, big-endian sizes, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _fashion_source(folder, n=20, compress=True):
+    """Small but well-formed Fashion-MNIST files (gzipped as Debian ships them, or not)."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for name in data.FASHION_MNIST_FILES:
+        array = rng.integers(0, 256, (n, 28, 28)) if "images" in name else np.arange(n) % 10
+        payload = _idx(array)
+        if compress:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+        else:
+            (folder / name).write_bytes(payload)
+    return folder
+
+
+def test_small_well_formed_idx_files_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDEDEEP_FASHION_MNIST_DIR", str(_fashion_source(tmp_path / "src")))
+    test = data.load_split("fashion_mnist", train=False, root=tmp_path / "root", download=False)
+    assert test.images.shape == (20, 1, 28, 28) and test.labels.tolist() == [i % 10 for i in range(20)]
+    assert data.idx_problem(tmp_path / "root" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte") is None
+
+
+def test_a_truncated_gz_file_is_named_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    source = _fashion_source(tmp_path / "src")
+    gz = source / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    monkeypatch.setenv("WIDEDEEP_FASHION_MNIST_DIR", str(source))
+    with pytest.raises(data.CorruptDataError, match=f"{gz} is damaged and cannot be unpacked.*good copy"):
+        data.load_split("fashion_mnist", train=True, root=tmp_path / "root", download=False)
+    raw = tmp_path / "root" / "FashionMNIST" / "raw"
+    assert not [p.name for p in raw.iterdir() if "tmp" in p.name or "train-images" in p.name]
+
+
+def test_a_gz_file_that_unpacks_to_a_short_idx_file_is_named(tmp_path, monkeypatch):
+    source = _fashion_source(tmp_path / "src")
+    name = "t10k-labels-idx1-ubyte"
+    (source / f"{name}.gz").write_bytes(gzip.compress(_idx(np.arange(20) % 10)[:-5]))
+    monkeypatch.setenv("WIDEDEEP_FASHION_MNIST_DIR", str(source))
+    with pytest.raises(data.CorruptDataError, match=f"{name}.gz is damaged: unpacked, it has 23 bytes where its "
+                                                    f"header \\(shape \\(20,\\)\\) calls for 28 \\(cut short\\)"):
+        data.load_split("fashion_mnist", train=False, root=tmp_path / "root", download=False)
+    assert not (tmp_path / "root" / "FashionMNIST" / "raw" / name).exists()
+
+
+@pytest.mark.parametrize("damage, problem", [("truncate", "cut short"), ("header", "does not start with an IDX")])
+def test_a_damaged_unpacked_idx_file_is_named_not_called_missing(tmp_path, monkeypatch, damage, problem):
+    monkeypatch.setenv("WIDEDEEP_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    raw = _fashion_source(tmp_path / "root" / "FashionMNIST" / "raw", compress=False)
+    path = raw / ("train-labels-idx1-ubyte" if damage == "truncate" else "train-images-idx3-ubyte")
+    payload = path.read_bytes()
+    path.write_bytes(payload[:-3] if damage == "truncate" else b"PK\x03\x04" + payload[4:])
+    with pytest.raises(data.CorruptDataError, match=f"{path} is damaged: .*{problem}.*rm '{path}'"):
+        data.load_split("fashion_mnist", train=True, root=tmp_path / "root", download=True)

@@ -1,5 +1,7 @@
 """Models: the CIFAR ResNet family, its validation, sizes, and hook-complete layer listing."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -72,3 +74,30 @@ def test_residual_add_is_captured_before_the_final_relu():
     model(torch.randn(4, 1, 16, 16))
     assert (outputs["add"] < 0).any()  # hooks see the pre-activation sum, not a ReLU'd alias
     assert torch.equal(outputs["relu"], outputs["add"].clamp(min=0))
+
+
+@pytest.mark.parametrize("width", [float("inf"), float("-inf"), float("nan")])
+def test_width_must_be_finite(width):
+    with pytest.raises(ValueError, match="width must be a positive finite number"):
+        models.resnet(20, width)
+
+
+def test_the_hint_for_too_small_a_width_names_a_width_that_is_accepted():
+    with pytest.raises(ValueError, match="above 1/32") as error:
+        models.validate_architecture(20, 1 / 32)  # round(0.5) = 0: 1/32 itself is too small
+    suggested = float(re.search(r"e\.g\. ([0-9.]+)", str(error.value)).group(1))
+    assert models.stage_channels(suggested)[0] >= 1
+    models.resnet(8, suggested)
+    models.validate_architecture(8, 0.032)  # just above 1/32 is accepted, as the hint says
+
+
+@pytest.mark.parametrize("num_classes", [0, 1, -3, 10.0, True])
+def test_num_classes_must_be_at_least_two(num_classes):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        models.resnet(8, 1, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("in_channels", [0, -1, 3.0, False])
+def test_in_channels_must_be_positive_and_is_checked_when_building(in_channels):
+    with pytest.raises(ValueError, match="in_channels must be a positive integer"):
+        models.resnet(8, 1, in_channels=in_channels)

@@ -1,7 +1,15 @@
-"""Training: cached, resumable with identical weights, corrupt checkpoints detected, recipe as specified."""
+"""Training: cached, resumable with identical weights, damaged run files named, one trainer per run."""
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,18 +82,12 @@ def test_corrupt_checkpoint_is_reported_with_what_to_do(tmp_path, damage):
     assert (tmp_path / config.name() / "metrics.json").read_bytes() == metrics_before  # nothing lost
 
 
-def test_truncated_checkpoint_without_sidecar_is_still_detected(tmp_path):
-    path = tmp_path / "checkpoint.pt"
-    store.save_checkpoint(path, {"w": torch.ones(1000)})
-    path.write_bytes(path.read_bytes()[:100])
-    (tmp_path / "checkpoint.pt.sha256").unlink()
-    with pytest.raises(store.CorruptCheckpointError, match="cannot be read"):
-        store.load_checkpoint(path)
-
-
 @pytest.mark.parametrize("change, message", [
     ({"width": 0}, "width"), ({"depth": 21}, "6n\\+2"), ({"dataset": "imagenet"}, "unknown dataset"),
     ({"n_train": 205}, "multiple"), ({"batch_size": 500}, "batch_size"), ({"epochs": 0}, "epochs"),
+    ({"image_size": 0}, "image_size must be None .* or an integer >= 4"), ({"image_size": -16}, "image_size"),
+    ({"image_size": 2}, "image_size"), ({"image_size": 16.0}, "image_size"), ({"image_size": True}, "image_size"),
+    ({"width": float("inf")}, "finite"),
 ])
 def test_bad_configs_are_refused_before_training(change, message):
     with pytest.raises(ValueError, match=message):
@@ -192,3 +194,208 @@ def test_min_steps_extends_small_subsets_and_is_recorded(tmp_path):
     assert TrainConfig(**{**TINY, "epochs": 5, "min_steps": 4}).total_epochs == 5  # epochs already enough
     with pytest.raises(ValueError, match="min_steps"):
         TrainConfig(**{**TINY, "min_steps": -1})
+
+
+# --- Damaged run files ----------------------------------------------------------------------------
+
+def test_a_complete_run_whose_metrics_lack_fields_is_refused_naming_key_and_file(tmp_path):
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    trained = train_or_load(config, tmp_path, device="cpu", progress=False)
+    path = tmp_path / config.name() / "metrics.json"
+    metrics = store.read_json(path)
+    store.write_json(path, {k: v for k, v in metrics.items() if k != "final"})
+    with pytest.raises(store.CorruptFileError, match=f"{path} says the run is complete but lacks final.*rm '{path}'"):
+        is_complete(config, tmp_path)
+    with pytest.raises(store.CorruptFileError, match="lacks final"):
+        train_or_load(config, tmp_path, device="cpu", progress=False)
+    store.write_json(path, {**metrics, "final": {"train_acc": 1.0}})
+    with pytest.raises(store.CorruptFileError, match="lacks final.val_acc, final.test_acc"):
+        train_or_load(config, tmp_path, device="cpu", progress=False)
+    # The advice works: deleted, the metrics are rebuilt from the checkpoint without retraining.
+    path.unlink()
+    calls = []
+    again = train_or_load(config, tmp_path, device="cpu", progress=False, on_epoch_end=lambda *a: calls.append(a))
+    assert calls == [] and again.metrics["final"] == trained.metrics["final"]
+    assert again.metrics["epochs"] == trained.metrics["epochs"] and is_complete(config, tmp_path)
+
+
+@pytest.mark.parametrize("file", ["metrics.json", "config.json"])
+def test_run_files_that_are_not_json_are_named_with_what_to_do(tmp_path, file):
+    config = TrainConfig(**{**TINY, "epochs": 1})
+    trained = train_or_load(config, tmp_path, device="cpu", progress=False)
+    path = tmp_path / config.name() / file
+    path.write_text(path.read_text()[:40])  # cut short, as by a full disk or a bad copy
+    with pytest.raises(store.CorruptFileError, match=f"{path} is not valid JSON.*rm '{path}'"):
+        train_or_load(config, tmp_path, device="cpu", progress=False)
+    path.unlink()
+    calls = []
+    again = train_or_load(config, tmp_path, device="cpu", progress=False, on_epoch_end=lambda *a: calls.append(a))
+    assert calls == [] and again.metrics["final"] == trained.metrics["final"]
+    assert store.read_json(tmp_path / config.name() / "config.json") == config.stored()
+
+
+def test_nothing_is_written_when_the_data_cannot_be_loaded(tmp_path, monkeypatch):
+    def no_data(self):
+        raise FileNotFoundError("Fashion-MNIST data not found (planted)")
+
+    monkeypatch.setattr(TrainConfig, "splits", no_data)
+    with pytest.raises(FileNotFoundError, match="planted"):
+        train_or_load(TrainConfig(**TINY), tmp_path / "runs", device="cpu", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_smallest_image_size_allowed_builds_a_working_model():
+    config = TrainConfig(**{**TINY, "image_size": 4, "epochs": 1})
+    assert config.name().startswith("fmnist4-")
+    model = config.build_model()
+    assert model(torch.rand(2, 1, 4, 4)).shape == (2, 10)
+
+
+# --- One run, one trainer: the run lock -----------------------------------------------------------
+
+def test_a_nested_train_or_load_of_the_run_being_trained_is_refused(tmp_path):
+    config = TrainConfig(**TINY)
+
+    def nested(epoch, record):
+        if epoch == 1:
+            train_or_load(config, tmp_path, device="cpu", progress=False)
+
+    with pytest.raises(RuntimeError, match="already training it"):
+        train_or_load(config, tmp_path, device="cpu", progress=False, on_epoch_end=nested)
+    # A caller that holds the run's lock itself (say a task runner) can still train under it: re-entrant.
+    with store.run_lock(tmp_path / config.name()):
+        run = train_or_load(config, tmp_path, device="cpu", progress=False)
+    assert run.metrics["status"] == "complete" and len(run.metrics["epochs"]) == 3
+
+
+def test_loading_a_run_that_another_thread_is_training_waits_for_it(tmp_path, capsys):
+    config = TrainConfig(**TINY)
+    started, trained = threading.Event(), {}
+
+    def train_it():
+        trained["run"] = train_or_load(config, tmp_path, device="cpu", progress=False,
+                                       on_epoch_end=lambda epoch, record: (started.set(), time.sleep(0.5)))
+
+    trainer = threading.Thread(target=train_it)
+    trainer.start()
+    started.wait()
+    loaded = train_or_load(config, tmp_path, device="cpu", progress=False, allow_train=False)
+    trainer.join()
+    assert loaded.metrics == trained["run"].metrics and loaded.metrics["status"] == "complete"
+    assert capsys.readouterr().err.count(f"{config.name()}: waiting for another process") == 1
+    with pytest.raises(FileNotFoundError, match="allow_train"):  # a run nobody trains is still refused
+        train_or_load(TrainConfig(**{**TINY, "seed": 7}), tmp_path, allow_train=False)
+    assert not (tmp_path / TrainConfig(**{**TINY, "seed": 7}).name()).exists()
+
+
+def _env_with_this_library() -> dict:
+    """The environment for a child Python that imports this checkout's widedeep."""
+    library = str(Path(store.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([library, os.environ.get("PYTHONPATH", "")])}
+
+
+# A child process for the tests below: trains `configs` into `runs` once `go` exists (after loading the
+# data and saying `ready`), recording the epochs it trained itself and the weights it ended with; with
+# `hang_at_step`, it stops dead in the middle of an epoch instead (to be killed there).
+WORKER = """
+import hashlib, json, sys, time
+from pathlib import Path
+import torch
+from widedeep import train
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+configs = [train.TrainConfig(**c) for c in spec["configs"]]
+for c in configs:
+    c.splits()
+if spec.get("hang_at_step"):
+    make_optimizer, steps = train._optimizer, [0]
+    def hanging_optimizer(model, config):
+        optimizer = make_optimizer(model, config)
+        step = optimizer.step
+        def hanging_step(*args, **kwargs):
+            steps[0] += 1
+            if steps[0] == spec["hang_at_step"]:
+                Path(spec["ready"]).touch()
+                time.sleep(300)
+            return step(*args, **kwargs)
+        optimizer.step = hanging_step
+        return optimizer
+    train._optimizer = hanging_optimizer
+else:
+    Path(spec["ready"]).touch()
+    while not Path(spec["go"]).exists():
+        time.sleep(0.01)
+trained, weights = {}, {}
+for c in configs:
+    def count(epoch, record, name=c.name()):
+        trained[name] = trained.get(name, 0) + 1
+        time.sleep(0.3)  # a longer epoch, so that the other process surely asks while this one trains
+    run = train.train_or_load(c, spec["runs"], device="cpu", progress=False, on_epoch_end=count)
+    weights[c.name()] = hashlib.sha256(b"".join(v.numpy().tobytes() for v in run.model.state_dict().values())).hexdigest()
+Path(spec["out"]).write_text(json.dumps({"trained": trained, "weights": weights}))
+"""
+
+
+def _start_worker(spec: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(spec)], env=_env_with_this_library(),
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, processes: list[subprocess.Popen], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        for p in processes:
+            assert p.poll() is None, f"worker ended early: {p.stderr.read()}"
+        assert time.monotonic() < deadline, f"no {path.name} after {seconds} s"
+        time.sleep(0.05)
+
+
+def test_two_processes_on_one_store_train_each_model_once(tmp_path):
+    configs = [TrainConfig(**TINY), TrainConfig(**{**TINY, "seed": 1})]
+    go = tmp_path / "go"
+    specs = [{"configs": [asdict(c) for c in configs], "runs": str(tmp_path / "runs"), "go": str(go),
+              "ready": str(tmp_path / f"ready{i}"), "out": str(tmp_path / f"out{i}.json")} for i in range(2)]
+    workers = [_start_worker(spec) for spec in specs]
+    try:
+        for spec in specs:
+            _wait_for(Path(spec["ready"]), workers)
+        go.touch()  # both start together: one trains the first model while the other waits for it
+        errors = [w.communicate(timeout=120)[1] for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert [w.returncode for w in workers] == [0, 0], errors
+    outs = [json.loads(Path(spec["out"]).read_text()) for spec in specs]
+    for c in configs:
+        trainers = [out["trained"].get(c.name(), 0) for out in outs]
+        assert sorted(trainers) == [0, c.total_epochs], (c.name(), trainers)  # one trainer, every epoch once
+        assert outs[0]["weights"][c.name()] == outs[1]["weights"][c.name()]  # the other loaded its result
+    assert sum(e.count("waiting for another process that is training this run") for e in errors) >= 1
+    assert all(e.count(f"{c.name()}: waiting") <= 1 for e in errors for c in configs)  # said once per run
+
+
+def test_a_run_whose_trainer_was_killed_mid_epoch_is_taken_over_and_ends_bit_identical(tmp_path, one_thread):
+    config = TrainConfig(**TINY)  # 4 steps an epoch: step 6 is in the middle of epoch 2
+    spec = {"configs": [asdict(config)], "runs": str(tmp_path / "runs"), "ready": str(tmp_path / "ready"),
+            "out": str(tmp_path / "out.json"), "hang_at_step": 6}
+    worker = _start_worker(spec)
+    try:
+        _wait_for(tmp_path / "ready", [worker])
+        run_dir = tmp_path / "runs" / config.name()
+        with pytest.raises(TimeoutError):  # the worker holds the run's lock
+            with store.run_lock(run_dir, timeout=0.1):
+                pass
+        assert store.load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        worker.kill()
+        worker.communicate()
+    epochs = []
+    resumed = train_or_load(config, tmp_path / "runs", device="cpu", progress=False,
+                            on_epoch_end=lambda epoch, record: epochs.append(epoch))
+    assert epochs == [2, 3]  # taken over from the last checkpoint, not restarted
+    straight = train_or_load(config, tmp_path / "straight", device="cpu", progress=False)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert resumed.metrics["final"] == straight.metrics["final"]

@@ -194,6 +194,14 @@ def hsic_unbiased_trace(gram_x: ArrayLike, gram_y: ArrayLike) -> float:
     return float((trace_kl + sums - cross) / (n * (n - 3)))
 
 
+def warn_small_biased(n: int) -> None:
+    """Warn that biased CKA on n < 4 examples says little: at n = 2 it is 1.0 for any two representations."""
+    if 1 < n < MIN_EXAMPLES:  # n = 1 has a zero centred Gram, refused by _require_positive
+        warnings.warn(f"biased CKA on n={n} examples: the centred Grams have rank <= {n - 1}, so the value is "
+                      f"biased towards 1 (exactly 1.0 for any two representations at n=2); use many more "
+                      f"examples (the debiased estimator needs n >= {MIN_EXAMPLES})", RuntimeWarning, stacklevel=3)
+
+
 def _require_positive(self_hsic: float, name: str) -> None:
     """Raise when a self-HSIC is not positive: CKA is 0/0 there, and an epsilon would invent a number."""
     if not self_hsic > 0:
@@ -206,6 +214,8 @@ def cka(gram_x: ArrayLike, gram_y: ArrayLike, debiased: bool = False) -> float:
     k, l = _square_pair(gram_x, gram_y)
     if debiased:
         check_examples(k.shape[0], "gram_x")
+    else:
+        warn_small_biased(k.shape[0])
     kc, lc = center_gram(k, debiased), center_gram(l, debiased)
     xy, xx, yy = float((kc * lc).sum()), float((kc * kc).sum()), float((lc * lc).sum())
     _require_positive(xx, "x")
@@ -257,6 +267,7 @@ def feature_space_linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = False)
         xx2 = _debiased_dot(xx ** 2, rows_x, rows_x, norm_x, norm_x, n)
         yy2 = _debiased_dot(yy ** 2, rows_y, rows_y, norm_y, norm_y, n)
     else:
+        warn_small_biased(a.shape[0])
         xx2, yy2 = xx ** 2, yy ** 2
     _require_positive(float(xx2), "x")
     _require_positive(float(yy2), "y")

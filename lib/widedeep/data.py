@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import tempfile
+import zlib
 from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,11 @@ import torch.nn.functional as F
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_VALUE_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # IDX type code -> bytes per value
+
+
+class CorruptDataError(RuntimeError):
+    """A dataset file that is there but damaged (cut short, not gzip, not IDX); the message names it."""
 
 
 @dataclass(frozen=True)
@@ -140,10 +147,17 @@ def _load_fashion_mnist(root: Path, train: bool, download: bool):
     from torchvision.datasets import FashionMNIST
 
     raw = root / "FashionMNIST" / "raw"
+    source = Path(os.environ.get("WIDEDEEP_FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST))
     if not all((raw / f).exists() for f in FASHION_MNIST_FILES):
-        source = Path(os.environ.get("WIDEDEEP_FASHION_MNIST_DIR", DEBIAN_FASHION_MNIST))
         if all((source / f"{f}.gz").exists() or (source / f).exists() for f in FASHION_MNIST_FILES):
             _unpack_idx_files(source, raw)
+    for name in FASHION_MNIST_FILES:  # torchvision would call a damaged file missing, or fail on an assert
+        path = raw / name
+        problem = idx_problem(path) if path.exists() else None
+        if problem:
+            raise CorruptDataError(f"Fashion-MNIST file {path} is damaged: {problem}. To fix: delete it "
+                                   f"(rm '{path}') and rerun; it is unpacked again from {source} (or put a good "
+                                   f"copy of {name} there).")
     try:
         dataset = FashionMNIST(str(root), train=train, download=False)
     except RuntimeError:
@@ -156,18 +170,56 @@ def _load_fashion_mnist(root: Path, train: bool, download: bool):
     return dataset.data.unsqueeze(1), dataset.targets.long(), list(dataset.classes)
 
 
+def idx_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with IDX file `path` (no IDX header, or a size its header does not call for), or None."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in IDX_VALUE_BYTES or not 1 <= magic[3] <= 3:
+            return "it does not start with an IDX header"
+        dims_bytes = f.read(4 * magic[3])
+    if len(dims_bytes) < 4 * magic[3]:
+        return "its IDX header is cut short"
+    dims = [int.from_bytes(dims_bytes[i:i + 4], "big") for i in range(0, len(dims_bytes), 4)]
+    expected = 4 + len(dims_bytes) + int(np.prod(dims)) * IDX_VALUE_BYTES[magic[2]]
+    size = path.stat().st_size
+    if size != expected:
+        return (f"it has {size} bytes where its header (shape {tuple(dims)}) calls for {expected}"
+                + (" (cut short)" if size < expected else ""))
+    return None
+
+
 def _unpack_idx_files(source: Path, raw: Path) -> None:
-    """Copy (gunzipping) the four IDX files into torchvision's raw/ layout, atomically per file."""
+    """Copy (gunzipping) the four IDX files into torchvision's raw/ layout, atomically per file, checked first."""
     raw.mkdir(parents=True, exist_ok=True)
     for name in FASHION_MNIST_FILES:
         target = raw / name
         if target.exists():
             continue
-        tmp = target.with_suffix(".tmp")
         gz = source / f"{name}.gz"
-        with (gzip.open(gz, "rb") if gz.exists() else open(source / name, "rb")) as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, target)
+        origin = gz if gz.exists() else source / name
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=raw)
+        try:
+            with (gzip.open(origin, "rb") if origin == gz else open(origin, "rb")) as fin, os.fdopen(fd, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            problem = idx_problem(tmp)
+            if problem:
+                raise CorruptDataError(f"Fashion-MNIST file {origin} is damaged: unpacked, {problem}. "
+                                       f"{_reinstall_hint(origin, raw)}")
+            os.replace(tmp, target)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            raise CorruptDataError(f"Fashion-MNIST file {origin} is damaged and cannot be unpacked "
+                                   f"({type(error).__name__}: {error}). {_reinstall_hint(origin, raw)}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _reinstall_hint(origin: Path, raw: Path) -> str:
+    package = (" (apt-get install --reinstall dataset-fashion-mnist)"
+               if origin.parent == DEBIAN_FASHION_MNIST else "")
+    return (f"To fix: replace it with a good copy{package}, or put the four unpacked IDX files in {raw} "
+            f"(no damaged copy was left there).")
 
 
 def _load_cifar(name: str, root: Path, train: bool, download: bool):

@@ -11,6 +11,7 @@ in place, so a forward hook sees each layer's true output.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +83,7 @@ class CifarResNet(nn.Module):
                  bn_momentum: float = KERAS_BN_MOMENTUM):
         super().__init__()
         blocks_per_stage = validate_architecture(depth, width)
+        validate_io(num_classes, in_channels)
         self.depth, self.width, self.residual = depth, width, residual
         self.num_classes, self.in_channels = num_classes, in_channels
         channels = stage_channels(width)
@@ -141,11 +143,24 @@ def validate_architecture(depth: int, width: float) -> int:
             f"110, 164, ...); got {depth!r}. The nearest allowed depths are "
             f"{_nearest_depths(depth)}."
         )
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a positive number (a multiplier of 16/32/64 channels); got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not (width > 0 and math.isfinite(width)):
+        raise ValueError(f"width must be a positive finite number (a multiplier of 16/32/64 channels); "
+                         f"got {width!r}")
     if round(16 * width) < 1:
-        raise ValueError(f"width {width} gives round(16*width) = 0 channels in the first stage; use width >= 1/32")
+        # round() halves to even: 16 * (1/32) = 0.5 rounds to 0, so 1/32 itself is too small.
+        raise ValueError(f"width {width} gives round(16*width) = 0 channels in the first stage; use a width "
+                         f"above 1/32, e.g. 0.0625 (1 channel in the first stage)")
     return (depth - 2) // 6
+
+
+def validate_io(num_classes: int, in_channels: int) -> None:
+    """Check that the model has classes to score (>= 2) and input channels to read (>= 1)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2 (the classes the logits score; 10 for "
+                         f"Fashion-MNIST and CIFAR-10, 100 for CIFAR-100); got {num_classes!r}")
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer (1 for grey images, 3 for colour); "
+                         f"got {in_channels!r}")
 
 
 def _nearest_depths(depth) -> str:

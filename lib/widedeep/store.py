@@ -1,7 +1,9 @@
-"""The run store: atomic files, config hashes, checksummed checkpoints and provenance.
+"""The run store: atomic files, config hashes, checksummed checkpoints, run locks and provenance.
 
 Every file is written to a temporary name in its own folder and moved into place with
 `os.replace`, so a killed process leaves either the old file or the new one, never half of one.
+A checkpoint carries its SHA-256 in its own first line, so checksum and payload are replaced in
+one step and no reader sees a mismatched pair. `run_lock` lets one process at a time train a run.
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ import platform
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
+
+# A checkpoint file is this prefix, the payload's SHA-256 in hex, a newline, then torch.save's bytes.
+CHECKPOINT_HEADER = b"widedeep-checkpoint sha256:"
+_DIGEST_LENGTH = 64
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptFileError(RuntimeError):
+    """A stored file that cannot be parsed or trusted; the message names it and what to do."""
+
+
+class CorruptCheckpointError(CorruptFileError):
     """A checkpoint that cannot be trusted (truncated, checksum mismatch, or not ours)."""
 
 
@@ -67,9 +79,17 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike, advice: str | None = None) -> Any:
+    """Read a JSON file; one that does not parse raises CorruptFileError naming it and `advice` (what to do)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = f" at line {error.lineno}, column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        advice = advice or f"Restore it, or delete it (rm '{path}') and rerun the step that wrote it."
+        raise CorruptFileError(f"{path} is not valid JSON ({reason}{where}): it was damaged, cut short or "
+                               f"edited by hand. {advice}") from None
 
 
 def _json_default(value):
@@ -90,25 +110,39 @@ def write_npz(path: str | os.PathLike, **arrays) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Atomically save a checkpoint of tensors and plain values, with a SHA-256 sidecar."""
+    """Atomically save a checkpoint of tensors and plain values, its SHA-256 in the same file."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
     path = Path(path)
-    atomic_write_bytes(path, payload)
-    atomic_write_bytes(_sidecar(path), hashlib.sha256(payload).hexdigest().encode())
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    atomic_write_bytes(path, CHECKPOINT_HEADER + digest + b"\n" + payload)
+    # A sidecar of the old format would describe the previous file; the new file ignores it anyway.
+    _sidecar(path).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint with weights_only=True; a damaged one raises CorruptCheckpointError saying what to do."""
+    """Load a checkpoint with weights_only=True; a damaged one raises CorruptCheckpointError saying what to do.
+
+    Reads both formats: the checksum in the file's first line, and the older bare torch file with a
+    `.sha256` sidecar (checked when present).
+    """
     path = Path(path)
     payload = path.read_bytes()
     advice = (f"Delete it (rm '{path}') and rerun: training restarts from scratch for this run only; "
               f"nothing else in {path.parent} is touched.")
-    sidecar = _sidecar(path)
-    if sidecar.exists() and sidecar.read_text().strip() != hashlib.sha256(payload).hexdigest():
-        raise CorruptCheckpointError(f"checkpoint {path} does not match its SHA-256 ({sidecar.name}): "
-                                     f"the file was damaged or replaced. {advice}")
+    if payload.startswith(CHECKPOINT_HEADER):
+        start = len(CHECKPOINT_HEADER)
+        expected = payload[start:start + _DIGEST_LENGTH].decode("ascii", errors="replace")
+        payload = payload[start + _DIGEST_LENGTH + 1:]
+        if expected != hashlib.sha256(payload).hexdigest():
+            raise CorruptCheckpointError(f"checkpoint {path} does not match the SHA-256 it carries: the file "
+                                         f"was damaged or cut short. {advice}")
+    else:
+        sidecar = _sidecar(path)
+        if sidecar.exists() and sidecar.read_text().strip() != hashlib.sha256(payload).hexdigest():
+            raise CorruptCheckpointError(f"checkpoint {path} does not match its SHA-256 ({sidecar.name}): "
+                                         f"the file was damaged or replaced. {advice}")
     try:
         return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as error:
@@ -118,6 +152,37 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
+
+
+@contextmanager
+def run_lock(run_dir: str | os.PathLike, timeout: float | None = None,
+             waiting_message: str | None = None) -> Iterator[None]:
+    """Hold the lock of run folder `run_dir` for the body, so one process at a time trains that run.
+
+    An flock on `run_dir/.lock` (filelock), which the operating system releases when its holder dies,
+    even by SIGKILL: a crashed holder never leaves a stale lock. Re-entrant within a thread (a nested
+    `run_lock` on the same folder returns at once); another thread or process waits, saying so once on
+    stderr (`waiting_message`), for `timeout` seconds (None: as long as it takes), then TimeoutError.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # One instance per path (is_singleton) makes nested holds in a thread re-entrant instead of a
+    # deadlock; no fallback to a marker file, which a killed holder would leave behind.
+    lock = FileLock(run_dir / ".lock", is_singleton=True, fallback_to_soft=False)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        print(waiting_message or f"waiting for another process that holds the lock of {run_dir}",
+              file=sys.stderr, flush=True)
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise TimeoutError(f"{run_dir} is still locked by another process after {timeout} s "
+                               f"({run_dir / '.lock'}); wait for it to finish, or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def hardware() -> str:
@@ -194,4 +259,4 @@ def cached_json(path: str | os.PathLike, compute) -> Any:
     path = Path(path)
     if not path.exists():
         write_json(path, compute())
-    return read_json(path)
+    return read_json(path, advice=f"Delete it (rm '{path}') and rerun: it is computed again.")

@@ -18,13 +18,16 @@ A run lives in `runs/<readable-name>-<hash>/`: `config.json`, `metrics.json` (pe
 wall time, hardware, versions) and `checkpoint.pt`, rewritten atomically after every epoch. A killed
 run resumes from its last checkpoint and, on the CPU, ends with exactly the weights of an
 uninterrupted run: each epoch's shuffling and augmentation come from a generator seeded by
-(seed, epoch), and the optimiser state travels in the checkpoint.
+(seed, epoch), and the optimiser state travels in the checkpoint. A process trains a run only while
+it holds the run's lock (`store.run_lock`): a second process asking for the same run waits and then
+loads the result, and one whose holder died takes the run over from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -43,6 +46,10 @@ PRECISIONS = ("float32", "bfloat16")
 # Fields added after runs were stored: at these values they are left out of the run's hash and
 # config file, so every run stored before they existed keeps its name.
 LEGACY_DEFAULTS = {"precision": "float32", "min_steps": 0}
+MIN_IMAGE_SIZE = 4  # the network halves the image twice: 4 px leaves a 1 x 1 map in the last stage
+# The keys a complete run's metrics.json must have (what loading and the chapters read).
+COMPLETE_METRICS = ("epochs", "final", "parameters", "wall_time_s", "hardware")
+FINAL_METRICS = ("train_acc", "val_acc", "test_acc")
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,10 @@ class TrainConfig:
         validate_architecture(self.depth, self.width)
         info = data_module.dataset_info(self.dataset)
         data_module._check_counts(self.n_train, self.n_val, info, self.n_test)
+        size = self.image_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE):
+            raise ValueError(f"image_size must be None (the native {info.size} px) or an integer >= "
+                             f"{MIN_IMAGE_SIZE} (the network halves it twice); got {size!r}")
         for name in ("epochs", "batch_size", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -261,31 +272,96 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def is_complete(config: TrainConfig, runs_dir: str | Path = "runs") -> bool:
     """Whether a finished run for `config` is in the store."""
     run_dir = Path(runs_dir) / config.name()
-    metrics = run_dir / "metrics.json"
-    return metrics.exists() and store.read_json(metrics).get("status") == "complete" \
-        and (run_dir / "checkpoint.pt").exists()
+    return _read_metrics(run_dir) is not None and (run_dir / "checkpoint.pt").exists()
+
+
+def _read_metrics(run_dir: Path) -> dict | None:
+    """The metrics of a complete run (checked to hold what loading needs), else None."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return None
+    advice = (f"Delete it (rm '{path}') and rerun: it is rebuilt from the run's checkpoint (training resumes "
+              f"where the checkpoint stopped; a finished run is not retrained).")
+    metrics = store.read_json(path, advice)
+    if not isinstance(metrics, dict):
+        raise store.CorruptFileError(f"{path} holds a JSON {type(metrics).__name__}, not the metrics object of "
+                                     f"a run. {advice}")
+    if metrics.get("status") != "complete":
+        return None
+    missing = [key for key in COMPLETE_METRICS if key not in metrics]
+    final = metrics.get("final")
+    missing += [f"final.{key}" for key in FINAL_METRICS if isinstance(final, dict) and key not in final]
+    if final is not None and not isinstance(final, dict):
+        missing.append("final (an object)")
+    if missing:
+        raise store.CorruptFileError(f"{path} says the run is complete but lacks {', '.join(missing)} (a hand "
+                                     f"edit, or a file from another version). {advice}")
+    return metrics
+
+
+# Runs each thread is training now: a nested train_or_load of one of them (say from on_epoch_end)
+# would train the run twice over itself, so it is refused.
+_training = threading.local()
 
 
 def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: str | torch.device | None = None,
                   allow_train: bool = True, progress: bool = True,
                   on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainedRun:
-    """Return the trained model for `config`: loaded from the run store, resumed, or trained from scratch."""
+    """Return the trained model for `config`: loaded from the run store, resumed, or trained from scratch.
+
+    Training happens under the run's lock (`store.run_lock`), so two processes never train one run:
+    the second waits, then loads what the first trained. A finished run loads without the lock.
+    """
     device = torch.device(device) if device is not None else default_device()
     run_dir = Path(runs_dir) / config.name()
-    checkpoint_path = run_dir / "checkpoint.pt"
     _check_config_file(run_dir, config)
-    model = config.build_model()
     if is_complete(config, runs_dir):
-        state = store.load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
-        model.to(device).eval()
-        return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir)
-    if not allow_train:
-        raise FileNotFoundError(f"no finished run for {config.name()} in {runs_dir}; pass allow_train=True "
+        return _load(config, run_dir, device)
+    missing = FileNotFoundError(f"no finished run for {config.name()} in {runs_dir}; pass allow_train=True "
                                 f"(or run the training chapter) to train it")
-    check_precision(config.precision, device)
+    if not allow_train and not run_dir.exists():
+        raise missing
+    splits = None
+    if allow_train:
+        # Everything that can refuse the run is checked before the run folder is written.
+        check_precision(config.precision, device)
+        splits = config.splits()
+    waiting = (f"{config.name()}: waiting for another process that is training this run ({run_dir}); "
+               f"its result is loaded when it finishes")
+    with store.run_lock(run_dir, waiting_message=waiting):
+        _check_config_file(run_dir, config)
+        if is_complete(config, runs_dir):  # another process finished it while we waited
+            return _load(config, run_dir, device)
+        if not allow_train:
+            raise missing
+        active = _training.__dict__.setdefault("runs", set())
+        if run_dir.resolve() in active:
+            raise RuntimeError(f"train_or_load was called for {config.name()} while this thread is already "
+                               f"training it (e.g. from on_epoch_end); load it after training returns")
+        active.add(run_dir.resolve())
+        try:
+            return _train(config, run_dir, splits.to(device), device, progress, on_epoch_end)
+        finally:
+            active.discard(run_dir.resolve())
+
+
+def _load(config: TrainConfig, run_dir: Path, device: torch.device) -> TrainedRun:
+    """The finished run in `run_dir`, its model on `device` in eval mode (a deleted config.json restored)."""
+    if not (run_dir / "config.json").exists():
+        store.write_json(run_dir / "config.json", config.stored())
+    model = config.build_model()
+    state = store.load_checkpoint(run_dir / "checkpoint.pt")
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return TrainedRun(config, model, _read_metrics(run_dir), run_dir)
+
+
+def _train(config: TrainConfig, run_dir: Path, splits: data_module.Splits, device: torch.device, progress: bool,
+           on_epoch_end: Callable[[int, dict], None] | None) -> TrainedRun:
+    """Train (or resume) the run in `run_dir`; the caller holds its lock."""
+    checkpoint_path = run_dir / "checkpoint.pt"
     store.write_json(run_dir / "config.json", config.stored())
-    splits = config.splits().to(device)
+    model = config.build_model()
     model.to(device)
     optimizer = _optimizer(model, config)
     history: list[dict] = []
@@ -297,7 +373,8 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
     steps_per_epoch, total_steps, total_epochs = config.steps_per_epoch, config.total_steps, config.total_epochs
     pad = data_module.crop_padding(splits.train.images.shape[-1]) if config.augment else 0
     flip = config.augment and splits.info.flip
-    bar = _progress(range(len(history), total_epochs), progress, config.name(), len(history), total_epochs)
+    resumed_at = len(history)
+    bar = _progress(range(resumed_at, total_epochs), progress, config.name(), resumed_at, total_epochs)
     for epoch in bar:
         start = time.perf_counter()
         model.train()
@@ -329,17 +406,28 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
         history.append(record)
         store.save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                                 "epoch": epoch + 1, "history": history})
-        metrics = _metrics(config, model, history, status="complete" if last else "running")
-        if last:
-            metrics["final"] = {"train_acc": accuracy(model, splits.train), "val_acc": record["val_acc"],
-                                "test_acc": record["test_acc"]}
-        store.write_json(run_dir / "metrics.json", metrics)
+        _write_metrics(config, model, history, splits, run_dir)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc_augmented']:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
+    if resumed_at == total_epochs:
+        # Trained to the end but its metrics are not complete (killed between the last checkpoint and
+        # its metrics, or metrics.json deleted): rebuilt from the checkpoint, nothing retrained.
+        _write_metrics(config, model, history, splits, run_dir)
     model.eval()
-    return TrainedRun(config, model, store.read_json(run_dir / "metrics.json"), run_dir)
+    return TrainedRun(config, model, _read_metrics(run_dir), run_dir)
+
+
+def _write_metrics(config: TrainConfig, model: nn.Module, history: list[dict], splits: data_module.Splits,
+                   run_dir: Path) -> None:
+    """metrics.json after the epochs in `history`: 'running', or 'complete' with the final accuracies."""
+    last = len(history) == config.total_epochs
+    metrics = _metrics(config, model, history, status="complete" if last else "running")
+    if last:
+        metrics["final"] = {"train_acc": accuracy(model, splits.train), "val_acc": history[-1]["val_acc"],
+                            "test_acc": history[-1]["test_acc"]}
+    store.write_json(run_dir / "metrics.json", metrics)
 
 
 def _metrics(config: TrainConfig, model: nn.Module, history: list[dict], status: str) -> dict:
@@ -351,7 +439,8 @@ def _metrics(config: TrainConfig, model: nn.Module, history: list[dict], status:
 
 def _check_config_file(run_dir: Path, config: TrainConfig) -> None:
     path = run_dir / "config.json"
-    if path.exists() and store.read_json(path) != config.stored():
+    advice = f"Delete it (rm '{path}') and rerun: it is written again from the run's config."
+    if path.exists() and store.read_json(path, advice) != config.stored():
         raise RuntimeError(f"{path} holds a different config than {config.name()} (hash collision or a hand "
                            f"edit); move {run_dir} aside and rerun")
 
