@@ -316,12 +316,15 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         return
     resolved = address
     if address == "auto":
-        from ray._private import services  # Ray's own lookup: $RAY_ADDRESS, else the last `ray start` here
+        # Ray's own lookup ($RAY_ADDRESS, else the last `ray start` here), before Ray could rewrite a
+        # loopback address into the interface address (it does unless told to stay on loopback).
+        from ray._private import services
 
-        resolved = services.canonicalize_bootstrap_address(address)
-        if resolved is None:
+        try:
+            resolved = services.get_ray_address_from_environment("auto", None)
+        except ConnectionError:
             raise RuntimeError("--address auto found no running Ray cluster on this machine (start one with "
-                               "`ray start --head`, or give HOST:PORT of its head)")
+                               "`ray start --head`, or give HOST:PORT of its head)") from None
     loopback = address is None or is_loopback(resolved)
     _bind_loopback(ray, loopback)
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
@@ -330,12 +333,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, num_gpu
         ray.init(address="local", num_cpus=cores, num_gpus=num_gpus if num_gpus is not None else _cuda_count(),
                  include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **quiet)
     else:
-        ray.init(address=resolved, **quiet)
+        # The address as given: with `auto` Ray also picks up the token of a local cluster (~/.ray/auth_token);
+        # an explicit HOST:PORT of a token-protected cluster needs RAY_AUTH_MODE=token (Ray's rule).
+        ray.init(address=address, **quiet)
     try:
         node_ip = ray.util.get_node_ip_address()
-        if address is None and not ipaddress.ip_address(node_ip).is_loopback:
-            raise RuntimeError(f"the local Ray instance bound {node_ip}, not loopback; set {LOOPBACK_ENV}=0 in the "
-                               f"environment before ray is imported")
+        if loopback and not is_loopback(node_ip):  # a safeguard: Ray has changed how it picks addresses
+            raise RuntimeError(f"this Ray node uses {node_ip}, not loopback, although {LOOPBACK_ENV}=0 asked for "
+                               f"127.0.0.1; check the ray version against requirements.txt")
         yield ray
     finally:
         ray.shutdown()  # stops a local instance; on a cluster it only disconnects this driver
