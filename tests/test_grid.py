@@ -39,6 +39,8 @@ def _same_weights(a, b) -> bool:
 
 
 def _sequential(configs, runs_dir):
+    """The reference: in this process, one after another, single-threaded like a grid worker (the thread count
+    changes the order of floating-point sums, and so the last bits of the weights)."""
     return [train_or_load(c, runs_dir, "cpu", progress=False) for c in configs]
 
 
@@ -112,7 +114,7 @@ def test_a_failing_model_is_named_after_the_others_finish(tmp_path, one_thread):
 
 
 @pytest.mark.slow
-def test_local_ray_grid_trains_the_weights_of_sequential_training(tmp_path, capsys):
+def test_local_ray_grid_trains_the_weights_of_sequential_training(tmp_path, capsys, one_thread):
     expected = _sequential(SMOKE_GRID, tmp_path / "sequential")
     finished = grid.run_grid(SMOKE_GRID, tmp_path / "ray", engine="ray", num_cpus=2, progress=True)
     import ray
@@ -163,7 +165,7 @@ def test_four_quarter_gpu_tasks_run_at_once_on_two_cpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_retried_and_its_run_ends_bit_identical(tmp_path):
+def test_a_killed_worker_is_retried_and_its_run_ends_bit_identical(tmp_path, one_thread):
     psutil = pytest.importorskip("psutil")
     config = TrainConfig(**{**TINY, "depth": 14, "epochs": 12})
     expected = _sequential([config], tmp_path / "sequential")[0]
@@ -205,7 +207,7 @@ def _train_same_run(runs_dir, config, barrier, log):
 
 @pytest.mark.slow
 @pytest.mark.xfail(not hasattr(store, "run_lock"), reason="needs store.run_lock from the robust branch", strict=False)
-def test_two_processes_never_train_the_same_run_at_once(tmp_path):
+def test_two_processes_never_train_the_same_run_at_once(tmp_path, one_thread):
     """Two commands started by hand on one run: one trains it, the other waits and loads it."""
     config = TrainConfig(**{**TINY, "epochs": 6})
     expected = _sequential([config], tmp_path / "sequential")[0]
@@ -232,13 +234,12 @@ def _free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for_port(host: str, port: int, netns: str | None = None, timeout_s: float = 120) -> None:
+def _wait_until_started(node: subprocess.Popen, timeout_s: float = 180) -> None:
+    """Wait for `ray start` to say its node is up (the head accepts drivers; a worker node has registered)."""
     deadline = time.monotonic() + timeout_s
-    probe = [sys.executable, "-c", f"import socket; socket.create_connection(('{host}', {port}), 2).close()"]
-    probe = (["ip", "netns", "exec", netns] if netns else []) + probe
-    while subprocess.run(probe, capture_output=True).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no Ray head listening on {host}:{port} after {timeout_s} s")
+    while "Ray runtime started" not in node.log_path.read_text():
+        if node.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ray start did not come up: {node.log_path.read_text()[-3000:]}")
         time.sleep(0.5)
 
 
@@ -247,10 +248,13 @@ def _ray_node(args: list[str], env: dict, netns: str | None = None):
     """A `ray start --block` node in its own session, stopped (it and only its processes) on exit."""
     temp_dir = tempfile.mkdtemp(prefix="wdray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     command = (["ip", "netns", "exec", netns] if netns else []) + [
-        RAY, "start", "--block", "--disable-usage-stats", "--include-dashboard=false", f"--temp-dir={temp_dir}", *args]
-    log = open(Path(temp_dir, "start.log"), "w")
+        RAY, "start", "--block", "--disable-usage-stats", f"--temp-dir={temp_dir}", *args]
+    log_path = Path(temp_dir, "start.log")
+    log = open(log_path, "w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process.log_path = log_path
     try:
+        _wait_until_started(process)
         yield process
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -281,8 +285,7 @@ def _smoke_runs(runs_dir):
 def test_address_joins_a_head_started_on_loopback(tmp_path):
     port = _free_loopback_port()
     env = _ray_env(**{grid.LOOPBACK_ENV: "0"})
-    with _ray_node(["--head", f"--port={port}", "--num-cpus=2"], env) as head:
-        _wait_for_port("127.0.0.1", port)
+    with _ray_node(["--head", "--include-dashboard=false", f"--port={port}", "--num-cpus=2"], env) as head:
         for address, extra in ((f"127.0.0.1:{port}", {}), ("auto", {"RAY_ADDRESS": f"127.0.0.1:{port}"})):
             runs_dir = tmp_path / address.replace(":", "_")
             done = subprocess.run(_train_command(runs_dir, address), env={**env, **extra}, capture_output=True,
@@ -335,8 +338,7 @@ def test_two_node_cluster_in_network_namespaces_trains_the_grid(tmp_path, two_na
     env = _ray_env()
     env.pop(grid.LOOPBACK_ENV, None)  # real addresses: the namespaces' own
     address = f"{head_ip}:6379"
-    with _ray_node(["--head", f"--node-ip-address={head_ip}", "--port=6379", "--num-cpus=1"], env, head_ns):
-        _wait_for_port(head_ip, 6379, head_ns)
+    with _ray_node(["--head", "--include-dashboard=false", f"--node-ip-address={head_ip}", "--port=6379", "--num-cpus=1"], env, head_ns):
         with _ray_node([f"--address={address}", f"--node-ip-address={worker_ip}", "--num-cpus=1"], env, worker_ns):
             done = subprocess.run(["ip", "netns", "exec", worker_ns, *_train_command(tmp_path, address)], env=env,
                                   capture_output=True, text=True, timeout=900)
