@@ -130,7 +130,6 @@ def test_local_ray_grid_trains_the_weights_of_sequential_training(tmp_path, caps
         assert run.metrics["final"] == reference.metrics["final"]
 
 
-@pytest.mark.slow
 def test_local_ray_instance_listens_on_loopback_only():
     psutil = pytest.importorskip("psutil")
     with grid.ray_session(num_cpus=1) as ray:
@@ -142,7 +141,6 @@ def test_local_ray_instance_listens_on_loopback_only():
     assert all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip in listening), listening
 
 
-@pytest.mark.slow
 def test_four_quarter_gpu_tasks_run_at_once_on_two_cpus(tmp_path):
     """A logical GPU (this machine has none): the grid's request packs four models on it, Ray's default does not."""
 
