@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 PROFILE ?= cpu
 NB     ?= 01_training
 ARGS   ?=
+TRAIN_ARGS ?=
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMEDRIVER := /usr/bin/chromedriver
 # Debian packages, as root or through sudo.
@@ -35,7 +36,10 @@ $(CHROMEDRIVER):
 _vendor/.complete: tools/vendor_js.sh
 	bash tools/vendor_js.sh
 
+# Train every model the book needs first (Ray, one model a core; TRAIN_ARGS="--address auto" for a cluster),
+# so that the chapters only load: no cell trains for hours, and the terminal shows the grid's progress.
 book: setup
+	$(BIN)/widedeep train --profile $(PROFILE) $(TRAIN_ARGS)
 	# --all: rebuild every page, or Sphinx skips unchanged sources and keeps outputs of another profile
 	WIDEDEEP_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --all -W --keep-going
 

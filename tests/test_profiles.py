@@ -64,21 +64,24 @@ def test_error_populations_have_twice_as_many_seeds_on_the_null_side(name):
     assert wide.width > deep.width and wide.depth < deep.depth
 
 
-def test_shards_partition_the_runs_with_balanced_cost():
-    required = profiles.required_runs(profiles.load_profile("cpu"))
-    shards = [profiles.shard(required, i, 3) for i in range(3)]
-    assert sorted(c.name() for s in shards for c in s) == sorted(c.name() for c in required)
-    costs = [sum(map(profiles.training_cost, s)) for s in shards]
-    # Greedy costliest-first keeps every shard within one model's cost of the others.
-    assert max(costs) - min(costs) <= max(map(profiles.training_cost, required))
-    assert profiles.shard(required, 1, 3) == shards[1]  # deterministic
-    with pytest.raises(ValueError, match="shard index"):
-        profiles.shard(required, 3, 3)
+def test_cli_train_refuses_bad_requests_before_training(capsys):
+    with pytest.raises(SystemExit, match="unknown parameter"):
+        cli.main(["train", "--profile", "smoke", "-p", "widhts", "[1]"])
+    with pytest.raises(SystemExit, match="gpus_per_model"):
+        cli.main(["train", "--profile", "smoke", "-p", "gpus_per_model", "2"])
+    with pytest.raises(SystemExit, match="in-process"):
+        cli.main(["train", "--profile", "smoke", "--in-process", "--address", "10.231.0.1:6379"])
+    with pytest.raises(SystemExit):  # the home-made shards are gone: one command trains the whole grid
+        cli.main(["train", "--profile", "smoke", "--shard", "0/2"])
+    assert "--shard" in capsys.readouterr().err
 
 
-def test_cli_train_refuses_a_malformed_shard():
-    with pytest.raises(SystemExit, match="INDEX/COUNT"):
-        cli.main(["train", "--profile", "smoke", "--shard", "2/2"])
+def test_the_library_imports_without_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, widedeep.cli, widedeep.grid, widedeep.train; assert 'ray' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # ray is imported only to train
 
 
 def test_every_profile_sets_the_same_keys():

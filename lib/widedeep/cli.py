@@ -1,11 +1,13 @@
 """Command line: rerun one chapter with a profile and overrides through papermill, then render its page.
 
     widedeep chapter 01_training --profile cpu -p widths '[1, 2, 8]'
-    widedeep train --profile cpu --shard 0/2 --threads 1   # and 1/2 in a second shell
+    widedeep train --profile cpu                      # every unfinished model, one per core (Ray)
+    widedeep train --profile paper --address auto     # on a running Ray cluster sharing the run store
 
 Values are parsed as YAML (`'[1, 2, 8]'` is a list, `4` an int). Unknown chapters, profiles or
 parameters are refused before anything runs. `train` trains (or finds) every model the book needs
-under a profile, so the chapters only load; shards let several processes share the work.
+under a profile, so the chapters only load (`widedeep.grid`: a local loopback-only Ray instance by
+default, or the cluster at --address; a progress bar over the grid and one line per finished model).
 """
 
 from __future__ import annotations
@@ -63,25 +65,32 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
     return notebook_out
 
 
-def train_profile(profile: str, overrides: dict, shard_spec: str = "0/1", threads: int | None = None) -> None:
-    """Train every model the book needs under `profile` (one shard of them), skipping finished runs."""
-    import torch
-
-    from widedeep import train
+def train_profile(profile: str, overrides: dict, address: str | None = None, threads: int = 1,
+                  in_process: bool = False, progress: bool = True) -> None:
+    """Train every model the book needs under `profile` that the run store lacks, through the grid engine."""
+    from widedeep import grid
 
     try:
         params = profiles.load_profile(profile, overrides)
-        index, count = (int(part) for part in shard_spec.split("/"))
-        # Shard only the unfinished runs, so that shards started together share the remaining work evenly.
-        pending = [c for c in profiles.required_runs(params) if not train.is_complete(c, params["runs_dir"])]
-        todo = profiles.shard(pending, index, count)
-    except ValueError as error:
-        raise SystemExit(f"error: {error} (shards are written INDEX/COUNT, e.g. 0/2)") from None
-    if threads:
+        required = profiles.required_runs(params)
+        todo = grid.unfinished(required, params["runs_dir"])
+        engine = grid.choose_engine("in-process" if in_process else "auto", len(todo), address)
+        grid.task_resources({"CPU": threads}, threads, params["gpus_per_model"])  # refuse bad values up front
+    except (ValueError, RuntimeError) as error:
+        raise SystemExit(f"error: {error}") from None
+    where = f"the Ray cluster at {address}" if address else (
+        f"a local Ray instance ({grid.available_cores()} cores, loopback only)" if engine == "ray" else "this process")
+    print(f"profile {profile}: {len(required)} models, {len(required) - len(todo)} in {params['runs_dir']}, "
+          f"{len(todo)} to train" + (f" on {where}" if todo else ""), flush=True)
+    if in_process and threads:
+        import torch
+
         torch.set_num_threads(threads)
-    print(f"shard {shard_spec}: {len(pending)} unfinished models in all, {len(todo)} in this shard: "
-          f"{[c.name() for c in todo]}")
-    train.train_grid(todo, params["runs_dir"])
+    try:
+        grid.run_grid(required, params["runs_dir"], address=address, engine=engine, threads=threads,
+                      gpus_per_model=params["gpus_per_model"], progress=progress, lines=True)
+    except grid.GridError as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,11 +108,17 @@ def main(argv: list[str] | None = None) -> None:
     trainer.add_argument("--profile", default="cpu", help=f"one of {profiles.available_profiles()}")
     trainer.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                          help="override one profile parameter (value parsed as YAML)")
-    trainer.add_argument("--shard", default="0/1", help="INDEX/COUNT: train only this share of the models")
-    trainer.add_argument("--threads", type=int, default=None, help="torch threads for this process")
+    trainer.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                         help="join this running Ray cluster (its machines must share the run store path) instead "
+                              "of starting a local one")
+    trainer.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1: one model a core)")
+    trainer.add_argument("--in-process", action="store_true",
+                         help="train one model after another in this process, without Ray")
+    trainer.add_argument("--no-progress", action="store_true", help="no progress bar (the per-model lines stay)")
     args = parser.parse_args(argv)
     if args.command == "train":
-        train_profile(args.profile, parse_overrides(args.parameter), args.shard, args.threads)
+        train_profile(args.profile, parse_overrides(args.parameter), args.address, args.threads, args.in_process,
+                      not args.no_progress)
     elif args.command == "chapter":
         run_chapter(args.name, args.profile, parse_overrides(args.parameter), build_page=not args.no_build)
 

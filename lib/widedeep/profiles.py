@@ -108,20 +108,3 @@ def required_runs(params: dict) -> list[TrainConfig]:
     """Every model any chapter of the book trains under this profile, without repeats."""
     errors = [c for configs in errors_grid(params).values() for c in configs]
     return list(dict.fromkeys(training_grid(params) + cka_base_grid(params) + seed_study_grid(params) + errors))
-
-
-def training_cost(config: TrainConfig) -> float:
-    """A relative cost of training `config` (images seen x layers x width^2), for splitting work between processes."""
-    return config.total_steps * config.batch_size * config.depth * config.width ** 2
-
-
-def shard(configs: list[TrainConfig], index: int, count: int) -> list[TrainConfig]:
-    """The `index`-th of `count` shards of similar total cost (greedy, costliest first; deterministic)."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard index must be in 0..{count - 1}; got {index}")
-    loads, assigned = [0.0] * count, [[] for _ in range(count)]
-    for config in sorted(configs, key=training_cost, reverse=True):
-        target = loads.index(min(loads))
-        loads[target] += training_cost(config)
-        assigned[target].append(config)
-    return assigned[index]
