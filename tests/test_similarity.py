@@ -101,3 +101,17 @@ def test_mutual_knn_counts_shared_neighbours():
 def test_bad_inputs_are_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_rsa_agrees_with_rsatoolbox():
+    rsatoolbox = pytest.importorskip("rsatoolbox")
+    from rsatoolbox.data import Dataset
+    from rsatoolbox.rdm import calc_rdm, compare
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(40, 9))
+    y = x + 0.7 * rng.normal(size=(40, 9))
+    theirs_x, theirs_y = (calc_rdm(Dataset(v), method="correlation") for v in (x, y))
+    assert sim.rdm(x) == pytest.approx(theirs_x.get_vectors()[0])
+    assert sim.rsa(x, y) == pytest.approx(float(compare(theirs_x, theirs_y, method="spearman")[0, 0]))
+    assert rsatoolbox.__version__
