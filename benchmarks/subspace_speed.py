@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from widedeep import subspace
+from widedeep.measures import subspace
 
 
 def activations(channels: int, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

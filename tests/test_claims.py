@@ -2,7 +2,8 @@
 
 import pytest
 
-from widedeep import claims, profiles, store
+from widedeep import profiles, store
+from widedeep.book import claims
 
 BLOCK = {"start": 3, "end": 9, "n_layers": 5, "mean_cka": 0.97, "outside_cka": 0.7}
 

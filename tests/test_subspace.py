@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from widedeep import subspace as ss
+from widedeep.measures import subspace as ss
 from widedeep.models import resnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from widedeep import trends
+from widedeep.analyses import trends
 
 
 def grid(blocked: set[tuple[int, float, int]]) -> list[dict]:

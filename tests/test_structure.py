@@ -5,7 +5,8 @@ import types
 import numpy as np
 import pytest
 
-from widedeep import analysis, blocks
+from widedeep.analyses import blocks
+from widedeep.analyses import structure as analysis
 from widedeep.models import resnet
 from widedeep.train import TrainConfig
 

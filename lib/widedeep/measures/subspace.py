@@ -61,8 +61,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import OutputCapture
-from .cka import _limited, batch_images, no_tf32
+from widedeep.capture import Capture, first_batches, image_batches
+from widedeep.measures.grams import no_tf32
 
 ArrayLike = np.ndarray | torch.Tensor
 TOL = 1e-6        # numerical resolution of relative distances; also the relative singular-value cutoff
@@ -698,8 +698,8 @@ def _batches(data: torch.Tensor | Iterable, batch_size: int, max_batches: int | 
     if isinstance(data, torch.Tensor):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        return _limited((data[i:i + batch_size] for i in range(0, data.shape[0], batch_size)), max_batches)
-    return (batch_images(batch) for batch in _limited(data, max_batches))
+        return first_batches((data[i:i + batch_size] for i in range(0, data.shape[0], batch_size)), max_batches)
+    return image_batches(data, max_batches)
 
 
 def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Tensor | Iterable,
@@ -738,7 +738,7 @@ def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Ten
         moments[index].update(stash[index], output)
         stash[index] = None
 
-    with OutputCapture(model_a, layers, keep_a) as capture_a, OutputCapture(model_b, layers, reduce_b) as capture_b:
+    with Capture(model_a, layers, keep_a) as capture_a, Capture(model_b, layers, reduce_b) as capture_b:
         if capture_a.names != capture_b.names:
             first = next(((a, b) for a, b in zip(capture_a.names, capture_b.names) if a != b), None)
             differ = (f"'{first[0]}' vs '{first[1]}'" if first else

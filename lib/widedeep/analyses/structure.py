@@ -1,7 +1,8 @@
 """One trained run, analysed for the block structure: its CKA heatmap, first-PC shares and detected blocks.
 
-Chapters 3-5 all start from the same per-model analysis, so it lives here once: CKA and PC statistics
-come from the run store's caches (`heatmaps.run_cka`, `heatmaps.run_pc_stats`), and the detector's
+Layer: analyses (above measures, below book support). Chapters 3-5 all start from the same
+per-model analysis, so it lives here once: CKA and PC statistics come from the run store's caches
+(`runs.run_cka`, `runs.run_pc_stats`), and the detector's
 settings come from the profile (`block_threshold`, `block_min_contrast`, `block_min_pc1`).
 """
 
@@ -10,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
-from widedeep import blocks, heatmaps, probes, prune, store
-from widedeep.data import ImageData
+from widedeep.analyses import blocks, runs, similarity
 from widedeep.models import STREAM
 
 
@@ -90,11 +89,6 @@ class BlockAnalysis:
                 "pc1_share_inside": inside, "pc1_share_outside": outside}
 
 
-def cka_images(run, count: int) -> ImageData:
-    """The first `count` test images of the run's data: every chapter compares representations on these."""
-    return run.config.splits().test.subset(torch.arange(count))
-
-
 def detector_settings(params: dict) -> dict:
     """The detector's keyword arguments from a profile."""
     return {"threshold": params["block_threshold"], "min_contrast": params["block_min_contrast"],
@@ -123,12 +117,12 @@ def analyse(run, params: dict) -> BlockAnalysis:
     and an eigendecomposition per layer and minibatch over every layer would cost several times the
     CKA itself on a deep network.
     """
-    images = cka_images(run, params["cka_examples"])
-    matrix = heatmaps.run_cka(run, images, **batching(params))
+    images = runs.cka_images(run, params["cka_examples"])
+    matrix = runs.run_cka(run, images, **batching(params))
     layers = run.model.layers()
     names, kinds = [layer.name for layer in layers], [layer.kind for layer in layers]
     stream = np.flatnonzero(np.asarray(kinds) == STREAM)
-    stream_shares = heatmaps.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(params))["shares"]
+    stream_shares = runs.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(params))["shares"]
     shares = np.full((len(names), stream_shares.shape[1]), np.nan)
     shares[stream] = stream_shares
     block, block_cka_only = detect(matrix, kinds, shares[:, 0], params)
@@ -166,7 +160,7 @@ def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], n
     by_seed = {m.run.config.seed: m for m in models}
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for pair, matrix in cross.items():
-        matched = heatmaps.matched_layer_similarity(matrix)
+        matched = similarity.matched_layer_similarity(matrix)
         for seed in pair:
             m = by_seed[seed]
             if m.block is not None:
@@ -180,34 +174,3 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
     """The models of m's depth and width that have no block: controls for what position alone does."""
     c = m.run.config
     return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width) == (c.depth, c.width)]
-
-
-def probe_splits(run, params: dict):
-    """The run's own splits with the test set cut to the profile's probe subset (Chapter 5)."""
-    splits = run.config.splits()
-    return replace(splits, test=splits.test.first(params["probe_test_examples"]))
-
-
-def run_probes(run, layers: list, params: dict) -> list[dict]:
-    """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
-    settings = {"layers": [layer.name for layer in layers], "pool": params["probe_pool"], "l2": list(params["probe_l2"]),
-                "max_iter": params["probe_max_iter"], "test_examples": params["probe_test_examples"]}
-    path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
-    return store.cached_json(path, lambda: probes.probe_accuracies(
-        run.model, layers, probe_splits(run, params), pool=params["probe_pool"], l2_grid=params["probe_l2"],
-        max_iter=params["probe_max_iter"]))
-
-
-def run_deletions(run, membership: list[bool], params: dict) -> dict:
-    """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
-    settings = {"membership": [bool(m) for m in membership], "test_examples": params["deletion_test_examples"],
-                "repair_examples": params["deletion_repair_examples"], "max_steps": params["deletion_max_steps"]}
-    path = run.run_dir / f"deletions-{store.config_hash(settings)}.json"
-
-    def compute():
-        splits = run.config.splits()
-        test = splits.test.first(params["deletion_test_examples"])
-        repair = splits.train.first(params["deletion_repair_examples"]).images
-        return prune.deletion_effects(run.model, test, membership, repair, max_steps=params["deletion_max_steps"])
-
-    return store.cached_json(path, compute)
