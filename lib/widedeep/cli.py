@@ -1,5 +1,7 @@
 """Command line: rerun one chapter with a profile and overrides through papermill, then render its page.
 
+Layer: the top (above book support): it reads profiles and runs chapters and training.
+
     widedeep chapter 01_training --profile cpu -p widths '[1, 2, 8]'
     widedeep train --profile cpu --shard 0/2 --threads 1   # and 1/2 in a second shell
 
@@ -20,19 +22,31 @@ import yaml
 from widedeep import profiles, store
 
 
+def chapters() -> dict[str, Path]:
+    """The book's chapter notebooks by stem (01_training, ...)."""
+    return {p.stem: p for p in sorted((profiles.repo_root() / "book").glob("[0-9][0-9]_*.md"))}
+
+
 def chapter_path(name: str) -> Path:
-    """The text notebook of chapter `name` (with or without its .md suffix)."""
-    book = profiles.repo_root() / "book"
-    path = book / (name if name.endswith(".md") else f"{name}.md")
-    if not path.exists():
-        known = sorted(p.stem for p in book.glob("[0-9][0-9]_*.md"))
-        raise SystemExit(f"error: no chapter {name!r}; chapters: {known}")
-    return path
+    """The text notebook of chapter `name` (its stem, with or without the .md suffix); nothing outside book/."""
+    known = chapters()
+    stem = name[:-3] if name.endswith(".md") else name
+    if stem not in known:
+        raise SystemExit(f"error: no chapter {name!r}; chapters: {sorted(known)}")
+    return known[stem]
 
 
 def parse_overrides(pairs: list[list[str]]) -> dict:
-    """[['widths', '[1, 2]']] -> {'widths': [1, 2]} (values read as YAML)."""
-    return {key: yaml.safe_load(value) for key, value in pairs}
+    """[['widths', '[1, 2]']] -> {'widths': [1, 2]} (values read as YAML; a malformed one is a clear error)."""
+    values = {}
+    for key, value in pairs:
+        try:
+            values[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise SystemExit(f"error: -p {key} {value!r} is not a YAML value ({problem}); quote it as YAML, e.g. "
+                             f"-p widths '[1, 2]' or -p epochs 4") from None
+    return values
 
 
 def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = True) -> Path:
@@ -42,7 +56,7 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
 
     source = chapter_path(name)
     try:
-        profiles.load_profile(profile, overrides)  # refuse unknown profiles/parameters before running anything
+        profiles.load_profile(profile, overrides)  # refuse bad profiles, keys and values before running anything
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     out_dir = profiles.repo_root() / "runs" / "chapters"
@@ -63,6 +77,23 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
     return notebook_out
 
 
+def training_cost(config) -> float:
+    """A relative cost of training `config` (images seen x layers x width^2), for splitting work between processes."""
+    return config.total_steps * config.batch_size * config.depth * config.width ** 2
+
+
+def shard_runs(configs: list, index: int, count: int) -> list:
+    """The `index`-th of `count` shards of similar total cost (greedy, costliest first; deterministic)."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in 0..{count - 1}; got {index}")
+    loads, assigned = [0.0] * count, [[] for _ in range(count)]
+    for config in sorted(configs, key=training_cost, reverse=True):
+        target = loads.index(min(loads))
+        loads[target] += training_cost(config)
+        assigned[target].append(config)
+    return assigned[index]
+
+
 def train_profile(profile: str, overrides: dict, shard_spec: str = "0/1", threads: int | None = None) -> None:
     """Train every model the book needs under `profile` (one shard of them), skipping finished runs."""
     import torch
@@ -73,15 +104,15 @@ def train_profile(profile: str, overrides: dict, shard_spec: str = "0/1", thread
         params = profiles.load_profile(profile, overrides)
         index, count = (int(part) for part in shard_spec.split("/"))
         # Shard only the unfinished runs, so that shards started together share the remaining work evenly.
-        pending = [c for c in profiles.required_runs(params) if not train.is_complete(c, params["runs_dir"])]
-        todo = profiles.shard(pending, index, count)
+        pending = [c for c in profiles.required_runs(params) if not train.is_complete(c, params.runs_dir)]
+        todo = shard_runs(pending, index, count)
     except ValueError as error:
         raise SystemExit(f"error: {error} (shards are written INDEX/COUNT, e.g. 0/2)") from None
     if threads:
         torch.set_num_threads(threads)
     print(f"shard {shard_spec}: {len(pending)} unfinished models in all, {len(todo)} in this shard: "
           f"{[c.name() for c in todo]}")
-    train.train_grid(todo, params["runs_dir"])
+    train.train_grid(todo, params.runs_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

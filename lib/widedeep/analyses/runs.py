@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from widedeep import store
-from widedeep.analyses import deletion, probes
+from widedeep.analyses import deletion
+from widedeep.analyses import probes as probe_module
 from widedeep.data import ImageData, shuffled_passes
 from widedeep.measures.cka import model_cka
 from widedeep.measures.pca import model_pc_stats
 from widedeep.measures.subspace import fraction_match_eps, match_scores_gram, model_neuron_moments
+from widedeep.profiles import Deletion, Probes
 from widedeep.train import predict
 
 
@@ -126,32 +128,32 @@ def run_match_scores(run_a, run_b, data, batch_size: int, layers: list[str],
     return grams, scores, np.array([fraction_match_eps(g, n, 0.5) for g, n in pairs])
 
 
-def probe_splits(run, params: dict):
+def probe_splits(run, probes: Probes):
     """The run's own splits with the test set cut to the profile's probe subset (Chapter 5)."""
     splits = run.config.splits()
-    return replace(splits, test=splits.test.first(params["probe_test_examples"]))
+    return replace(splits, test=splits.test.first(probes.test_examples))
 
 
-def run_probes(run, layers: list, params: dict) -> list[dict]:
+def run_probes(run, layers: list, probes: Probes) -> list[dict]:
     """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
-    settings = {"layers": [layer.name for layer in layers], "pool": params["probe_pool"], "l2": list(params["probe_l2"]),
-                "max_iter": params["probe_max_iter"], "test_examples": params["probe_test_examples"]}
+    settings = {"layers": [layer.name for layer in layers], "pool": probes.pool, "l2": list(probes.l2),
+                "max_iter": probes.max_iter, "test_examples": probes.test_examples}
     path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
-    return store.cached_json(path, lambda: probes.probe_accuracies(
-        run.model, layers, probe_splits(run, params), pool=params["probe_pool"], l2_grid=params["probe_l2"],
-        max_iter=params["probe_max_iter"]))
+    return store.cached_json(path, lambda: probe_module.probe_accuracies(
+        run.model, layers, probe_splits(run, probes), pool=probes.pool, l2_grid=probes.l2,
+        max_iter=probes.max_iter))
 
 
-def run_deletions(run, membership: list[bool], params: dict) -> dict:
+def run_deletions(run, membership: list[bool], settings: Deletion) -> dict:
     """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
-    settings = {"membership": [bool(m) for m in membership], "test_examples": params["deletion_test_examples"],
-                "repair_examples": params["deletion_repair_examples"], "max_steps": params["deletion_max_steps"]}
-    path = run.run_dir / f"deletions-{store.config_hash(settings)}.json"
+    key = {"membership": [bool(m) for m in membership], "test_examples": settings.test_examples,
+           "repair_examples": settings.repair_examples, "max_steps": settings.max_steps}
+    path = run.run_dir / f"deletions-{store.config_hash(key)}.json"
 
     def compute():
         splits = run.config.splits()
-        test = splits.test.first(params["deletion_test_examples"])
-        repair = splits.train.first(params["deletion_repair_examples"]).images
-        return deletion.deletion_effects(run.model, test, membership, repair, max_steps=params["deletion_max_steps"])
+        test = splits.test.first(settings.test_examples)
+        repair = splits.train.first(settings.repair_examples).images
+        return deletion.deletion_effects(run.model, test, membership, repair, max_steps=settings.max_steps)
 
     return store.cached_json(path, compute)

@@ -3,7 +3,7 @@
 Layer: analyses (above measures, below book support). Chapters 3-5 all start from the same
 per-model analysis, so it lives here once: CKA and PC statistics come from the run store's caches
 (`runs.run_cka`, `runs.run_pc_stats`), and the detector's
-settings come from the profile (`block_threshold`, `block_min_contrast`, `block_min_pc1`).
+settings come from the profile (`Profile.detector`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from widedeep.analyses import blocks, runs, similarity
 from widedeep.models import STREAM
+from widedeep.profiles import CKA, Detector, Profile
 
 
 @dataclass
@@ -89,47 +90,41 @@ class BlockAnalysis:
                 "pc1_share_inside": inside, "pc1_share_outside": outside}
 
 
-def detector_settings(params: dict) -> dict:
-    """The detector's keyword arguments from a profile."""
-    return {"threshold": params["block_threshold"], "min_contrast": params["block_min_contrast"],
-            "min_pc1": params["block_min_pc1"]}
-
-
 def detect(cka: np.ndarray, kinds: list[str], pc1_share: np.ndarray,
-           params: dict) -> tuple[blocks.Block | None, blocks.Block | None]:
+           detector: Detector) -> tuple[blocks.Block | None, blocks.Block | None]:
     """Blocks with the first-PC rule (if the profile sets one) and without it."""
-    settings = detector_settings(params)
+    settings = detector.settings()
     min_pc1 = settings.pop("min_pc1")
     with_pc1 = blocks.block_structure_span(cka, kinds, pc1_share=pc1_share, min_pc1=min_pc1, **settings)
     cka_only = blocks.block_structure_span(cka, kinds, **settings)
     return with_pc1, cka_only
 
 
-def batching(params: dict) -> dict:
-    """The CKA minibatch settings of a profile (examples are `cka_images`)."""
-    return {"batch_size": params["cka_batch_size"], "passes": params["cka_passes"]}
+def batching(cka: CKA) -> dict:
+    """The CKA minibatch settings of a profile (examples are `runs.cka_images`)."""
+    return {"batch_size": cka.batch_size, "passes": cka.passes}
 
 
-def analyse(run, params: dict) -> BlockAnalysis:
+def analyse(run, profile: Profile) -> BlockAnalysis:
     """All-layer CKA, residual-stream PC shares and the blocks of one run (all cached in the run store).
 
     PC statistics are computed on the residual-stream layers only: they are what the detector reads,
     and an eigendecomposition per layer and minibatch over every layer would cost several times the
     CKA itself on a deep network.
     """
-    images = runs.cka_images(run, params["cka_examples"])
-    matrix = runs.run_cka(run, images, **batching(params))
+    images = runs.cka_images(run, profile.cka.examples)
+    matrix = runs.run_cka(run, images, **batching(profile.cka))
     layers = run.model.layers()
     names, kinds = [layer.name for layer in layers], [layer.kind for layer in layers]
     stream = np.flatnonzero(np.asarray(kinds) == STREAM)
-    stream_shares = runs.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(params))["shares"]
+    stream_shares = runs.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(profile.cka))["shares"]
     shares = np.full((len(names), stream_shares.shape[1]), np.nan)
     shares[stream] = stream_shares
-    block, block_cka_only = detect(matrix, kinds, shares[:, 0], params)
+    block, block_cka_only = detect(matrix, kinds, shares[:, 0], profile.detector)
     return BlockAnalysis(run, matrix, names, kinds, shares, block, block_cka_only)
 
 
-def removal_effect(m: BlockAnalysis, removed: np.ndarray, params: dict) -> dict:
+def removal_effect(m: BlockAnalysis, removed: np.ndarray, detector: Detector) -> dict:
     """A model's tested block before and after an intervention, on the residual-stream layers.
 
     `removed` is the stream-only CKA matrix after the intervention (e.g. each layer's first PC removed
@@ -142,7 +137,7 @@ def removal_effect(m: BlockAnalysis, removed: np.ndarray, params: dict) -> dict:
     stream_kinds = [m.kinds[i] for i in m.stream]
     before_in, before_out = blocks.span_cka(before, span, stream_kinds) if span else (np.nan, np.nan)
     after_in, after_out = blocks.span_cka(removed, span, stream_kinds) if span else (np.nan, np.nan)
-    settings = {k: v for k, v in detector_settings(params).items() if k != "min_pc1"}
+    settings = {k: v for k, v in detector.settings().items() if k != "min_pc1"}
     after_block = blocks.block_structure_span(removed, stream_kinds, **settings)
     if after_block is not None:  # back to full-network layer indices, like every other block in the results
         after_block = replace(after_block, start=int(m.stream[after_block.start]), end=int(m.stream[after_block.end]))
