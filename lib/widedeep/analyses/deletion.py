@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from widedeep.analyses.verdicts import CHEAPER_INSIDE, COSTLIER_INSIDE, NO_DIFFERENCE, NOT_TESTABLE
 from widedeep.capture import model_device
 from widedeep.data import ImageData
 
-CHEAPER_INSIDE, NO_DIFFERENCE, COSTLIER_INSIDE, NOT_TESTABLE = (
-    "cheaper inside", "no clear difference", "costlier inside", "not testable")
+
 
 
 # ---------------------------------------------------------------------------------------------

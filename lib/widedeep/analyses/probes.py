@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from widedeep.analyses.verdicts import FALLS, NO_BLOCK, PLATEAU, RISES
 from widedeep.capture import Capture, resolve_layers
 
 DEFAULT_L2 = (1e-4, 1e-3, 1e-2, 1e-1)   # penalty l2 * ||W||^2 added to the mean cross-entropy
-PLATEAU, RISES, FALLS = "plateau", "rises", "falls"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def plateau_verdict(accuracies: Sequence[float], inside: Sequence[bool], tol: fl
     """
     gain = gain_inside(accuracies, inside)
     if np.isnan(gain):
-        return "no block"
+        return NO_BLOCK
     if abs(gain) <= tol + 1e-9:  # accuracies are fractions k/n: a gain of exactly tol is a plateau
         return PLATEAU
     return RISES if gain > 0 else FALLS
