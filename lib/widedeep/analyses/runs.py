@@ -21,7 +21,7 @@ from widedeep.analyses import probes as probe_module
 from widedeep.data import ImageData, shuffled_passes
 from widedeep.measures.cka import model_cka
 from widedeep.measures.pca import model_pc_stats
-from widedeep.measures.subspace import fraction_match_eps, match_scores_gram, model_neuron_moments
+from widedeep.measures.subspace import LayerPair, model_neuron_moments
 from widedeep.profiles import Deletion, Probes
 from widedeep.train import predict
 
@@ -123,9 +123,8 @@ def run_match_scores(run_a, run_b, data, batch_size: int, layers: list[str],
                      eps_values: list[float]) -> tuple[dict, np.ndarray, np.ndarray]:
     """The pair's neuron Grams (cached), maximum-match scores (layers x eps) and the ε matching half the neurons per layer."""
     grams = run_neuron_grams(run_a, run_b, data, batch_size, layers)
-    pairs = list(zip(grams["grams"], grams["n_a"]))
-    scores = np.array([match_scores_gram(g, n, eps_values) for g, n in pairs])
-    return grams, scores, np.array([fraction_match_eps(g, n, 0.5) for g, n in pairs])
+    pairs = [LayerPair.from_gram(g, n) for g, n in zip(grams["grams"], grams["n_a"])]
+    return grams, np.array([p.scores(eps_values) for p in pairs]), np.array([p.eps_for_fraction(0.5) for p in pairs])
 
 
 def probe_splits(run, probes: Probes):
