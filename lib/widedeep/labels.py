@@ -18,6 +18,11 @@ def model_label(depth: int, width: float, n_train: int, seed: int, residual: boo
     return f"{architecture_label(depth, width, residual)}, n={n_train}, s{seed}"
 
 
+def architecture_of(config) -> str:
+    """The architecture label of a TrainConfig (or anything with depth, width and residual)."""
+    return architecture_label(config.depth, config.width, getattr(config, "residual", True))
+
+
 def run_label(config) -> str:
     """The model label of a TrainConfig (or anything with depth, width, n_train, seed and residual)."""
     return model_label(config.depth, config.width, config.n_train, config.seed, getattr(config, "residual", True))

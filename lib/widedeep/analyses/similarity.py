@@ -10,7 +10,7 @@ import numpy as np
 from widedeep.models import INSIDE, STREAM
 
 
-def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
+def checkerboard_contrast(matrix: np.ndarray, kinds: list) -> float:
     """Mean CKA among residual-stream layers minus mean CKA between stream and in-block layers.
 
     Identity shortcuts carry one residual stream through the network, so block outputs resemble each
@@ -18,7 +18,7 @@ def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
     checkerboard of the paper's heatmaps. The diagonal is excluded.
     """
     matrix = np.asarray(matrix, dtype=float)
-    kinds = np.asarray(kinds)
+    kinds = np.asarray([k if isinstance(k, str) else k.kind for k in kinds])  # kinds, or Layer objects
     if matrix.shape != (len(kinds), len(kinds)):
         raise ValueError(f"matrix is {matrix.shape} but {len(kinds)} layer kinds were given")
     stream, inside = kinds == STREAM, kinds == INSIDE

@@ -1,4 +1,7 @@
-"""Tables and simple summaries of result rows (lists of dicts), for the book's prose and JSON files."""
+"""Tables and simple summaries of result rows (lists of dicts), for the book's prose and JSON files.
+
+Layer: book support (no widedeep imports).
+"""
 
 from __future__ import annotations
 
@@ -55,3 +58,17 @@ def rising_series(rows: list[dict], along: str, value: str,
         total += 1
         rising += all(a < b for a, b in zip(values, values[1:]))
     return rising, total
+
+
+def rising_sentence(rising: int, series: int) -> str:
+    """How many (architecture, seed) series gain test accuracy with every increase of n_train, for the prose."""
+    if not series:
+        return "not tested here: this profile has one training-set size"
+    return f"in {rising} of the {series} (architecture, seed) series with more than one training-set size"
+
+
+def accuracy_summary(rows: list[dict]) -> dict[str, float]:
+    """The lowest and highest test accuracy of the trained models and their mean train-test gap."""
+    test = [r["test_acc"] for r in rows]
+    gaps = [r["train_acc"] - r["test_acc"] for r in rows]
+    return {"min_test_acc": min(test), "max_test_acc": max(test), "mean_gap": sum(gaps) / len(gaps)}
