@@ -13,8 +13,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from widedeep.analyses import blocks, runs, similarity
+from widedeep.labels import run_label
 from widedeep.models import STREAM
 from widedeep.profiles import CKA, Detector, Profile
+from widedeep.train import train_grid
 
 
 @dataclass
@@ -32,8 +34,7 @@ class BlockAnalysis:
     @property
     def label(self) -> str:
         """'ResNet-56 ×1, n=500, s0'."""
-        c = self.run.config
-        return f"ResNet-{c.depth} ×{c.width:g}, n={c.n_train}, s{c.seed}"
+        return run_label(self.run.config)
 
     @property
     def pc1_share(self) -> np.ndarray:
@@ -44,6 +45,11 @@ class BlockAnalysis:
     def stream(self) -> np.ndarray:
         """Indices of the residual-stream layers (the ones the detector looks at)."""
         return np.flatnonzero(np.asarray(self.kinds) == STREAM)
+
+    @property
+    def stream_cka(self) -> np.ndarray:
+        """The CKA heatmap restricted to the residual-stream layers."""
+        return self.cka[np.ix_(self.stream, self.stream)]
 
     @property
     def stream_names(self) -> list[str]:
@@ -169,3 +175,37 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
     """The models of m's depth and width that have no block: controls for what position alone does."""
     c = m.run.config
     return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width) == (c.depth, c.width)]
+
+
+def analyse_all(configs: list, profile: Profile) -> list[BlockAnalysis]:
+    """Train or load every config and analyse it for the block structure (all cached in the run store)."""
+    return [analyse(run, profile) for run in train_grid(configs, runs_dir=profile.runs_dir)]
+
+
+def grid_layout(models: list[BlockAnalysis], architectures: list[tuple[int, float]], n_trains: list[int],
+                seed: int) -> list[list[BlockAnalysis | None]]:
+    """The models of one seed on a grid: a row per n_train (in the order given), a column per architecture."""
+    by_key = {(m.run.config.depth, m.run.config.width, m.run.config.n_train): m
+              for m in models if m.run.config.seed == seed}
+    return [[by_key.get((d, w, n)) for d, w in architectures] for n in n_trains]
+
+
+def threshold_sweep(models: list[BlockAnalysis], detector: Detector) -> dict[str, dict[str, list[int]]]:
+    """Per model (run name): the stream layers in its block at each of the detector's CKA thresholds, with the
+    first-PC rule ("with_pc1") and without ("cka_only"), and at each first-PC threshold ("by_min_pc1"); 0 = none."""
+    others = {"min_contrast": detector.min_contrast}
+    sweep = {}
+    for m in models:
+        by_threshold = blocks.threshold_sweep(m.cka, m.kinds, detector.thresholds, pc1_share=m.pc1_share,
+                                              min_pc1=detector.min_pc1, **others)
+        cka_only = blocks.threshold_sweep(m.cka, m.kinds, detector.thresholds, **others)
+        by_min_pc1 = [blocks.block_structure_span(m.cka, m.kinds, pc1_share=m.pc1_share, min_pc1=v,
+                                                  threshold=detector.threshold, **others) for v in detector.min_pc1s]
+        sweep[m.run.config.name()] = {key: [b.n_layers if b else 0 for b in found] for key, found in (
+            ("with_pc1", by_threshold), ("cka_only", cka_only), ("by_min_pc1", by_min_pc1))}
+    return sweep
+
+
+def sweep_counts(sweep: dict[str, dict[str, list[int]]], values: list[float], key: str) -> str:
+    """'3 at 0.8, 1 at 0.9': how many models have a block at each value of one sweep."""
+    return ", ".join(f"{sum(bool(s[key][i]) for s in sweep.values())} at {v:g}" for i, v in enumerate(values))

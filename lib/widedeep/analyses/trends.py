@@ -96,3 +96,16 @@ def incidence_sentence(rows: list[dict]) -> str:
         parts.append(f"at n_train = {n_train}: " + (f"{', '.join(blocked)} ({len(blocked)} of {len(at)} models)"
                                                    if blocked else f"none of {len(at)} models"))
     return "; ".join(parts)
+
+
+def grid_verdicts(rows: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
+    """Both trends judged on the book's blocks and on the CKA-only ones, and the incidence sentences.
+
+    `rows` are one seed's model summaries (keys depth, width, n_train, block, block_cka_only). Returns
+    ({"capacity", "data", "capacity_cka_only", "data_cka_only"}: verdicts, {"incidence", "incidence_cka_only"}).
+    """
+    with_pc1 = [{**r, "has_block": r["block"] is not None} for r in rows]
+    cka_only = [{**r, "has_block": r["block_cka_only"] is not None} for r in rows]
+    verdicts = {"capacity": capacity_trend(with_pc1)[0], "data": data_trend(with_pc1)[0],
+                "capacity_cka_only": capacity_trend(cka_only)[0], "data_cka_only": data_trend(cka_only)[0]}
+    return verdicts, {"incidence": incidence_sentence(with_pc1), "incidence_cka_only": incidence_sentence(cka_only)}

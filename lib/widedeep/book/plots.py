@@ -1,16 +1,17 @@
-"""Figures for the book: each function draws one figure and returns it (PNG in the book, ignored by nbval)."""
+"""Figures for the book: each function draws one figure and returns it (PNG in the book, ignored by nbval).
+
+Layer: book support (on `widedeep.labels` for display labels).
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from widedeep.labels import architecture_label, architecture_of
+
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
                      "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
-
-
-def _series_label(row: dict) -> str:
-    return f"ResNet-{row['depth']} ×{row['width']:g}"
 
 
 def accuracy_vs_parameters(rows: list[dict], key: str = "test_acc", chance: float | None = None):
@@ -26,7 +27,7 @@ def accuracy_vs_parameters(rows: list[dict], key: str = "test_acc", chance: floa
         for r, p, a in zip(sub, params, acc):
             marker = "s" if r["width"] != 1 else "o"
             ax.plot(p, a, marker, color=colour, markersize=6)
-            ax.annotate(_series_label(r), (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(architecture_label(r['depth'], r['width']), (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.plot([], [], "o-", color=colour, label=f"n_train = {n_train}")
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
@@ -46,7 +47,7 @@ def training_curves(runs: list, key: str = "train_acc_augmented"):
         for run in (r for r in runs if r.config.n_train == n_train):
             epochs = [h["epoch"] for h in run.metrics["epochs"]]
             ax.plot(epochs, [h[key] for h in run.metrics["epochs"]],
-                    label=f"ResNet-{run.config.depth} ×{run.config.width:g} s{run.config.seed}")
+                    label=f"{architecture_of(run.config)} s{run.config.seed}")
         ax.set_title(f"n_train = {n_train}")
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel(key.replace("_", " "))
@@ -271,3 +272,18 @@ def class_differences(classes: list[str], result: dict, null: dict, label: str =
     if fig is not None:
         fig.tight_layout()
     return fig or ax.figure
+
+
+def grid_of_blocks(layout: list[list], row_labels: list[str], architectures: list[tuple[int, float]]):
+    """`heatmap_grid` of analysed models (`structure.grid_layout`: None where a model is missing), blocks outlined."""
+    return heatmap_grid([[m.cka if m else None for m in row] for row in layout], row_labels,
+                        [architecture_label(d, w) for d, w in architectures],
+                        blocks=[[m.block if m else None for m in row] for row in layout])
+
+
+def model_heatmap(m):
+    """One analysed model's all-layer CKA heatmap, titled with its accuracy and block, the block outlined."""
+    fig = cka_heatmap(m.cka, title=f"{m.label}: test acc {m.run.test_acc:.3f}, "
+                                   f"block {'—' if m.block is None else m.span_name(m.block)}")
+    outline_block(fig.axes[0], m.block)
+    return fig

@@ -72,3 +72,40 @@ def accuracy_summary(rows: list[dict]) -> dict[str, float]:
     test = [r["test_acc"] for r in rows]
     gaps = [r["train_acc"] - r["test_acc"] for r in rows]
     return {"min_test_acc": min(test), "max_test_acc": max(test), "mean_gap": sum(gaps) / len(gaps)}
+
+
+def block_cell(m, block) -> str:
+    """One table cell for a block of analysed model `m`: its span, size and CKA inside / outside ("—" for none)."""
+    if block is None:
+        return "—"
+    return (f"{m.span_name(block)} ({block.n_layers}/{len(m.stream)} stream layers; "
+            f"CKA {block.mean_cka:.2f} in / {block.outside_cka:.2f} out)")
+
+
+def blocks_table(models: list, seed_column: bool = False) -> str:
+    """Analysed models (`structure.BlockAnalysis`) with their accuracies, largest first-PC share and both blocks."""
+    header = (["seed"] if seed_column else ["model", "n_train"]) + ["test acc"] + ([] if seed_column else ["train acc"])
+    rows = []
+    for m in models:
+        r = m.summary()
+        first = [r["seed"]] if seed_column else [f"ResNet-{r['depth']} ×{r['width']:g} s{r['seed']}", r["n_train"]]
+        rows.append(first + [f"{r['test_acc']:.3f}"] + ([] if seed_column else [f"{r['train_acc']:.3f}"])
+                    + [f"{r['max_pc1_share']:.2f}", block_cell(m, m.block), block_cell(m, m.block_cka_only)])
+    return list_table(header + ["max PC1 share", "block (CKA + PC1)", "CKA-only block"], rows)
+
+
+def sweep_table(models: list, sweep: dict, thresholds: list[float], min_pc1s: list[float]) -> str:
+    """The detector's sweeps (`structure.threshold_sweep`): stream layers in each model's block, 0 for none."""
+    header = (["model"] + [f"CKA > {t:g}" for t in thresholds] + [f"CKA only, > {t:g}" for t in thresholds]
+              + [f"PC1 ≥ {v:g}" for v in min_pc1s])
+    rows = [[m.label] + sweep[n]["with_pc1"] + sweep[n]["cka_only"] + sweep[n]["by_min_pc1"]
+            for m, n in ((m, m.run.config.name()) for m in models)]
+    return list_table(header, rows)
+
+
+def stored_blocks_table(models: dict[str, dict]) -> str:
+    """Models of a results file (by run name) with their test accuracy, largest first-PC share and block."""
+    return list_table(["model", "n_train", "test acc", "max PC1 share", "block"], [
+        [f"ResNet-{r['depth']} ×{r['width']:g} s{r['seed']}", r["n_train"], f"{r['test_acc']:.3f}",
+         f"{r['max_pc1_share']:.2f}", "—" if r["block"] is None else
+         f"{r['block']['n_layers']} layers, CKA {r['block']['mean_cka']:.2f}"] for r in models.values()])
