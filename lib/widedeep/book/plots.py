@@ -287,3 +287,24 @@ def model_heatmap(m):
                                    f"block {'—' if m.block is None else m.span_name(m.block)}")
     outline_block(fig.axes[0], m.block)
     return fig
+
+
+def pc_share_panels(groups: dict[str, list], threshold: float | None):
+    """First-PC share along the residual stream, one panel per group of analysed models, their blocks shaded."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6), squeeze=False, sharey=True)
+    for ax, (title, members) in zip(axes[0], groups.items()):
+        layer_profiles({m.label: m.pc1_share[m.stream] for m in members}, "first-PC share of variance",
+                       spans={m.label: m.relative_span(m.block) for m in members}, threshold=threshold, ax=ax)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def first_pc_row(m, pc1_similarity, removed):
+    """An analysed model's stream-layer CKA, first-PC similarity and CKA without the first PC, its tested block outlined."""
+    fig = heatmap_row([m.stream_cka, pc1_similarity, removed],
+                      [f"{m.label}: CKA", "first-PC similarity |⟨u₁, u₁⟩|", "CKA, first PC removed"],
+                      xlabels=["residual-stream layer"] * 3, ylabels=["residual-stream layer"] * 3)
+    for ax in fig.axes[:3]:
+        outline_block(ax, m.on_stream(m.tested_block()[0]))
+    return fig

@@ -109,3 +109,23 @@ def stored_blocks_table(models: dict[str, dict]) -> str:
         [f"ResNet-{r['depth']} ×{r['width']:g} s{r['seed']}", r["n_train"], f"{r['test_acc']:.3f}",
          f"{r['max_pc1_share']:.2f}", "—" if r["block"] is None else
          f"{r['block']['n_layers']} layers, CKA {r['block']['mean_cka']:.2f}"] for r in models.values()])
+
+
+def pc_share_table(models: list) -> str:
+    """Analysed models' largest first-PC share and their mean shares inside and outside the block."""
+    rows = []
+    for m in models:
+        r = m.summary()
+        inside = "—" if r["block"] is None else f"{r['pc1_share_inside']:.2f}"
+        rows.append([m.label, f"{r['max_pc1_share']:.2f}", inside, f"{r['pc1_share_outside']:.2f}"])
+    return list_table(["model", "max PC1 share", "PC1 share inside block", "PC1 share outside"], rows)
+
+
+def removal_table(models: list, effects: list[dict]) -> str:
+    """Each model's tested block before and after removing the first PC (`structure.removal_effect`)."""
+    rows = [[m.label, m.span_name(m.tested_block()[0]) + (" (CKA only)" if e["span_from"] == "cka_only" else ""),
+             f"{e['cka_inside_before']:.2f} / {e['cka_outside_before']:.2f}",
+             f"{e['cka_inside_after']:.2f} / {e['cka_outside_after']:.2f}", m.span_name(e["block_after_pc1_removal"])]
+            for m, e in zip(models, effects)]
+    return list_table(["model", "block tested", "CKA in / out before", "after removing PC1",
+                       "block after removal (CKA only)"], rows)
