@@ -308,3 +308,32 @@ def first_pc_row(m, pc1_similarity, removed):
     for ax in fig.axes[:3]:
         outline_block(ax, m.on_stream(m.tested_block()[0]))
     return fig
+
+
+def probe_profiles(study, focus: list, chance: float):
+    """Probe test accuracy along the residual stream of the `focus` models of a `pruning.PruningStudy`, spans shaded."""
+    return layer_profiles({study.plot_label(m): study.probe_accuracy(m) for m in focus}, "probe test accuracy",
+                          threshold=chance,
+                          spans={study.plot_label(m): m.relative_span(study.spans[m.label][0]) for m in focus})
+
+
+def deletion_panels(study, focus: list):
+    """`deletion_bars` of each `focus` model of a `pruning.PruningStudy`, one panel per model."""
+    fig, axes = plt.subplots(len(focus), 1, figsize=(6.4, 2.6 * len(focus)), squeeze=False)
+    for ax, m in zip(axes[:, 0], focus):
+        deletion_bars(study.effects[m.label]["deletions"], study.plot_label(m), ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def cumulative_panels(study, focus: list):
+    """`cumulative_curves` of the `focus` models that have deletable blocks on both sides (None if none has)."""
+    curved = [m for m in focus if study.effects[m.label]["cumulative_inside"]]
+    if not curved:
+        return None
+    fig, axes = plt.subplots(1, len(curved), figsize=(4.2 * len(curved), 3.3), squeeze=False)
+    for ax, m in zip(axes[0], curved):
+        effects = study.effects[m.label]
+        cumulative_curves(effects["cumulative_inside"], effects["cumulative_outside"], study.plot_label(m), ax=ax)
+    fig.tight_layout()
+    return fig

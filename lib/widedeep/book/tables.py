@@ -129,3 +129,29 @@ def removal_table(models: list, effects: list[dict]) -> str:
             for m, e in zip(models, effects)]
     return list_table(["model", "block tested", "CKA in / out before", "after removing PC1",
                        "block after removal (CKA only)"], rows)
+
+
+def spans_table(study) -> str:
+    """Each model of a `pruning.PruningStudy` with its test accuracy and the span it is tested on."""
+    return list_table(["model", "test acc", "tested span", "from"], [
+        [m.label, f"{m.run.test_acc:.3f}", m.span_name(study.spans[m.label][0]),
+         {"block": "block", "cka_only": "CKA-only (control)", None: "—"}[study.spans[m.label][1]]]
+        for m in study.models])
+
+
+def deletion_table(study) -> str:
+    """Per model of a `pruning.PruningStudy`: probe gain across its span, mean deletion costs in / out of it
+    (without and with the BatchNorm repair) and what the repair alone changes."""
+    def signed(value: float) -> str:
+        return f"{value:+.3f}" if value == value else "—"   # NaN (nothing to measure) as a dash
+
+    rows = []
+    for m in study.models:
+        v, e = study.verdicts[m.label], study.effects[m.label]
+        rows.append([m.label, {"block": "block", "cka_only": "CKA-only", None: "—"}[study.spans[m.label][1]],
+                     signed(v["probe_gain_inside"]),
+                     f"{signed(v['mean_delta_inside'])} / {signed(v['mean_delta_outside'])}",
+                     f"{signed(v['mean_delta_inside_repaired'])} / {signed(v['mean_delta_outside_repaired'])}",
+                     signed(e["repair_only_delta"])])
+    return list_table(["model", "span", "probe gain in span", "mean Δ in / out", "with BN repair", "repair alone"],
+                      rows)
