@@ -337,3 +337,25 @@ def cumulative_panels(study, focus: list):
         cumulative_curves(effects["cumulative_inside"], effects["cumulative_outside"], study.plot_label(m), ax=ax)
     fig.tight_layout()
     return fig
+
+
+def first_split_grids(fractions: dict[str, np.ndarray], wide_seeds: int, half: int):
+    """Correct-fraction grids of one half-split (`populations.ErrorStudy.first_split`): wide vs half 1, and the
+    null, half 2 vs half 1."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.5))
+    correct_fraction_grid(fractions["wide"], fractions["deep_1"], wide_seeds, half, "wide", "deep (half 1)",
+                          "wide vs deep", ax=axes[0])
+    correct_fraction_grid(fractions["deep_2"], fractions["deep_1"], half, half, "deep (half 2)", "deep (half 1)",
+                          "null: deep vs deep", ax=axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def split_histograms(paired: dict[str, np.ndarray]):
+    """Discoveries and mean |p_A(i) − p_B(i)| over the paired half-splits (`errors.paired_split_tests`), test vs null."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    null_histogram(paired["test_n_significant"], paired["null_n_significant"], "significant examples (BH)",
+                   ax=axes[0])
+    null_histogram(paired["test_mean_abs_diff"], paired["null_mean_abs_diff"], "mean |p_A(i) − p_B(i)|", ax=axes[1])
+    fig.tight_layout()
+    return fig

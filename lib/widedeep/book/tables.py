@@ -155,3 +155,11 @@ def deletion_table(study) -> str:
                      signed(e["repair_only_delta"])])
     return list_table(["model", "span", "probe gain in span", "mean Δ in / out", "with BN repair", "repair alone"],
                       rows)
+
+
+def populations_table(study) -> str:
+    """The two populations of a `populations.ErrorStudy`: architecture, seeds, parameters, test accuracy per seed."""
+    return list_table(["side", "model", "seeds", "parameters", "test accuracy per seed"], [
+        [side, study.describe(side), len(study.populations[side]),
+         f"{study.populations[side][0].metrics['parameters']:,}",
+         ", ".join(f"{r.test_acc:.3f}" for r in study.populations[side])] for side in ("wide", "deep")])
