@@ -35,7 +35,10 @@ VOLATILE = {("05_pruning", "timing_s")}
 # The mapping from schema 0 to schema 1 (issue 15): each entry is (chapter, path, change).
 # - "keyed": a list of model rows with a "name" becomes {name: row without it};
 # - "labels->names": model labels ("ResNet-56 ×1, n=500, s0"), as dict keys or as values, become run names;
-# - ("rename", new): the key moves to `new` (same parent), its value unchanged.
+# - ("rename", new): the key moves to `new` (same parent), its value unchanged;
+# - "block_by_owner" (Chapter 7): the one seed's `block` summary and the top-level `block_pairs` become
+#   {run name of the seed: {its summary, "pairs": block_pairs}} ({} without a block), since every seed
+#   with a block is now asked (schema 1), as Chapter 4 does.
 SCHEMA_0_TO_1 = [
     ("01_training", "models", "keyed"),
     ("02_cka", "models", ("rename", "run_roles")),
@@ -48,8 +51,7 @@ SCHEMA_0_TO_1 = [
     ("05_pruning", "position_control.*.controls", "labels->names"),
     ("05_pruning", "probe_position_control", "labels->names"),
     ("05_pruning", "probe_position_control.*", "labels->names"),
-    ("07_subspace_match", "block.label", "labels->names"),
-    ("07_subspace_match", "block.label", ("rename", "model")),
+    ("07_subspace_match", "", "block_by_owner"),
 ]
 
 
@@ -71,8 +73,21 @@ def label_map(documents: dict[str, dict]) -> dict[str, str]:
     return names
 
 
+def _block_by_owner(document: dict, names: dict[str, str]) -> dict:
+    block, pairs = document.get("block"), document.get("block_pairs", [])
+    out = {k: v for k, v in document.items() if k != "block_pairs"}
+    if block is None:
+        out["block"] = {}
+    elif "label" in block:
+        owner = _name(block["label"], names)
+        out["block"] = {owner: {**{k: v for k, v in block.items() if k != "label"}, "pairs": pairs}}
+    return out
+
+
 def _apply(node, path: list[str], change, names: dict[str, str]):
     """`node` with `change` applied at `path` ('*' = every key)."""
+    if change == "block_by_owner":
+        return _block_by_owner(node, names)
     if not path:
         return _change(node, change, names)
     head, rest = path[0], path[1:]
@@ -113,7 +128,7 @@ def migrate(chapter: str, document: dict, names: dict[str, str]) -> dict:
         return document
     for table_chapter, path, change in SCHEMA_0_TO_1:
         if table_chapter == chapter:
-            document = _apply(document, path.split("."), change, names)
+            document = _apply(document, path.split(".") if path else [], change, names)
     return {"schema_version": 1, **document}
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from widedeep.analyses.matching import subspace_verdict
 from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, fraction_verdict
 from widedeep.book import results as results_schema
+from widedeep.book.tables import list_table
 from widedeep.labels import architecture_label
 
 
@@ -112,16 +114,6 @@ def judge_errors(results: dict) -> tuple[str, str]:
         f"class level: {verdicts['class_level']}")
 
 
-def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Sequence[float],
-                     threshold: float = 0.5) -> tuple[str, int, int]:
-    """Wang et al.'s claim per layer: (verdict, layers whose mean score over seed pairs at the largest ε is below
-    `threshold`, layers). `match_scores` is (pairs, layers, ε values)."""
-    scores = np.asarray(match_scores, dtype=float)
-    loosest = scores[:, :, int(np.argmax(eps))].mean(axis=0)
-    low = int(np.sum(loosest < threshold))
-    return fraction_verdict(low, loosest.size), low, loosest.size
-
-
 def judge_subspace(results: dict) -> tuple[str, str]:
     """Chapter 7: shown when, at the paper's largest ε, each seed-paired layer matches in under half its neurons."""
     base = results["base"]
@@ -153,6 +145,20 @@ FINDINGS = [
 ]
 
 
+def block_uniqueness(results_dir: str | Path) -> str:
+    """What Chapter 4 found under CKA of each seed's block (unique to it or not), from its results file."""
+    path = Path(results_dir) / "04_pca.json"
+    if not path.exists():
+        return "Chapter 4 asks whether a block is unique to its model (its results are not here yet)"
+    models = results_schema.read(path)["models"].values()
+    compared = [e for e in models if e.get("cross_seed_cka_inside") is not None]
+    return "; ".join(
+        f"Chapter 4 found the block of {results_schema.label(e)} "
+        + ("unique to it" if e["cross_seed_cka_inside"] < e["cross_seed_cka_outside"] else "not unique to it")
+        + f" (CKA with the other seeds {e['cross_seed_cka_inside']:.2f} inside, {e['cross_seed_cka_outside']:.2f}"
+          " outside)" for e in compared) or "Chapter 4 found no seed with a block to compare"
+
+
 def load_results(results_dir: str | Path) -> dict[str, dict]:
     """Every chapter's results in `results_dir` (checked against the schema), keyed by chapter."""
     return results_schema.load_all(results_dir)
@@ -169,6 +175,13 @@ def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) ->
         rows.append({"claim": finding.claim, "verdict": verdict, "evidence": evidence,
                      "chapter": finding.chapter, "figure": finding.figure})
     return rows
+
+
+def claims_table(rows: list[dict]) -> str:
+    """The introduction's table: each finding, our verdict (bold), its evidence, figure and chapter link."""
+    return list_table(["the paper finds", "our runs", "evidence", "figure", "chapter"], [
+        [r["claim"], f"**{r['verdict']}**", r["evidence"], r["figure"],
+         f"[Chapter {int(r['chapter'][:2])}]({r['chapter']}.md)"] for r in rows])
 
 
 def provenance_lines(results: dict[str, dict]) -> list[str]:

@@ -359,3 +359,25 @@ def split_histograms(paired: dict[str, np.ndarray]):
     null_histogram(paired["test_mean_abs_diff"], paired["null_mean_abs_diff"], "mean |p_A(i) − p_B(i)|", ax=axes[1])
     fig.tight_layout()
     return fig
+
+
+def match_by_layer(study):
+    """A `matching.MatchStudy`'s match score at each ε and linear CKA along the post-ReLU layers (means over seed
+    pairs), and beside it the ε that matches half the neurons, per pair and on average."""
+    fig, (ax, ax_eps) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    depth = np.arange(len(study.layers))
+    for k, eps in enumerate(study.eps):
+        ax.plot(depth, study.scores[:, :, k].mean(0), "o-", markersize=3, label=f"match, ε = {eps:g}")
+    ax.plot(depth, study.cka.mean(0), "k--", linewidth=1.5, label="linear CKA")
+    ax.set_xlabel("post-ReLU layer")
+    ax.set_ylabel(f"mean over {len(study.pairs)} seed pairs")
+    ax.set_ylim(0, 1.02)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    for row in study.half_eps:
+        ax_eps.plot(depth, row, "-", color="grey", alpha=0.4, linewidth=0.8)
+    ax_eps.plot(depth, study.half_eps.mean(0), "o-", color="tab:red", markersize=3, label="mean over seed pairs")
+    ax_eps.set_xlabel("post-ReLU layer")
+    ax_eps.set_ylabel("ε that matches half the neurons")
+    ax_eps.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig

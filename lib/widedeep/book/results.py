@@ -69,7 +69,7 @@ CHAPTERS = {
     "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "example_level", "class_level",
                                 "verdicts"), (), ("verdicts.*",)),
     "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
-                                        "block", "block_pairs", "verdicts"), (), ("verdicts.*",)),
+                                        "block", "verdicts"), (), ("verdicts.*",)),
 }
 
 

@@ -163,3 +163,38 @@ def populations_table(study) -> str:
         [side, study.describe(side), len(study.populations[side]),
          f"{study.populations[side][0].metrics['parameters']:,}",
          ", ".join(f"{r.test_acc:.3f}" for r in study.populations[side])] for side in ("wide", "deep")])
+
+
+def sampling_table(study) -> str:
+    """Exact against sampled match scores of a `matching.MatchStudy`'s first pair, per ε (means over layers)."""
+    return list_table(["ε", "exact (mean over layers)", "sampled", "mean absolute difference", "largest"], [
+        [f"{e:g}", f"{study.exact[:, k].mean():.3f}", f"{study.sampled[:, k].mean():.3f}",
+         f"{study.gap[:, k].mean():.3f}", f"{study.gap[:, k].max():.3f}"] for k, e in enumerate(study.eps)])
+
+
+def simple_match_table(study) -> str:
+    """Simple-match sizes in the chosen layers of a `matching.MatchStudy` (or a sentence when there are none)."""
+    eps = study.settings.simple_eps
+    if not len(study.simple_chosen):
+        return f"No layer of the first seed pair has a non-empty maximum match at ε = {eps:g}."
+    return list_table(
+        ["layer", "channels per side", f"maximum match at ε = {eps:g}", "simple-match sizes (neurons, both sides)"],
+        [[name, study.simple_n_a[i], f"{study.simple_scores[i]:.2f}",
+          ", ".join(map(str, sorted(study.simple_sizes[name]))) or "—"]
+         for i, name in zip(study.simple_chosen, study.simple_sizes)])
+
+
+def invariance_table(study) -> str:
+    """Linear CKA and the match of one real layer against its transformed copies (`MatchStudy.disagreement`)."""
+    return list_table(["transformation of one layer", "linear CKA", f"match (ε = {study.eps[0]:g})"],
+                      [[k, f"{c:.3f}", f"{m:.3f}"] for k, (c, m) in study.checks.items()])
+
+
+def block_match_table(study) -> str:
+    """Each seed with a block against each other seed under the match, inside and outside its block."""
+    eps = study.eps[-1]
+    return list_table(["seed with a block", "other seed", f"match inside the block (ε = {eps:g})", "outside",
+                       "ε for half the neurons, inside", "outside"], [
+        [b["seed"], r["other_seed"], f"{r['score_inside']:.2f}", f"{r['score_outside']:.2f}",
+         f"{r['half_eps_inside']:.2f}", f"{r['half_eps_outside']:.2f}"]
+        for b in study.block.values() for r in b["pairs"]])
