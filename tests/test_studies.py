@@ -67,6 +67,14 @@ def test_glue_all_glues_every_value_without_display(monkeypatch):
     assert notebook.Clock().elapsed() >= 0
 
 
+def test_show_wraps_long_output_at_the_page_width(capsys):
+    name = "fmnist16-resnet110x1-n500-s0-93fa3225"
+    notebook.show("profile 'cpu':", ", ".join(f"key_{i} {i}" for i in range(30)), "model", name)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= notebook.WIDTH for line in lines)
+    assert lines[1].startswith("  ") and any(name in line for line in lines)  # run names are not broken
+
+
 # ---------------------------------------------------------------------------------------------
 # Chapters 3-4: the block structure
 # ---------------------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ def output_copy(_: int, output: torch.Tensor) -> torch.Tensor:
     return output.detach().float().cpu().clone()
 
 
-def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence, batch_size: int = 250) -> list[torch.Tensor]:
+def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence,
+                    batch_size: int = 250) -> list[torch.Tensor]:
     """Whole outputs of a few layers over `images`, batch by batch (for analyses that need activations, not Grams)."""
     with Capture(model, layers, output_copy) as capture:  # the capture moves each batch to the model
         batches = [capture(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)]

@@ -49,8 +49,32 @@ def parse_overrides(pairs: list[list[str]]) -> dict:
     return values
 
 
-def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = True) -> Path:
-    """Execute chapter `name` with papermill into runs/chapters/ and optionally render it as one HTML page."""
+def page_config(out_dir: Path) -> Path:
+    """A Jupyter Book config for one executed chapter: the book's own `_config.yml` (vendored MathJax, require.js
+    and widget manager, the same extensions), with execution off and every path absolute."""
+    root = profiles.repo_root()
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config["only_build_toc_files"] = False
+    config["exclude_patterns"] = []
+    config.setdefault("execute", {})["execute_notebooks"] = "off"   # papermill has executed it already
+    sphinx = config.setdefault("sphinx", {})
+    sphinx["config"]["html_static_path"] = [str(root / p) for p in sphinx["config"]["html_static_path"]]
+    sphinx["local_extensions"] = {k: str(root / v) for k, v in sphinx.get("local_extensions", {}).items()}
+    path = out_dir / "_page_config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def build_page(notebook: Path, out_dir: Path) -> Path:
+    """Render an executed chapter as one HTML page with the book's config; return the page."""
+    subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook), "--config",
+                    str(page_config(out_dir)), "--path-output", str(out_dir)], check=True)
+    return out_dir / "_build" / "_page" / notebook.stem / "html" / f"{notebook.stem}.html"
+
+
+def run_chapter(name: str, profile: str, overrides: dict, build: bool = True,
+                out_dir: Path | None = None) -> Path:
+    """Execute chapter `name` with papermill into runs/chapters/ (or `out_dir`) and optionally render its page."""
     import jupytext
     import papermill
 
@@ -59,7 +83,7 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
         profiles.load_profile(profile, overrides)  # refuse bad profiles, keys and values before running anything
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    out_dir = profiles.repo_root() / "runs" / "chapters"
+    out_dir = out_dir or profiles.repo_root() / "runs" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"-{store.config_hash(overrides)}" if overrides else ""
     stem = f"{source.stem}-{profile}{suffix}"
@@ -69,11 +93,8 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
                                parameters={"profile": profile, "overrides": overrides}, progress_bar=True)
     notebook_in.unlink()
     print(f"executed notebook: {notebook_out}")
-    if build_page:
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook_out),
-                        "--path-output", str(out_dir)], check=True)
-        html = out_dir / "_build" / "_page" / stem / "html" / f"{stem}.html"
-        print(f"page: {html}")
+    if build:
+        print(f"page: {build_page(notebook_out, out_dir)}")
     return notebook_out
 
 
@@ -136,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "train":
         train_profile(args.profile, parse_overrides(args.parameter), args.shard, args.threads)
     elif args.command == "chapter":
-        run_chapter(args.name, args.profile, parse_overrides(args.parameter), build_page=not args.no_build)
+        run_chapter(args.name, args.profile, parse_overrides(args.parameter), build=not args.no_build)
 
 
 if __name__ == "__main__":

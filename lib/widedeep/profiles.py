@@ -140,14 +140,15 @@ class CKA(Section):
     passes: int
 
     def check(self) -> None:
-        _require(self.batch_size >= 4, "cka_batch_size", f"must be at least 4 (the unbiased HSIC); got {self.batch_size}")
+        _require(self.batch_size >= 4, "cka_batch_size",
+                 f"must be at least 4 (the unbiased HSIC); got {self.batch_size}")
         _require(self.examples >= self.batch_size, "cka_examples", f"must be at least cka_batch_size "
                  f"({self.batch_size}); got {self.examples}")
 
 
 @dataclass(frozen=True)
 class Detector(Section):
-    """The block detector's settings (`widedeep.analyses.blocks`) and the sweeps that show the verdict is not one threshold's."""
+    """The block detector's settings (`widedeep.analyses.blocks`) and the sweeps beside them."""
 
     PREFIX: ClassVar[str] = "block_"
     threshold: float              # every layer's mean CKA inside the block exceeds this
@@ -406,7 +407,8 @@ def _layers(name: str, chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str
     parent = own.pop("extends", None)
     if parent is not None:
         if not isinstance(parent, str):
-            raise ProfileError(f"{_display(path)}: `extends:` takes a profile name, e.g. `extends: paper`; got {parent!r}")
+            raise ProfileError(f"{_display(path)}: `extends:` takes a profile name, e.g. `extends: paper`; "
+                               f"got {parent!r}")
         values, origin = _layers(parent, chain + (name,))
     values.update(own)
     origin.update({key: _display(path) for key in own})
@@ -493,7 +495,7 @@ def seed_study_grid(profile: Profile) -> list[TrainConfig]:
 
 
 def cka_base_grid(profile: Profile) -> list[TrainConfig]:
-    """Chapter 2's base model (the narrowest of the width series on the most data) over its seeds, and its plain control."""
+    """Chapter 2's base model (narrowest of the width series, most data) over its seeds, and its plain control."""
     g = profile.grid
     depth, width, n_train = g.width_series_depth, g.widths[0], max(g.n_trains)
     seeds = [train_config(profile, depth, width, n_train, s) for s in g.cross_seeds]

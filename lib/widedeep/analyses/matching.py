@@ -78,7 +78,7 @@ class MatchStudy:
     # -- across seeds ----------------------------------------------------------------------------
 
     def across_seeds(self) -> dict[str, str]:
-        """Scores (pairs, layers, eps), ε for half the neurons (pairs, layers) and CKA (pairs, layers) of every pair."""
+        """Every pair's scores (pairs, layers, eps), ε for half the neurons and CKA (pairs, layers)."""
         self.base = {p: self.pair_scores(self.runs[p[0]], self.runs[p[1]], self.layers) for p in self.pairs}
         self.scores = np.stack([self.base[p][1] for p in self.pairs])
         self.half_eps = np.stack([self.base[p][2] for p in self.pairs])

@@ -55,7 +55,8 @@ class ErrorStudy:
         self.matched = abs(self.match["diff"]) <= self.settings.match_tolerance
         m = self.match
         return {"wide_model": self.describe("wide"), "deep_model": self.describe("deep"),
-                "acc_wide": f"{m['acc_a']:.3f} ± {m['std_a']:.3f}", "acc_deep": f"{m['acc_b']:.3f} ± {m['std_b']:.3f}",
+                "acc_wide": f"{m['acc_a']:.3f} ± {m['std_a']:.3f}",
+                "acc_deep": f"{m['acc_b']:.3f} ± {m['std_b']:.3f}",
                 "acc_gap": f"{m['diff']:+.3f}", "acc_p": f"{m['p_value']:.2g}",
                 "matched": "matched" if self.matched else "not matched",
                 "match_tolerance": f"{self.settings.match_tolerance:g}"}
@@ -80,7 +81,8 @@ class ErrorStudy:
                                                     s.null_quantile)
         self.example_verdict = errors.difference_verdict(self.beyond_discoveries, self.beyond_difference, self.matched)
         self.all_seeds = errors.example_tests(self.wide, self.deep, self.labels, s.fdr)
-        return {"fdr": f"{s.fdr:g}", "splits": str(s.splits), "null_percentile": f"{100 * s.null_quantile:g}th percentile",
+        return {"fdr": f"{s.fdr:g}", "splits": str(s.splits),
+                "null_percentile": f"{100 * s.null_quantile:g}th percentile",
                 "test_discoveries": spread(paired["test_n_significant"], 0),
                 "null_discoveries": spread(paired["null_n_significant"], 0),
                 "test_abs_diff": spread(paired["test_mean_abs_diff"], 3),
@@ -92,7 +94,7 @@ class ErrorStudy:
                 "all_seeds": f"{self.wide.shape[0]} wide against {self.deep.shape[0]} deep"}
 
     def p_floor(self) -> float:
-        """The smallest two-sided Fisher p-value m seeds a side can give: all right on one side, all wrong on the other."""
+        """The smallest two-sided Fisher p-value m seeds a side can give: all right against all wrong."""
         return float(errors.fisher_pvalues(np.array([self.m]), self.m, np.array([0]), self.m)[0])
 
     def count_demand(self) -> dict[str, str]:

@@ -159,7 +159,8 @@ class PruningStudy:
                 "verdict": deletion.cost_verdict(own["mean_delta_inside"] - control_inside,
                                                  own["mean_delta_outside"] - control_outside, margin)}
         numbers = "; ".join(
-            f"{k}: {self.verdicts[k]['mean_delta_inside']:+.3f} inside vs {self.verdicts[k]['mean_delta_outside']:+.3f} "
+            f"{k}: {self.verdicts[k]['mean_delta_inside']:+.3f} inside vs "
+            f"{self.verdicts[k]['mean_delta_outside']:+.3f} "
             f"outside, the same positions in {len(p['controls'])} model(s) without a block "
             f"{signed(p['control_inside'])} vs {signed(p['control_outside'])}" for k, p in self.position.items())
         return {"position_verdict": v.agreement([p["verdict"] for p in self.position.values()], v.CHEAPER_INSIDE),

@@ -50,7 +50,7 @@ def agreement(verdicts: Iterable[str], expected: str) -> str:
 
 
 def tally(verdicts: dict[str, str]) -> str:
-    """Per-model verdicts as one sentence: 'plateau in 2 of 3 (A, B); rises in 1 of 3 (C)'; 'no model to judge' if empty."""
+    """Per-model verdicts as one sentence: 'plateau in 2 of 3 (A, B); rises in 1 of 3 (C)' ('no model to judge')."""
     if not verdicts:
         return "no model to judge"
     parts = []

@@ -1,4 +1,4 @@
-"""What chapter cells use to put computed values into their prose: glue many at once, time the chapter.
+"""What chapter cells use to put computed values into their prose: glue many at once, show, time.
 
 Layer: book support (no widedeep imports). A chapter's sentences quote values with
 `{glue:text}` roles; `glue_all` registers a whole mapping of them in one call, so a cell that
@@ -7,8 +7,11 @@ computes a result glues it in one line instead of one line per value.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Mapping
+
+WIDTH = 90  # columns of a code or output block on the page (tests/test_browser.py checks they fit)
 
 
 def glue_all(values: Mapping[str, object]) -> None:
@@ -17,6 +20,13 @@ def glue_all(values: Mapping[str, object]) -> None:
 
     for key, value in values.items():
         glue(key, value, display=False)
+
+
+def show(*parts: object) -> None:
+    """Print like `print`, wrapped at WIDTH columns (continuations indented) so no output runs off the page."""
+    text = " ".join(str(p) for p in parts)
+    print("\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False) or line for line in text.split("\n")))
 
 
 class Clock:

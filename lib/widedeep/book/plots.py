@@ -27,7 +27,8 @@ def accuracy_vs_parameters(rows: list[dict], key: str = "test_acc", chance: floa
         for r, p, a in zip(sub, params, acc):
             marker = "s" if r["width"] != 1 else "o"
             ax.plot(p, a, marker, color=colour, markersize=6)
-            ax.annotate(architecture_label(r['depth'], r['width']), (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(architecture_label(r["depth"], r["width"]), (p, a), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
         ax.plot([], [], "o-", color=colour, label=f"n_train = {n_train}")
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
@@ -301,7 +302,7 @@ def pc_share_panels(groups: dict[str, list], threshold: float | None):
 
 
 def first_pc_row(m, pc1_similarity, removed):
-    """An analysed model's stream-layer CKA, first-PC similarity and CKA without the first PC, its tested block outlined."""
+    """A model's stream-layer CKA, first-PC similarity and CKA without the first PC, its tested block outlined."""
     fig = heatmap_row([m.stream_cka, pc1_similarity, removed],
                       [f"{m.label}: CKA", "first-PC similarity |⟨u₁, u₁⟩|", "CKA, first PC removed"],
                       xlabels=["residual-stream layer"] * 3, ylabels=["residual-stream layer"] * 3)
@@ -352,7 +353,7 @@ def first_split_grids(fractions: dict[str, np.ndarray], wide_seeds: int, half: i
 
 
 def split_histograms(paired: dict[str, np.ndarray]):
-    """Discoveries and mean |p_A(i) − p_B(i)| over the paired half-splits (`errors.paired_split_tests`), test vs null."""
+    """Discoveries and mean |p_A(i) − p_B(i)| over paired half-splits (`errors.paired_split_tests`), test vs null."""
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0))
     null_histogram(paired["test_n_significant"], paired["null_n_significant"], "significant examples (BH)",
                    ax=axes[0])

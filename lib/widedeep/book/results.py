@@ -181,7 +181,7 @@ def _plain(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 def write(profile: Profile, chapter: str, wall_time_s: float, **payload) -> Path:
-    """Check and write `<profile.results_dir>/<chapter>.json` with its schema version and provenance; return the path."""
+    """Check and write `<profile.results_dir>/<chapter>.json` with schema version and provenance; return its path."""
     document = {"schema_version": SCHEMA_VERSION, "provenance": store.provenance(profile.name, wall_time_s),
                 **_plain(payload)}
     path = Path(profile.results_dir) / f"{chapter}.json"

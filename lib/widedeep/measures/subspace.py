@@ -400,7 +400,8 @@ class LayerPair:
         return high
 
     def eps_for_fraction(self, fraction: float = 0.5, precision: float = 1e-3) -> float:
-        """Smallest eps whose maximum match holds `fraction` of the smaller side's live neurons on each side (NaN if none live).
+        """Smallest eps whose maximum match holds `fraction` of the smaller side's live neurons on each side. NaN when
+        a side has no live neuron.
 
         A continuous companion of the score: where every layer's match is empty at the paper's eps,
         this still says how far apart the two layers' neuron subspaces are.
