@@ -1,12 +1,14 @@
 """Tables and simple summaries of result rows (lists of dicts), for the book's prose and JSON files.
 
-Layer: book support (no widedeep imports).
+Layer: book support (display labels from `widedeep.labels`).
 """
 
 from __future__ import annotations
 
 import re
 from itertools import groupby
+
+from widedeep.labels import architecture_label
 
 RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
                "parameters": "parameters", "train_acc": "train acc", "val_acc": "val acc",
@@ -88,7 +90,8 @@ def blocks_table(models: list, seed_column: bool = False) -> str:
     rows = []
     for m in models:
         r = m.summary()
-        first = [r["seed"]] if seed_column else [f"ResNet-{r['depth']} ×{r['width']:g} s{r['seed']}", r["n_train"]]
+        first = [r["seed"]] if seed_column else [f"{architecture_label(r['depth'], r['width'])} s{r['seed']}",
+                                                 r["n_train"]]
         rows.append(first + [f"{r['test_acc']:.3f}"] + ([] if seed_column else [f"{r['train_acc']:.3f}"])
                     + [f"{r['max_pc1_share']:.2f}", block_cell(m, m.block), block_cell(m, m.block_cka_only)])
     return list_table(header + ["max PC1 share", "block (CKA + PC1)", "CKA-only block"], rows)
@@ -106,7 +109,7 @@ def sweep_table(models: list, sweep: dict, thresholds: list[float], min_pc1s: li
 def stored_blocks_table(models: dict[str, dict]) -> str:
     """Models of a results file (by run name) with their test accuracy, largest first-PC share and block."""
     return list_table(["model", "n_train", "test acc", "max PC1 share", "block"], [
-        [f"ResNet-{r['depth']} ×{r['width']:g} s{r['seed']}", r["n_train"], f"{r['test_acc']:.3f}",
+        [f"{architecture_label(r['depth'], r['width'])} s{r['seed']}", r["n_train"], f"{r['test_acc']:.3f}",
          f"{r['max_pc1_share']:.2f}", "—" if r["block"] is None else
          f"{r['block']['n_layers']} layers, CKA {r['block']['mean_cka']:.2f}"] for r in models.values()])
 
