@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from widedeep import cka, store as run_store
+from widedeep import store as run_store
+from widedeep.measures import cka, grams
 from widedeep.models import resnet
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def reference_cka(store: list[list[torch.Tensor]], indices: list[int]) -> np.nda
 
 
 def run_ours(store: list[list[torch.Tensor]], indices: list[int], gram_dtype: torch.dtype) -> tuple[np.ndarray, float]:
-    """widedeep.cka.MinibatchCKA on the stored activations: (matrix, seconds)."""
+    """widedeep.measures.cka.MinibatchCKA on the stored activations: (matrix, seconds)."""
     start = time.perf_counter()
     engine = cka.MinibatchCKA([str(i) for i in indices], gram_dtype=gram_dtype)
     for acts in store:
@@ -225,7 +226,7 @@ def scipy_syrk(m: torch.Tensor) -> torch.Tensor:
 
 GRAM_KERNELS = {
     "one GEMM (x @ x.T)": lambda m: m @ m.T,
-    "three half-size products (ours)": cka.symmetric_gram,
+    "three half-size products (ours)": grams.symmetric_gram,
     "OpenBLAS syrk via SciPy": scipy_syrk,
 }
 
@@ -244,7 +245,7 @@ def gram_kernels(acts: list[torch.Tensor], repeats: int) -> dict:
         def interleaved() -> tuple[None, float]:
             start = time.perf_counter()
             for m in matrices:
-                kernel(cka.center_features(m))
+                kernel(grams.center_features(m))
             return None, time.perf_counter() - start
 
         table[name] = {"alone_s": best_of(alone, repeats)[1], "interleaved_s": best_of(interleaved, repeats)[1]}

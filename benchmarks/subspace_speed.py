@@ -1,4 +1,4 @@
-"""Speed of widedeep.subspace's two exact forms of the maximum match, on identical activations.
+"""Speed of widedeep.measures.subspace's two exact forms of the maximum match, on identical activations.
 
     .venv/bin/python benchmarks/subspace_speed.py                          # 32 and 128 channels (under a minute)
     .venv/bin/python benchmarks/subspace_speed.py --sizes 64x10000 --eps 0.15,0.2,0.25,0.3,0.5
@@ -8,12 +8,12 @@ What it measures, all in one run and side by side:
    D (example, position) samples: non-negative mixtures of C/2 shared ReLU features plus per-channel
    noise of graded size, so that the maximum match is partial and shrinks with eps (Algorithm 1
    then needs several rounds). Both forms get exactly these float64 matrices.
-   - direct: `maximum_match(a, b, eps)`, projection onto an SVD basis of the other side's span in
+   - direct: `LayerPair.from_activations(a, b).maximum_match(eps)`, projection onto an SVD basis of the other side's span in
      every round of Algorithm 1 (the authors' least-squares code does the same work with lstsq);
    - Gram: `stacked_gram(a, b)` once (what `NeuronMoments` accumulates during the forward pass
-     anyway), then `maximum_match_gram(gram, C, eps)`; timed with and without building the Gram.
+     anyway), then `LayerPair.from_gram(gram, C).maximum_match(eps)`; timed with and without building the Gram.
    Agreement: whether both forms return the same index sets, and the score.
-2. Simple matches (Algorithm 2) of a few neurons, `simple_match` (direct) vs `simple_match_gram`,
+2. Simple matches (Algorithm 2) of a few neurons, `LayerPair.simple_match` in the direct vs the Gram form,
    on the first size only, at the smallest eps with a non-empty maximum match: O(n) maximum
    matches per neuron, each of which the direct form pays with SVDs of (neurons x samples) matrices.
 Timings depend on the machine and its load; the ratios are what to compare.
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from widedeep import subspace
+from widedeep.measures import subspace
+from widedeep.measures.subspace import LayerPair
 
 
 def activations(channels: int, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +75,8 @@ def time_maximum_match(a: np.ndarray, b: np.ndarray, eps_values: list[float], re
     gram, build_s = best_of(lambda: subspace.stacked_gram(a, b), repeats)
     rows = []
     for eps in eps_values:
-        direct, direct_s = best_of(lambda: subspace.maximum_match(a, b, eps), repeats)
-        from_gram, match_s = best_of(lambda: subspace.maximum_match_gram(gram, a.shape[0], eps), repeats)
+        direct, direct_s = best_of(lambda: LayerPair.from_activations(a, b).maximum_match(eps), repeats)
+        from_gram, match_s = best_of(lambda: LayerPair.from_gram(gram, a.shape[0]).maximum_match(eps), repeats)
         rows.append({"eps": eps, "direct_s": direct_s, "gram_build_s": build_s, "gram_match_s": match_s,
                      "ratio_with_build": direct_s / (build_s + match_s), "ratio_match_only": direct_s / match_s,
                      "agree": same(direct, from_gram),
@@ -86,13 +87,15 @@ def time_maximum_match(a: np.ndarray, b: np.ndarray, eps_values: list[float], re
 def time_simple_matches(a: np.ndarray, b: np.ndarray, eps: float, neurons: int) -> dict:
     """Algorithm 2 for the first `neurons` neurons of the maximum match: direct vs Gram seconds and agreement."""
     gram = subspace.stacked_gram(a, b)
-    idx_a, idx_b = subspace.maximum_match_gram(gram, a.shape[0], eps)
+    idx_a, idx_b = LayerPair.from_gram(gram, a.shape[0]).maximum_match(eps)
     chosen = np.concatenate([idx_a, a.shape[0] + idx_b])[:neurons]
     start = time.perf_counter()
-    direct = [subspace.simple_match(a, b, int(v), eps) for v in chosen]
+    pair = LayerPair.from_activations(a, b)
+    direct = [pair.simple_match(int(v), eps) for v in chosen]
     direct_s = time.perf_counter() - start
     start = time.perf_counter()
-    from_gram = [subspace.simple_match_gram(gram, a.shape[0], int(v), eps) for v in chosen]
+    pair = LayerPair.from_gram(gram, a.shape[0])
+    from_gram = [pair.simple_match(int(v), eps) for v in chosen]
     gram_s = time.perf_counter() - start
     return {"eps": eps, "neurons": int(chosen.size), "direct_s": direct_s, "gram_s": gram_s,
             "ratio": direct_s / gram_s, "agree": all(same(x, y) for x, y in zip(direct, from_gram)),
@@ -124,7 +127,7 @@ def main() -> None:
     print(f"numpy {np.__version__}, torch {torch.__version__}, OMP_NUM_THREADS={threads}, "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs")
-    subspace.maximum_match(*activations(4, 50, 0), 0.2)  # warm up BLAS/LAPACK
+    LayerPair.from_activations(*activations(4, 50, 0)).maximum_match(0.2)  # warm up BLAS/LAPACK
     results: dict = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                      "maximum_match": {}, "simple_match": None}
     for channels, samples in args.sizes:
@@ -132,7 +135,7 @@ def main() -> None:
         rows = time_maximum_match(a, b, args.eps, args.repeats)
         results["maximum_match"][f"{channels}x{samples}"] = rows
         print(f"\n[maximum match: {channels} + {channels} channels x {samples} samples; "
-              f"maximal eps {subspace.maximal_eps(a, b):.3f}]")
+              f"maximal eps {LayerPair.from_activations(a, b).maximal_eps():.3f}]")
         print(f"  {'eps':>5}{'direct s':>11}{'Gram build s':>14}{'Gram match s':>14}{'direct/Gram':>13}"
               f"{'(match only)':>14}{'agree':>7}{'score':>7}")
         for r in rows:
@@ -144,7 +147,7 @@ def main() -> None:
         a, b = activations(channels, samples, args.seed)
         gram = subspace.stacked_gram(a, b)
         # The smallest eps whose maximum match is not empty: there simple matches are smallest.
-        eps = min((e for e in args.eps if subspace.match_score_gram(gram, channels, e) > 0), default=max(args.eps))
+        eps = min((e for e in args.eps if LayerPair.from_gram(gram, channels).score(e) > 0), default=max(args.eps))
         row = time_simple_matches(a, b, eps, args.simple_neurons)
         results["simple_match"] = row
         print(f"\n[simple matches (Algorithm 2) of {row['neurons']} neurons at eps {row['eps']}: "

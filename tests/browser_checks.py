@@ -133,3 +133,37 @@ def empty_widgets(widgets) -> list[str]:
         elif w.get("visible") and (w.get("height", 0) <= 0 or w.get("width", 0) <= 0):
             empty.append(f"{what}: rendered with zero size")
     return empty
+
+
+# Python reprs where a reader expects formatted numbers: a float printed with all its digits
+# (0.5994999999999999), NumPy scalar reprs, array reprs and dict reprs with quoted keys.
+RAW_REPR_PATTERNS = {
+    "unformatted float": re.compile(r"(?<![\w.])\d+\.\d{13,}(?![\d])"),
+    "NumPy scalar repr": re.compile(r"\bnp\.(?:float|int|bool_?)\d*\("),
+    "array repr": re.compile(r"\barray\(\["),
+    "dict repr": re.compile(r"\{'[^'\n]{1,60}': "),
+}
+
+
+def raw_reprs(text: str, context: int = 30) -> list[str]:
+    """Places where a page's text (outputs included, code cells left out) shows a raw Python repr."""
+    found = []
+    for kind, pattern in RAW_REPR_PATTERNS.items():
+        for m in pattern.finditer(text):
+            found.append(f"{kind}: ...{text[max(0, m.start() - context):m.end() + context]}...".replace("\n", " "))
+    return found
+
+
+def hidden_but_tall(widgets, max_height: float = 1.0) -> list[str]:
+    """Widget views whose content is hidden (a finished tqdm bar) yet whose area still takes up height.
+
+    Each report has `hidden` (the view's root element has visibility: hidden) and the area's `height`.
+    """
+    return [f"model {w.get('model_id', '?')}: hidden content still {w.get('height', 0):.0f} px tall"
+            for w in widgets if w.get("hidden") and w.get("height", 0) > max_height]
+
+
+def overflowing_code(blocks, tolerance: float = 1.0) -> list[str]:
+    """Code blocks wider than their box (a reader must scroll sideways): reports with scroll/client widths."""
+    return [f"{b.get('text', '')[:80]!r}: {b['scroll_width']:.0f} px of code in {b['client_width']:.0f} px"
+            for b in blocks if b["scroll_width"] > b["client_width"] + tolerance]

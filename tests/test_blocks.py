@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from widedeep import blocks
-from widedeep.blocks import Block, analysed_indices, block_structure_span, inside_outside, threshold_sweep
+from widedeep.analyses import blocks
+from widedeep.analyses.blocks import Block, analysed_indices, block_structure_span, inside_outside, threshold_sweep
 
 M = 30  # analysed ("stream") layers in the synthetic layout
 

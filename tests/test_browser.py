@@ -7,10 +7,13 @@ headless Debian Chromium driven by Selenium through the system chromedriver, and
 (a) nothing is requested from outside the book (no CDN; Chrome's network log);
 (b) no raw TeX in the visible text once MathJax has finished, and no MathJax error boxes;
 (c) every embedded widget view has rendered, non-empty content;
-(d) no SEVERE console entry (uncaught errors, console.error, failed resource loads).
+(d) no SEVERE console entry (uncaught errors, console.error, failed resource loads);
+(e) printed values are formatted (no raw Python reprs), finished progress bars take no space, and no
+    code line runs past the page's edge.
 
-Screenshots of the introduction and of Chapter 2 go to `_build/screenshots/`. Without chromium and
-chromedriver the module is skipped, unless `$WIDEDEEP_REQUIRE_BROWSER` is set (CI), where it fails.
+It also reruns Chapter 1 as `make chapter` does (papermill, then one page with the book's own config)
+and checks that page the same way. Screenshots of the introduction and of Chapter 2 go to
+`_build/screenshots/`. Without chromium and chromedriver the module is skipped, unless `$WIDEDEEP_REQUIRE_BROWSER` is set (CI), where it fails.
 """
 
 from __future__ import annotations
@@ -52,6 +55,17 @@ for (let node = walker.nextNode(); node; node = walker.nextNode()) {
 return parts.join('\\n');
 """
 
+# What the cells printed and displayed (outputs only, not the code), and the widths of every code and
+# printed-output block.
+OUTPUT_TEXT_JS = """
+return [...document.querySelectorAll('.cell_output')].map(e => e.innerText).join('\\n');
+"""
+CODE_BLOCKS_JS = """
+return [...document.querySelectorAll('.cell_input pre, .cell_output pre')].map(p => ({
+  text: p.innerText.split('\\n').reduce((a, b) => b.length > a.length ? b : a, ''),
+  scroll_width: p.scrollWidth, client_width: p.clientWidth}));
+"""
+
 # Wait for MathJax's first typesetting pass, when the page loads MathJax; reports what it rendered.
 MATHJAX_JS = """
 const done = arguments[arguments.length - 1];
@@ -89,6 +103,8 @@ function report() {
             rendered: isArea && !!area.querySelector('.jupyter-widgets, .lm-Widget'),
             error: isArea && !!area.querySelector('.jupyter-widgets-error-widget, .widget-error'),
             visible: isArea && area.checkVisibility(),
+            hidden: isArea && !!area.firstElementChild &&
+                    getComputedStyle(area.firstElementChild).visibility === 'hidden',
             width: box.width, height: box.height,
             text: isArea ? area.innerText.trim().slice(0, 120) : ''};
   });
@@ -204,6 +220,32 @@ def _full_page_screenshot(browser, path: Path, width: int = 1280, max_height: in
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
+def look(driver, path: Path) -> dict:
+    """Open one page from file://, wait for math and widgets, and return what the browser saw."""
+    driver.get("about:blank")
+    driver.get_log("performance"), driver.get_log("browser")   # drop what earlier pages left
+    start = time.perf_counter()
+    driver.get(path.as_uri())
+    mathjax = driver.execute_async_script(MATHJAX_JS, RENDER_TIMEOUT_S * 1000)
+    widgets = driver.execute_async_script(WIDGETS_JS, RENDER_TIMEOUT_S * 1000)
+    time.sleep(0.3)   # late font and image loads reach the logs
+    return {
+        "urls": _requested_urls(driver.get_log("performance")),
+        # resources the page points at, fetched or not (preconnect, lazy images)
+        "referenced": driver.execute_script(
+            "return [...document.querySelectorAll('script[src], link[href], img[src], iframe[src], "
+            "source[src], video[src], audio[src], embed[src], object[data]')]"
+            ".map(e => e.src || e.href || e.data).filter(u => u && !u.startsWith('javascript:'));"),
+        "text": driver.execute_script(VISIBLE_TEXT_JS),
+        "outputs": driver.execute_script(OUTPUT_TEXT_JS),
+        "code": driver.execute_script(CODE_BLOCKS_JS),
+        "mathjax": mathjax,
+        "widgets": widgets,
+        "console": driver.get_log("browser"),
+        "seconds": time.perf_counter() - start,
+    }
+
+
 @pytest.fixture(scope="module")
 def visit(book_html, driver):
     """Open a page once, wait for math and widgets, and keep what the browser saw."""
@@ -215,31 +257,49 @@ def visit(book_html, driver):
         path = book_html / page
         if not path.exists():
             pytest.fail(f"{page} is in the book but was not built ({path} is missing)")
-        driver.get("about:blank")
-        driver.get_log("performance"), driver.get_log("browser")   # drop what earlier pages left
-        start = time.perf_counter()
-        driver.get(path.as_uri())
-        mathjax = driver.execute_async_script(MATHJAX_JS, RENDER_TIMEOUT_S * 1000)
-        widgets = driver.execute_async_script(WIDGETS_JS, RENDER_TIMEOUT_S * 1000)
-        time.sleep(0.3)   # late font and image loads reach the logs
-        seen[page] = {
-            "urls": _requested_urls(driver.get_log("performance")),
-            # resources the page points at, fetched or not (preconnect, lazy images)
-            "referenced": driver.execute_script(
-                "return [...document.querySelectorAll('script[src], link[href], img[src], iframe[src], "
-                "source[src], video[src], audio[src], embed[src], object[data]')]"
-                ".map(e => e.src || e.href || e.data).filter(u => u && !u.startsWith('javascript:'));"),
-            "text": driver.execute_script(VISIBLE_TEXT_JS),
-            "mathjax": mathjax,
-            "widgets": widgets,
-            "console": driver.get_log("browser"),
-            "seconds": time.perf_counter() - start,
-        }
+        seen[page] = look(driver, path)
         if page in SCREENSHOT_PAGES:
             _full_page_screenshot(driver, SCREENSHOT_DIR / SCREENSHOT_PAGES[page])
         return seen[page]
 
     return _visit
+
+
+@pytest.fixture(scope="module")
+def chapter_page(binaries, tmp_path_factory) -> Path:
+    """The page `make chapter` renders, for Chapter 1 at the smoke profile with one model (ResNet-8, seed 7).
+
+    Built in a copy of the book's sources with its own empty run store (`$WIDEDEEP_ROOT`), so the model
+    trains every time and its finished progress bar is on the page.
+    """
+    root = tmp_path_factory.mktemp("chapter-root")
+    for name in ("book", "tools"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    (root / "_vendor").symlink_to((REPO / "_vendor").resolve())
+    env = {**os.environ, "WIDEDEEP_ROOT": str(root)}
+    code = ("from widedeep import cli; cli.main(['chapter', '01_training', '--profile', 'smoke', "
+            "'-p', 'widths', '[1]', '-p', 'depths', '[8]', '-p', 'seeds', '[7]'])")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT_S)
+    if proc.returncode != 0:
+        pytest.fail(f"`widedeep chapter 01_training` failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
+    page = proc.stdout.rsplit("page: ", 1)[-1].strip().splitlines()[0]
+    return Path(page)
+
+
+def test_the_rerun_chapter_page_renders_offline_with_the_book_s_config(chapter_page, driver):
+    seen = look(driver, chapter_page)
+    html = chapter_page.parent
+    assert not checks.external_requests(seen["urls"], html) and not checks.external_requests(seen["referenced"], html)
+    assert any("_static/widedeep.css" in url for url in seen["referenced"]), "the book's own CSS is missing"
+    assert any("html-manager/embed-amd.js" in url for url in seen["referenced"]), "the vendored widget manager"
+    assert seen["widgets"], "the rerun trained a model: its progress bars should be on the page"
+    assert not checks.empty_widgets(seen["widgets"])
+    assert any(w["hidden"] for w in seen["widgets"]), "the finished per-model bar (leave=False) should be hidden"
+    assert not checks.hidden_but_tall(seen["widgets"])
+    assert not checks.raw_reprs(seen["outputs"]) and not checks.overflowing_code(seen["code"])
+    assert not checks.severe_console(seen["console"])
 
 
 def test_the_toc_pages_were_built(book_html):
@@ -282,6 +342,24 @@ def test_every_widget_has_rendered(page, visit):
 def test_no_javascript_errors(page, visit):
     severe = checks.severe_console(visit(page)["console"])
     assert not severe, f"{page} logs errors in the browser console:\n  " + "\n  ".join(severe)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_printed_values_are_formatted(page, visit):
+    reprs = checks.raw_reprs(visit(page)["outputs"])
+    assert not reprs, f"{page} shows raw Python reprs in its outputs:\n  " + "\n  ".join(reprs[:12])
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_finished_progress_bars_take_no_space(page, visit):
+    tall = checks.hidden_but_tall(visit(page)["widgets"])
+    assert not tall, f"{page} keeps empty bands under finished progress bars:\n  " + "\n  ".join(tall)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_code_fits_the_page(page, visit):
+    wide = checks.overflowing_code(visit(page)["code"])
+    assert not wide, f"{page} has code or printed lines that run past the page's edge:\n  " + "\n  ".join(wide)
 
 
 def test_screenshots_of_the_introduction_and_a_chapter(visit):

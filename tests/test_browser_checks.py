@@ -92,3 +92,20 @@ def test_book_pages_skip_assets_and_redirects(tmp_path):
         (html / page).write_text("<html><body>x</body></html>")
     (html / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/intro.html" />')
     assert checks.book_pages(html, toc) == ["book/intro.html", "book/01_a.html", "search.html"]
+
+
+def test_raw_reprs_are_found_and_formatted_numbers_pass():
+    bad = "{'acc_a': 0.5994999999999999, 'acc_b': 0.5705} and np.float64(0.009) and array([1, 2])"
+    kinds = [found.split(":")[0] for found in checks.raw_reprs(bad)]
+    assert kinds == ["unformatted float", "NumPy scalar repr", "array repr", "dict repr"]
+    good = "test accuracy 0.600 ± 0.004; one batch of 500: 0.361218857250; p = 3.2e-05; {glue:text}`x`"
+    assert checks.raw_reprs(good) == []
+
+
+def test_hidden_but_tall_widgets_and_overflowing_code():
+    widgets = [{"model_id": "a", "hidden": True, "height": 88}, {"model_id": "b", "hidden": True, "height": 0},
+               {"model_id": "c", "hidden": False, "height": 32}]
+    assert checks.hidden_but_tall(widgets) == ["model a: hidden content still 88 px tall"]
+    blocks = [{"text": "x = 1", "scroll_width": 300, "client_width": 700},
+              {"text": "y = " + "1" * 200, "scroll_width": 1400, "client_width": 700}]
+    assert len(checks.overflowing_code(blocks)) == 1 and "1400 px of code in 700 px" in checks.overflowing_code(blocks)[0]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from widedeep import cka
+from widedeep.measures import cka
+from widedeep.measures import grams as gram_ops
 from widedeep.models import resnet
 
 
@@ -126,7 +127,7 @@ def test_unbiased_hsic_u_centring_equals_song_trace_formula(kind):
     if kind == "linear":
         k, l = x @ x.T, y @ y.T
     elif kind == "rbf":
-        k, l = cka.gram_rbf(x), cka.gram_rbf(y)
+        k, l = gram_ops.gram_rbf(x), gram_ops.gram_rbf(y)
     else:  # any symmetric matrices, not only Grams
         a, b = _rng(3).normal(size=(2, 30, 30))
         k, l = a + a.T, b + b.T
@@ -210,18 +211,18 @@ def test_streaming_is_the_ratio_of_summed_hsics():
 @pytest.mark.parametrize("n", [5, 64, 101, 128, 257])  # one GEMM below 64 examples, three half-size products from 64
 def test_symmetric_gram_and_u_centred_rows(n):
     m = torch.as_tensor(_rng(6).normal(size=(n, 30)))
-    gram = cka.symmetric_gram(m)
+    gram = gram_ops.symmetric_gram(m)
     torch.testing.assert_close(gram, m @ m.T, rtol=1e-12, atol=1e-12)
     triu = cka._triu(n, torch.device("cpu"))
     rows = cka.u_centred_rows(gram[None], triu)
-    full = cka.u_center(gram)
+    full = gram_ops.u_center(gram)
     torch.testing.assert_close(rows[0], full.reshape(-1)[triu[2]], rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("n", [63, 128, 300])
 def test_symmetric_gram_in_float32_matches_a_float64_product(n):
     m = torch.as_tensor(_rng(7).normal(size=(n, 500)), dtype=torch.float32)
-    gram = cka.symmetric_gram(m[:, ::2])  # a non-contiguous view too
+    gram = gram_ops.symmetric_gram(m[:, ::2])  # a non-contiguous view too
     assert gram.dtype == torch.float32 and torch.equal(gram, gram.T)
     expected = (m[:, ::2].double() @ m[:, ::2].double().T).float()
     torch.testing.assert_close(gram, expected, rtol=1e-5, atol=1e-4)
@@ -232,7 +233,7 @@ def test_symmetric_gram_in_float32_matches_a_float64_product(n):
 def test_layer_gram_never_modifies_its_input(source, gram_dtype):
     x = torch.as_tensor(_rng(11).normal(size=(70, 3, 4, 4)), dtype=source) + 5.0
     before = x.clone()
-    gram = cka.layer_gram(x, gram_dtype)
+    gram = gram_ops.layer_gram(x, gram_dtype)
     assert torch.equal(x, before)
     assert gram.dtype == (gram_dtype or source)
     centred = (before.double().reshape(70, -1) - before.double().reshape(70, -1).mean(0))
@@ -243,7 +244,7 @@ def test_update_grams_equals_update_and_sums_are_exposed():
     layers = _layers(16)
     from_acts, from_grams = cka.MinibatchCKA(), cka.MinibatchCKA()
     from_acts.update([torch.as_tensor(a) for a in layers])
-    from_grams.update_grams([cka.layer_gram(torch.as_tensor(a)) for a in layers])
+    from_grams.update_grams([gram_ops.layer_gram(torch.as_tensor(a)) for a in layers])
     np.testing.assert_array_equal(from_acts.compute(), from_grams.compute())
     cross, self_a, self_b = from_grams.hsic_sums
     assert cross[0, 1] == pytest.approx(_hsic1_reference(layers[0], layers[1]), rel=1e-10)
@@ -345,7 +346,7 @@ def test_rejects_nan_and_inf_naming_the_layer(bad):
         cka.MinibatchCKA(["conv", "relu7", "fc"]).update(layers)
     with pytest.raises(ValueError, match="y: 1 of .* NaN or inf"):
         cka.linear_cka(layers[0], layers[1])
-    grams = [cka.layer_gram(x) if i != 1 else torch.full((12, 12), bad) for i, x in enumerate(layers)]
+    grams = [gram_ops.layer_gram(x) if i != 1 else torch.full((12, 12), bad) for i, x in enumerate(layers)]
     with pytest.raises(ValueError, match="layer 'relu7'"):
         cka.MinibatchCKA(["conv", "relu7", "fc"]).update_grams(grams)
 
@@ -412,7 +413,7 @@ def test_top_pc_fraction_and_removal_match_svd():
     for i, a in enumerate(layers):
         u, s, vt = np.linalg.svd(a - a.mean(0), full_matrices=False)
         assert engine.top_pc_fraction()[i] == pytest.approx(s[0] ** 2 / np.sum(s ** 2), rel=1e-10)
-        assert cka.top_pc_fraction(a @ a.T) == pytest.approx(s[0] ** 2 / np.sum(s ** 2), rel=1e-10)
+        assert gram_ops.top_pc_fraction(a @ a.T) == pytest.approx(s[0] ** 2 / np.sum(s ** 2), rel=1e-10)
         deflated.append((a - a.mean(0)) - s[0] * np.outer(u[:, 0], vt[0]))
     expected = np.array([[cka.linear_cka(a, b, debiased=True) for b in deflated] for a in deflated])
     np.testing.assert_allclose(deflated_engine.compute(), expected, atol=1e-10)
@@ -490,9 +491,9 @@ def test_many_models_at_once_equals_pairwise():
 def test_multi_model_rejects_mismatched_batches():
     engine = cka.MultiModelCKA([["a"], ["b"]])
     with pytest.raises(ValueError, match="different numbers of examples"):
-        engine.update_grams([[cka.layer_gram(torch.randn(8, 3))], [cka.layer_gram(torch.randn(9, 3))]])
+        engine.update_grams([[gram_ops.layer_gram(torch.randn(8, 3))], [gram_ops.layer_gram(torch.randn(9, 3))]])
     with pytest.raises(ValueError, match="Grams of 2 models, got 1"):
-        engine.update_grams([[cka.layer_gram(torch.randn(8, 3))]])
+        engine.update_grams([[gram_ops.layer_gram(torch.randn(8, 3))]])
 
 
 def test_same_model_twice_in_models_cka():
@@ -504,6 +505,6 @@ def test_same_model_twice_in_models_cka():
 def test_no_tf32_restores_the_setting():
     matmul = torch.backends.cuda.matmul
     before = matmul.fp32_precision
-    with cka.no_tf32():
+    with gram_ops.no_tf32():
         assert matmul.fp32_precision == "ieee"
     assert matmul.fp32_precision == before

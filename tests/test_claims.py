@@ -2,13 +2,23 @@
 
 import pytest
 
-from widedeep import claims, profiles, store
+from widedeep import profiles, store
+from widedeep.book import claims, results
 
 BLOCK = {"start": 3, "end": 9, "n_layers": 5, "mean_cka": 0.97, "outside_cka": 0.7}
 
 
+def name(depth, n_train, seed=0):
+    return f"fmnist16-resnet{depth}x1-n{n_train}-s{seed}-0000000{depth % 10}"
+
+
 def entry(depth, n_train, seed=0, block=None, **extra):
     return {"depth": depth, "width": 1, "n_train": n_train, "seed": seed, "block": block, **extra}
+
+
+def table(*entries):
+    """Entries keyed by run name, as results files keep them."""
+    return {name(e["depth"], e["n_train"], e["seed"]): e for e in entries}
 
 
 def provenance():
@@ -17,48 +27,50 @@ def provenance():
 
 
 def test_block_incidence_and_trends_come_from_chapter_3():
-    results = {"models": [entry(20, 500), entry(110, 500, block=BLOCK), entry(110, 1000, block=BLOCK)],
+    chapter = {"models": table(entry(20, 500), entry(110, 500, block=BLOCK), entry(110, 1000, block=BLOCK)),
                "trends": {"capacity": "shown", "data": "not shown"}}
-    verdict, evidence = claims.judge_capacity(results)
+    verdict, evidence = claims.judge_capacity(chapter)
     assert verdict == "shown" and "2 of 3 grid models" in evidence and "ResNet-110 ×1, n=1000, s0" in evidence
-    verdict, evidence = claims.judge_data(results)
+    verdict, evidence = claims.judge_data(chapter)
     assert verdict == "not shown" and evidence.endswith("500: 1, 1000: 1")
 
 
 def test_first_pc_verdict_needs_both_conditions_in_the_same_block():
-    blocked = [entry(110, 500, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3),
-               entry(110, 1000, block=BLOCK, pc1_share_inside=0.7, pc1_share_outside=0.3)]
-    labels = [claims.model_label(e) for e in blocked]
-    assert labels == ["ResNet-110 ×1, n=500, s0", "ResNet-110 ×1, n=1000, s0"]
-    assert claims.judge_first_pc({"models": blocked, "blocks_broken": labels})[0] == "shown"
-    verdict, evidence = claims.judge_first_pc({"models": blocked, "blocks_broken": labels[:1]})
+    blocked = table(entry(110, 500, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3),
+                    entry(110, 1000, block=BLOCK, pc1_share_inside=0.7, pc1_share_outside=0.3))
+    names = list(blocked)
+    assert [results.label(e) for e in blocked.values()] == ["ResNet-110 ×1, n=500, s0", "ResNet-110 ×1, n=1000, s0"]
+    assert claims.judge_first_pc({"models": blocked, "blocks_broken": names})[0] == "shown"
+    verdict, evidence = claims.judge_first_pc({"models": blocked, "blocks_broken": names[:1]})
     assert verdict == "partly shown" and evidence == ("first-PC share inside vs outside the block: 0.60 vs 0.30; "
                                                       "0.70 vs 0.30; removing the first PC breaks 1 of 2 blocks")
     assert claims.judge_first_pc({"models": blocked, "blocks_broken": []})[0] == "not shown"
     # one block dominated but not broken, the other broken but not dominated: no block shows both
-    crossed = [blocked[0], {**blocked[1], "pc1_share_inside": 0.2}]
-    assert claims.judge_first_pc({"models": crossed, "blocks_broken": labels[1:]})[0] == "not shown"
-    assert claims.judge_first_pc({"models": [entry(20, 500)], "blocks_broken": []})[0] == claims.NOT_TESTABLE
+    crossed = {**blocked, names[1]: {**blocked[names[1]], "pc1_share_inside": 0.2}}
+    assert claims.judge_first_pc({"models": crossed, "blocks_broken": names[1:]})[0] == "not shown"
+    assert claims.judge_first_pc({"models": table(entry(20, 500)), "blocks_broken": []})[0] == claims.NOT_TESTABLE
 
 
 def test_seed_uniqueness_compares_inside_with_outside():
     unique = entry(110, 500, block=BLOCK, cross_seed_cka_inside=0.4, cross_seed_cka_outside=0.7)
     shared = entry(110, 500, 1, block=BLOCK, cross_seed_cka_inside=0.9, cross_seed_cka_outside=0.7)
-    assert claims.judge_seeds({"models": [unique]}) == ("shown", "CKA with the other seeds, ResNet-110 ×1, n=500, "
-                                                                 "s0: 0.40 inside vs 0.70 outside")
-    assert claims.judge_seeds({"models": [unique, shared]})[0] == "partly shown"
-    assert claims.judge_seeds({"models": [entry(20, 500)]})[0] == claims.NOT_TESTABLE
+    assert claims.judge_seeds({"models": table(unique)}) == ("shown", "CKA with the other seeds, ResNet-110 ×1, "
+                                                                      "n=500, s0: 0.40 inside vs 0.70 outside")
+    assert claims.judge_seeds({"models": table(unique, shared)})[0] == "partly shown"
+    assert claims.judge_seeds({"models": table(entry(20, 500))})[0] == claims.NOT_TESTABLE
 
 
 def test_missing_chapters_are_marked_not_run_and_rows_keep_the_findings_order(tmp_path):
     store.write_json(tmp_path / "03_block_structure.json", {
-        "provenance": provenance(), "models": [entry(20, 500)], "trends": {"capacity": "not shown", "data": "not shown"}})
-    results = claims.load_results(tmp_path)
-    rows = claims.claims_rows(results)
+        "schema_version": results.SCHEMA_VERSION, "provenance": provenance(), "models": table(entry(20, 500)),
+        "trends": {"capacity": "not shown", "data": "not shown"}, "detector": {}, "seed_study": {},
+        "threshold_sweep": {}})
+    loaded = claims.load_results(tmp_path)
+    rows = claims.claims_rows(loaded)
     assert [r["claim"] for r in rows] == [f.claim for f in claims.FINDINGS]
     assert [r["verdict"] for r in rows[:2]] == ["not shown", "not shown"]
     assert all(r["verdict"] == claims.NOT_RUN for r in rows[2:])
-    assert claims.provenance_lines(results) == [
+    assert claims.provenance_lines(loaded) == [
         "03_block_structure: profile cpu, commit abc123, 2 cores, 12 s; torch 2.14"]
 
 
@@ -68,7 +80,7 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
     path = profiles.repo_root() / "results" / "cpu" / f"{finding.chapter}.json"
     if not path.exists():
         pytest.skip(f"{path.name} not committed yet")
-    result = store.read_json(path)
+    result = results.read(path)
     verdict, evidence = finding.judge(result)
     assert verdict and evidence
     recorded = {**result.get("trends", {}), **result.get("verdicts", {})}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from widedeep import errors
+from widedeep.analyses import errors
 
 NUM_CLASSES = 10
 

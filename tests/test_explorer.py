@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from widedeep import explorer  # noqa: E402
+from widedeep.book import explorer  # noqa: E402
 
 ITEMS = {(1, 20, 0): b"a", (2, 20, 0): b"b", (1, 56, 0): b"c", (1, 56, 1): b"d"}
 NAMES = ["width", "depth", "seed"]

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from widedeep import cka, data, heatmaps, store
+from widedeep import data, store
+from widedeep.analyses import runs
+from widedeep.measures import cka
+from widedeep.measures import grams as gram_ops
 from widedeep.models import resnet
-from widedeep.pca import PCStats, model_pc_stats
+from widedeep.measures.pca import PCStats, model_pc_stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,7 +59,7 @@ def test_pc1_share_agrees_with_cka_top_pc_fraction():
     gram = _gram(_planted(seed=4))
     stats = PCStats(["layer"], top_k=1)
     stats.update_grams([gram])
-    assert stats.pc1_share[0] == pytest.approx(cka.top_pc_fraction(gram), abs=1e-12)
+    assert stats.pc1_share[0] == pytest.approx(gram_ops.top_pc_fraction(gram), abs=1e-12)
 
 
 def test_similarity_of_rotated_copies_and_of_unrelated_layers():
@@ -143,7 +146,7 @@ def test_model_pc_stats_on_a_tiny_resnet():
 def test_run_pc_stats_is_cached_per_setting(tmp_path, monkeypatch):
     run = types.SimpleNamespace(model=_tiny_resnet(), run_dir=tmp_path)
     images = data.ImageData(torch.rand(40, 1, 16, 16), torch.randint(0, 10, (40,)), [])
-    first = heatmaps.run_pc_stats(run, images, batch_size=20, passes=1)
+    first = runs.run_pc_stats(run, images, batch_size=20, passes=1)
     files = sorted(tmp_path.glob("pcs-*.npz"))
     assert len(files) == 1 and set(first) == {"shares", "pc1_similarity"}
     assert first["shares"].shape == (len(run.model.layers()), 3)
@@ -151,19 +154,19 @@ def test_run_pc_stats_is_cached_per_setting(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("recomputed despite a cached file")
 
-    monkeypatch.setattr(heatmaps, "model_pc_stats", refuse)
-    second = heatmaps.run_pc_stats(run, images, batch_size=20, passes=1)
+    monkeypatch.setattr(runs, "model_pc_stats", refuse)
+    second = runs.run_pc_stats(run, images, batch_size=20, passes=1)
     assert all(np.array_equal(first[k], second[k]) for k in first)
     monkeypatch.undo()
-    heatmaps.run_pc_stats(run, images, batch_size=20, passes=1, seed=1)
+    runs.run_pc_stats(run, images, batch_size=20, passes=1, seed=1)
     assert len(list(tmp_path.glob("pcs-*.npz"))) == 2
 
 
 def test_run_cka_cache_path_is_unchanged(tmp_path, monkeypatch):
     run = types.SimpleNamespace(model=_tiny_resnet(), run_dir=tmp_path)
     images = data.ImageData(torch.rand(8, 1, 4, 4), torch.zeros(8, dtype=torch.long), [])
-    monkeypatch.setattr(heatmaps, "model_cka", lambda *args, **kwargs: (np.eye(2), [], []))
-    heatmaps.run_cka(run, images, batch_size=4, passes=2, seed=3)
+    monkeypatch.setattr(runs, "model_cka", lambda *args, **kwargs: (np.eye(2), [], []))
+    runs.run_cka(run, images, batch_size=4, passes=2, seed=3)
     examples = hashlib.sha256(images.images.numpy().tobytes()).hexdigest()[:16]
     key = store.config_hash({"b": None, "examples": examples, "batch": 4, "passes": 2, "seed": 3, "pcs": 0,
                              "gram": "float32"})
@@ -175,12 +178,12 @@ def test_a_layer_subset_is_computed_and_cached_on_its_own(tmp_path):
     images = data.ImageData(torch.rand(40, 1, 16, 16), torch.randint(0, 10, (40,)), [])
     layers = run.model.layers()
     stream = [layer.name for layer in layers if layer.kind == "stream"]
-    full = heatmaps.run_pc_stats(run, images, batch_size=20, passes=1)
-    subset = heatmaps.run_pc_stats(run, images, batch_size=20, passes=1, layers=stream)
+    full = runs.run_pc_stats(run, images, batch_size=20, passes=1)
+    subset = runs.run_pc_stats(run, images, batch_size=20, passes=1, layers=stream)
     assert subset["shares"].shape == (len(stream), 3) and len(list(tmp_path.glob("pcs-*.npz"))) == 2
     rows = [i for i, layer in enumerate(layers) if layer.kind == "stream"]
     np.testing.assert_allclose(subset["shares"], full["shares"][rows], rtol=1e-6)
-    cka_full = heatmaps.run_cka(run, images, batch_size=20, passes=1)
-    cka_stream = heatmaps.run_cka(run, images, batch_size=20, passes=1, layers=stream)
+    cka_full = runs.run_cka(run, images, batch_size=20, passes=1)
+    cka_stream = runs.run_cka(run, images, batch_size=20, passes=1, layers=stream)
     np.testing.assert_allclose(cka_stream, cka_full[np.ix_(rows, rows)], atol=1e-7)
     assert len(list(tmp_path.glob("cka-*.npz"))) == 2

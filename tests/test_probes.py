@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from widedeep import probes, prune
+from widedeep.analyses import deletion as prune
+from widedeep.analyses import probes
 from widedeep.data import ImageData, Splits, dataset_info
 from widedeep.models import STREAM, resnet
 

@@ -1,64 +1,90 @@
-"""Profiles and the chapter runner: every profile is valid; unknown names are refused with a list."""
+"""Typed profiles: every published profile is valid and keeps its run names; bad profiles are refused clearly."""
+
+import json
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
-from widedeep import cli, profiles
+from widedeep import profiles
+from widedeep.profiles import ProfileError
+from widedeep.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_NAMES = Path(__file__).parent / "data" / "run_names.json"
+
+
+def test_every_published_profile_keeps_its_run_names():
+    """The run names (config hashes) of every model each profile needs, as computed at 433138d (untyped profiles)."""
+    pinned = json.loads(RUN_NAMES.read_text())
+    assert set(pinned) == set(profiles.available_profiles())
+    for name, names in pinned.items():
+        assert [c.name() for c in profiles.required_runs(profiles.load_profile(name))] == names, name
 
 
 def test_every_profile_builds_a_valid_grid():
-    names = profiles.available_profiles()
-    assert {"smoke", "cpu", "paper"} <= set(names)
-    for name in names:
-        params = profiles.load_profile(name)
-        grid = profiles.training_grid(params)  # constructing a TrainConfig validates depth, width, sizes
-        expected = len(profiles.architectures(params)) * len(params["n_trains"]) * len(params["seeds"])
+    for name in profiles.available_profiles():
+        profile = profiles.load_profile(name)
+        grid = profiles.training_grid(profile)  # constructing a TrainConfig validates depth, width, sizes
+        expected = len(profiles.architectures(profile)) * len(profile.grid.n_trains) * len(profile.grid.seeds)
         assert len(grid) == expected and len({c.name() for c in grid}) == expected
 
 
+def test_the_recipe_covers_every_training_option():
+    """Every TrainConfig field but the grid coordinates is a profile key, so none silently takes its default."""
+    options = {f.name for f in fields(TrainConfig)} - set(profiles.GRID_COORDINATES)
+    assert options <= {f.name for f in fields(profiles.Recipe)}
+
+
+def test_sections_map_keys_one_to_one_and_values_round_trip():
+    profile = profiles.load_profile("cpu")
+    assert profile.detector.threshold == profile.values()["block_threshold"]
+    assert profile.cka.examples == profile.values()["cka_examples"]
+    assert set(profile.values()) == set(profiles.KEYS)
+    assert "runs_dir" not in profile.public() and profile.public()["profile"] == "cpu"
+    assert profile.runs_dir == profiles.repo_root() / "runs"
+
+
 def test_overrides_replace_values_and_reshape_the_grid():
-    params = profiles.load_profile("smoke", {"widths": [1, 2, 4], "seeds": [0, 1]})
-    assert params["widths"] == [1, 2, 4]
-    assert len(profiles.training_grid(params)) == len(profiles.architectures(params)) * len(params["n_trains"]) * 2
+    profile = profiles.load_profile("smoke", {"widths": [1, 2, 4], "seeds": [0, 1]})
+    assert profile.grid.widths == [1, 2, 4]
+    assert len(profiles.training_grid(profile)) == len(profiles.architectures(profile)) * len(profile.grid.n_trains) * 2
+
+
+def test_paper_fmnist_extends_paper_and_states_only_what_differs():
+    text = (REPO / "book" / "profiles" / "paper-fmnist.yaml").read_text()
+    assert "extends: paper" in text and "epochs" not in text
+    paper, fmnist = profiles.load_profile("paper").values(), profiles.load_profile("paper-fmnist").values()
+    differ = {k for k in paper if paper[k] != fmnist[k]}
+    assert differ == {"dataset", "image_size", "n_trains", "results_dir", "errors_n_train"}
 
 
 def test_unknown_profile_and_parameter_are_refused():
-    with pytest.raises(ValueError, match="unknown profile 'laptop'.*smoke"):
+    with pytest.raises(ProfileError, match="unknown profile 'laptop'.*smoke"):
         profiles.load_profile("laptop")
-    with pytest.raises(ValueError, match="unknown parameter 'widhts'.*widths"):
+    with pytest.raises(ProfileError, match="unknown parameter 'widhts'.*did you mean 'widths'"):
         profiles.load_profile("smoke", {"widhts": [1]})
-    with pytest.raises(ValueError, match="takes a list"):
+    with pytest.raises(ProfileError, match="'widths' must be a list of numbers; got 2"):
         profiles.load_profile("smoke", {"widths": 2})
 
 
-def test_cli_refuses_bad_requests_before_running():
-    assert cli.parse_overrides([["widths", "[1, 2, 8]"], ["epochs", "3"]]) == {"widths": [1, 2, 8], "epochs": 3}
-    with pytest.raises(SystemExit, match="unknown profile"):
-        cli.run_chapter("01_training", "laptop", {})
-    with pytest.raises(SystemExit, match="unknown parameter"):
-        cli.run_chapter("01_training", "smoke", {"depht": [8]})
-    with pytest.raises(SystemExit, match="no chapter"):
-        cli.run_chapter("99_missing", "smoke", {})
-
-
 def test_required_runs_cover_every_chapter_without_repeats():
-    params = profiles.load_profile("cpu")
-    required = profiles.required_runs(params)
+    profile = profiles.load_profile("cpu")
+    required = profiles.required_runs(profile)
     assert len(set(required)) == len(required)
-    for group in (profiles.training_grid(params), profiles.cka_base_grid(params), profiles.seed_study_grid(params)):
+    for group in (profiles.training_grid(profile), profiles.cka_base_grid(profile),
+                  profiles.seed_study_grid(profile), list(profiles.wide_and_deep(profile))):
         assert set(group) <= set(required)
     assert any(not c.residual for c in required)  # Chapter 2's plain control
-    assert {c.seed for c in profiles.seed_study_grid(params)} == set(params["seed_study_seeds"])
-    errors = profiles.errors_grid(params)  # Chapter 6's populations
+    errors = profiles.errors_grid(profile)  # Chapter 6's populations
     assert set(errors["wide"]) | set(errors["deep"]) <= set(required)
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "paper", "paper-fmnist"])
 def test_error_populations_have_twice_as_many_seeds_on_the_null_side(name):
-    params = profiles.load_profile(name)
-    grid = profiles.errors_grid(params)
-    null_side = params["errors_null_side"]
-    other = next(side for side in grid if side != null_side)
-    assert len(grid[null_side]) == 2 * len(grid[other]) >= 4
+    profile = profiles.load_profile(name)
+    grid = profiles.errors_grid(profile)
+    assert len(grid["deep"]) == 2 * len(grid["wide"]) >= 4
     assert len({c.n_train for side in grid.values() for c in side}) == 1
     wide, deep = grid["wide"][0], grid["deep"][0]
     assert wide.width > deep.width and wide.depth < deep.depth
@@ -84,8 +110,122 @@ def test_the_library_imports_without_ray():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # ray is imported only to train
 
 
-def test_every_profile_sets_the_same_keys():
-    keys = {name: set(profiles.load_profile(name)) for name in profiles.available_profiles()}
-    reference = keys["cpu"]
-    for name, names in keys.items():
-        assert names == reference, f"{name}: missing {sorted(reference - names)}, extra {sorted(names - reference)}"
+# ---------------------------------------------------------------------------------------------
+# Bad profile files (issue 20): each a ProfileError naming the key and the file, before anything is written
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def book_root(tmp_path, monkeypatch):
+    """A repository root with the published profiles copied into book/profiles/ (WIDEDEEP_ROOT points at it)."""
+    folder = tmp_path / "book" / "profiles"
+    folder.mkdir(parents=True)
+    for path in (REPO / "book" / "profiles").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    monkeypatch.setenv("WIDEDEEP_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def write_profile(root: Path, name: str, edit) -> Path:
+    """book/profiles/<name>.yaml made from cpu.yaml's lines passed through `edit`."""
+    lines = (REPO / "book" / "profiles" / "cpu.yaml").read_text().splitlines()
+    path = root / "book" / "profiles" / f"{name}.yaml"
+    path.write_text("\n".join(edit(lines)) + "\n")
+    return path
+
+
+def replace_key(key: str, line: str | None):
+    """An edit that replaces (or, with None, drops) the line setting `key`."""
+    return lambda lines: [line if l.startswith(f"{key}:") else l for l in lines if line or not l.startswith(f"{key}:")]
+
+
+def nothing_written(root: Path) -> bool:
+    return not (root / "runs").exists() and not (root / "results").exists()
+
+
+def test_a_misspelt_key_is_refused_with_a_suggestion(book_root):
+    write_profile(book_root, "typo", replace_key("epochs", "epoch: 4"))
+    with pytest.raises(ProfileError, match=r"book/profiles/typo.yaml: unknown key 'epoch' \(did you mean 'epochs'\?\)"):
+        profiles.load_profile("typo")
+    assert nothing_written(book_root)
+
+
+def test_an_unknown_key_is_refused(book_root):
+    write_profile(book_root, "extra", lambda lines: lines + ["learning_rate_warmup: 5"])
+    with pytest.raises(ProfileError, match="extra.yaml: unknown key 'learning_rate_warmup'"):
+        profiles.load_profile("extra")
+
+
+def test_a_missing_key_is_refused_instead_of_a_silent_default(book_root):
+    write_profile(book_root, "short", replace_key("epochs", None))
+    with pytest.raises(ProfileError, match=r"book/profiles/short.yaml lacks 'epochs': add it .*or `extends:`"):
+        profiles.load_profile("short")
+    assert nothing_written(book_root)
+
+
+def test_a_missing_list_key_is_refused(book_root):
+    write_profile(book_root, "nolist", replace_key("widths", None))
+    with pytest.raises(ProfileError, match="nolist.yaml lacks 'widths'"):
+        profiles.load_profile("nolist")
+
+
+def test_a_scalar_where_a_list_belongs_is_refused(book_root):
+    write_profile(book_root, "scalar", replace_key("depths", "depths: 20"))
+    with pytest.raises(ProfileError, match="scalar.yaml: 'depths' must be a list of integers; got 20"):
+        profiles.load_profile("scalar")
+
+
+def test_a_wrongly_typed_value_is_refused(book_root):
+    write_profile(book_root, "typed", replace_key("epochs", 'epochs: "four"'))
+    with pytest.raises(ProfileError, match="typed.yaml: 'epochs' must be an integer; got 'four'"):
+        profiles.load_profile("typed")
+    write_profile(book_root, "flag", replace_key("augment", "augment: 1"))
+    with pytest.raises(ProfileError, match="'augment' must be true or false; got 1"):
+        profiles.load_profile("flag")
+
+
+def test_a_value_outside_its_range_is_refused(book_root):
+    write_profile(book_root, "eps", replace_key("subspace_eps", "subspace_eps: [0.5, 0.15]"))
+    with pytest.raises(ProfileError, match="eps.yaml: subspace_eps: list non-negative values in increasing order"):
+        profiles.load_profile("eps")
+    write_profile(book_root, "depth", replace_key("depths", "depths: [20, 21]"))
+    with pytest.raises(ProfileError, match="depth.yaml.*cannot be trained: depth must be an integer of the form 6n"):
+        profiles.load_profile("depth")
+
+
+def test_a_malformed_file_names_the_line(book_root):
+    write_profile(book_root, "broken", replace_key("widths", "widths: [1, 2"))
+    with pytest.raises(ProfileError, match="broken.yaml is not valid YAML at line"):
+        profiles.load_profile("broken")
+
+
+@pytest.mark.parametrize("name", ["../cpu", "../../etc/passwd", "profiles/cpu", "/tmp/x", "", ".hidden"])
+def test_a_profile_name_cannot_leave_the_profiles_folder(book_root, name):
+    (book_root / "book" / "cpu.yaml").write_text((REPO / "book" / "profiles" / "cpu.yaml").read_text())
+    with pytest.raises(ProfileError, match="is not a profile: a name is a file stem"):
+        profiles.load_profile(name)
+
+
+def test_extends_merges_and_refuses_loops(book_root):
+    folder = book_root / "book" / "profiles"
+    (folder / "tiny.yaml").write_text("extends: smoke\nepochs: 2\n")
+    tiny, smoke = profiles.load_profile("tiny").values(), profiles.load_profile("smoke").values()
+    assert tiny["epochs"] == 2 and {k: v for k, v in tiny.items() if k != "epochs"} == \
+        {k: v for k, v in smoke.items() if k != "epochs"}
+    (folder / "wrong.yaml").write_text("extends: smoke\nepochs: two\n")
+    with pytest.raises(ProfileError, match="wrong.yaml: 'epochs' must be an integer"):  # named where it is set
+        profiles.load_profile("wrong")
+    (folder / "a.yaml").write_text("extends: b\n")
+    (folder / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(ProfileError, match="loops back"):
+        profiles.load_profile("a")
+    (folder / "orphan.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ProfileError, match="unknown profile 'nowhere'"):
+        profiles.load_profile("orphan")
+
+
+def test_auto_precision_resolves_to_what_the_machine_trains_in():
+    profile = profiles.with_values(profiles.load_profile("smoke"), precision="auto")
+    assert profile.recipe.precision == "auto"
+    assert profiles.train_config(profile, 8, 1, 500, 0).precision in ("float32", "bfloat16")
+    with pytest.raises(ProfileError, match="'precision' must be one of 'auto', 'float32', 'bfloat16'"):
+        profiles.with_values(profile, precision="half")

@@ -1,4 +1,7 @@
-"""Tests of widedeep.subspace: planted matches are recovered, both forms agree, streaming is exact, refusals."""
+"""Tests of widedeep.measures.subspace: planted matches are recovered, both forms agree, streaming is exact, refusals.
+
+The direct form (`LayerPair.from_activations`, the authors' least squares) is the oracle of the Gram form.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from widedeep import subspace as ss
+from widedeep.measures import subspace as ss
 from widedeep.models import resnet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+direct, from_gram = ss.LayerPair.from_activations, ss.LayerPair.from_gram
 
 EPS_RANGE = (0.05, 0.1, 0.2, 0.3)
 
@@ -42,7 +46,7 @@ def _planted(n_a: int = 12, n_b: int = 10, k: int = 4, d: int = 400, noise: floa
 
 def _both(a: np.ndarray, b: np.ndarray, eps: float, **kw) -> tuple:
     """Maximum match by the direct and by the Gram form."""
-    return ss.maximum_match(a, b, eps, **kw), ss.maximum_match_gram(ss.stacked_gram(a, b), a.shape[0], eps, **kw)
+    return direct(a, b, **kw).maximum_match(eps), from_gram(ss.stacked_gram(a, b), a.shape[0], **kw).maximum_match(eps)
 
 
 def _assert_same(first: tuple, second: tuple) -> None:
@@ -62,13 +66,13 @@ def test_planted_match_is_recovered_over_a_range_of_eps(seed):
             np.testing.assert_array_equal(idx_a, planted_a)
             np.testing.assert_array_equal(idx_b, planted_b)
             assert idx_a.dtype == idx_b.dtype == np.int64
-        assert ss.match_score(a, b, eps) == pytest.approx(8 / 22)
+        assert direct(a, b).score(eps) == pytest.approx(8 / 22)
     # Below the 1% noise nothing matches: the planted neurons are too far and then nothing is left.
     for idx_a, idx_b in _both(a, b, 0.001):
         assert idx_a.size == idx_b.size == 0
     # Independent neurons sit ~0.98 from the other layer's span: all of them match only at eps >~ 0.98.
-    top = ss.maximal_eps(a, b)
-    assert 0.95 < top < 1 and top == pytest.approx(ss.maximal_eps_gram(ss.stacked_gram(a, b), 12), abs=1e-9)
+    top = direct(a, b).maximal_eps()
+    assert 0.95 < top < 1 and top == pytest.approx(from_gram(ss.stacked_gram(a, b), 12).maximal_eps(), abs=1e-9)
 
 
 def test_identical_and_mixed_layers_match_fully_at_eps_zero():
@@ -79,14 +83,14 @@ def test_identical_and_mixed_layers_match_fully_at_eps_zero():
             np.testing.assert_array_equal(idx_a, np.arange(10))
             np.testing.assert_array_equal(idx_b, np.arange(10))
     half = torch.as_tensor(b, dtype=torch.bfloat16)  # tensors of any real dtype are read in float64
-    assert ss.match_score(half, half, 0.0) == 1.0
+    assert direct(half, half).score(0.0) == 1.0
     # A layer mixed with a rank-deficient matrix spans only 9 of b's 10 dimensions: no b neuron lies in
     # it, so all leave, and then a's neurons have an empty span to match; at eps = 1 everything matches.
     singular = _mixing(10, rng)
     singular[-1] = singular[0] + singular[1]
     for idx_a, idx_b in _both(singular @ b, b, 0.0):
         assert idx_a.size == idx_b.size == 0
-    assert ss.match_score(singular @ b, b, 1.0) == 1.0
+    assert direct(singular @ b, b).score(1.0) == 1.0
 
 
 def test_large_eps_matches_every_live_neuron_and_dead_ones_never():
@@ -98,16 +102,16 @@ def test_large_eps_matches_every_live_neuron_and_dead_ones_never():
         for idx_a, idx_b in _both(a, b, eps):
             np.testing.assert_array_equal(idx_a, [0, 1, 3, 4, 6, 7])
             np.testing.assert_array_equal(idx_b, [0, 1, 2, 3, 5])
-    assert ss.match_score(a, b, 1.0) == pytest.approx(11 / 14)  # dead neurons stay in the denominator
+    assert direct(a, b).score(1.0) == pytest.approx(11 / 14)  # dead neurons stay in the denominator
     # Dead neurons lower the score of an otherwise full match, and never enter it even at eps = 0.
     live = rng.standard_normal((6, 30))
     with_dead = np.concatenate([live, np.zeros((2, 30))])
-    assert ss.match_score(live, live, 0.0) == 1.0
+    assert direct(live, live).score(0.0) == 1.0
     for idx_a, idx_b in _both(with_dead, live, 0.0):
         np.testing.assert_array_equal(idx_a, np.arange(6))
         np.testing.assert_array_equal(idx_b, np.arange(6))
-    assert ss.match_score_gram(ss.stacked_gram(with_dead, live), 8, 0.0) == pytest.approx(12 / 14)
-    assert ss.match_score(np.zeros((2, 30)), np.zeros((3, 30)), 1.0) == 0.0  # all dead: nothing to match
+    assert from_gram(ss.stacked_gram(with_dead, live), 8).score(0.0) == pytest.approx(12 / 14)
+    assert direct(np.zeros((2, 30)), np.zeros((3, 30))).score(1.0) == 0.0  # all dead: nothing to match
 
 
 def test_each_side_is_held_to_eps():
@@ -120,8 +124,8 @@ def test_each_side_is_held_to_eps():
         for eps, expected in ((0.19, 2), (0.21, 3)):
             for idx in _both(first, second, eps):
                 assert idx[0].size + idx[1].size == expected
-        assert ss.maximal_eps_gram(ss.stacked_gram(first, second), n_first) == pytest.approx(0.2, abs=1e-9)
-        assert ss.maximal_eps(first, second) == pytest.approx(0.2, abs=1e-12)
+        assert from_gram(ss.stacked_gram(first, second), n_first).maximal_eps() == pytest.approx(0.2, abs=1e-9)
+        assert direct(first, second).maximal_eps() == pytest.approx(0.2, abs=1e-12)
 
 
 def test_score_is_invariant_to_invertible_mixing_of_matched_neurons():
@@ -131,12 +135,12 @@ def test_score_is_invariant_to_invertible_mixing_of_matched_neurons():
     mixed_a[planted_a] = _mixing(4, rng) @ a[planted_a]
     mixed_b[planted_b] = _mixing(4, rng) @ b[planted_b]
     for eps in (0.0,) + EPS_RANGE:
-        expected = ss.maximum_match(a, b, eps)
-        _assert_same(ss.maximum_match(mixed_a, mixed_b, eps), expected)
-        assert ss.match_score(mixed_a, mixed_b, eps) == ss.match_score(a, b, eps) == pytest.approx(8 / 22)
+        expected = direct(a, b).maximum_match(eps)
+        _assert_same(direct(mixed_a, mixed_b).maximum_match(eps), expected)
+        assert direct(mixed_a, mixed_b).score(eps) == direct(a, b).score(eps) == pytest.approx(8 / 22)
     # Scaling single neurons changes nothing either (relative distances).
     scaled = a * rng.uniform(0.1, 10.0, (a.shape[0], 1))
-    _assert_same(ss.maximum_match(scaled, b, 0.1), ss.maximum_match(a, b, 0.1))
+    _assert_same(direct(scaled, b).maximum_match(0.1), direct(a, b).maximum_match(0.1))
 
 
 def test_a_small_exact_example_with_rank_deficiency():
@@ -169,23 +173,23 @@ def test_gram_form_equals_direct_form(case):
     for eps in (0.0, 0.05, 0.15, 0.25, 0.5, 0.8):
         _assert_same(*_both(a, b, eps))
     if case == "wide":
-        assert ss.match_score_gram(gram, 20, 0.0) == 1.0
-    np.testing.assert_allclose(ss.match_scores_gram(gram, a.shape[0], [0.15, 0.5]),
-                               [ss.match_score(a, b, 0.15), ss.match_score(a, b, 0.5)])
+        assert from_gram(gram, 20).score(0.0) == 1.0
+    np.testing.assert_allclose(from_gram(gram, a.shape[0]).scores([0.15, 0.5]),
+                               [direct(a, b).score(0.15), direct(a, b).score(0.5)])
 
 
 def test_is_match_and_minimal_eps():
     a, b, planted_a, planted_b = _planted(seed=14)
     gram = ss.stacked_gram(a, b)
-    assert ss.is_match(a, b, planted_a, planted_b, 0.05)
-    assert ss.is_match_gram(gram, 12, planted_a, planted_b, 0.05)
-    assert not ss.is_match(a, b, planted_a, planted_b, 0.001)            # the 1% noise is too much
-    assert not ss.is_match_gram(gram, 12, planted_a, planted_b[:-1], 0.05)  # a needs all four of b's
-    assert ss.is_match(a, b, [], [], 0.0)                                 # the empty match
-    eps = ss.minimal_eps_gram(gram, 12, 4, precision=1e-5)
+    assert direct(a, b).is_match(planted_a, planted_b, 0.05)
+    assert from_gram(gram, 12).is_match(planted_a, planted_b, 0.05)
+    assert not direct(a, b).is_match(planted_a, planted_b, 0.001)            # the 1% noise is too much
+    assert not from_gram(gram, 12).is_match(planted_a, planted_b[:-1], 0.05)  # a needs all four of b's
+    assert direct(a, b).is_match([], [], 0.0)                                 # the empty match
+    eps = from_gram(gram, 12).minimal_eps(4, precision=1e-5)
     assert 0.001 < eps < 0.02
-    assert ss.maximum_match_gram(gram, 12, eps)[1].size >= 4
-    assert ss.maximum_match_gram(gram, 12, eps - 2e-5)[1].size < 4
+    assert from_gram(gram, 12).maximum_match(eps)[1].size >= 4
+    assert from_gram(gram, 12).maximum_match(eps - 2e-5)[1].size < 4
 
 
 def test_fraction_match_eps_is_the_smallest_eps_holding_that_fraction():
@@ -199,13 +203,13 @@ def test_fraction_match_eps_is_the_smallest_eps_holding_that_fraction():
     b = np.sqrt(1 - dist[:, None] ** 2) * base / np.linalg.norm(base, axis=1, keepdims=True) \
         + dist[:, None] * noise / np.linalg.norm(noise, axis=1, keepdims=True)
     gram = ss.stacked_gram(base, b)
-    half = ss.fraction_match_eps(gram, 4, 0.5, precision=1e-5)
-    assert ss.maximum_match_gram(gram, 4, half)[1].size >= 2
-    assert ss.maximum_match_gram(gram, 4, half - 1e-4)[1].size < 2
-    assert ss.fraction_match_eps(gram, 4, 1.0, precision=1e-5) >= half
-    assert np.isnan(ss.fraction_match_eps(ss.stacked_gram(np.zeros((2, 9)), np.ones((2, 9))), 2))
+    half = from_gram(gram, 4).eps_for_fraction(0.5, precision=1e-5)
+    assert from_gram(gram, 4).maximum_match(half)[1].size >= 2
+    assert from_gram(gram, 4).maximum_match(half - 1e-4)[1].size < 2
+    assert from_gram(gram, 4).eps_for_fraction(1.0, precision=1e-5) >= half
+    assert np.isnan(from_gram(ss.stacked_gram(np.zeros((2, 9)), np.ones((2, 9))), 2).eps_for_fraction())
     with pytest.raises(ValueError, match="fraction must be in"):
-        ss.fraction_match_eps(gram, 4, 0.0)
+        from_gram(gram, 4).eps_for_fraction(0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,24 +235,18 @@ def test_neuron_moments_over_batches_equal_the_gram_of_all_data():
     np.testing.assert_allclose(za[1, 5 * 25 + 7], acts_a[5, 1, 1, 2].item())  # column e*H*W + p
     np.testing.assert_allclose(moments.gram(), ss.stacked_gram(za, zb), rtol=1e-12, atol=1e-12)
     for eps in (0.0, 0.2):
-        _assert_same(ss.maximum_match_gram(moments.gram(), 4, eps), ss.maximum_match(za, zb, eps))
-    assert ss.match_score_gram(moments.gram(), 4, 1e-6) == pytest.approx(4 / 10)  # the shared channels
+        _assert_same(from_gram(moments.gram(), 4).maximum_match(eps), direct(za, zb).maximum_match(eps))
+    assert from_gram(moments.gram(), 4).score(1e-6) == pytest.approx(4 / 10)  # the shared channels
     flat = ss.NeuronMoments(dtype=torch.float32)  # (batch, C) outputs, float32 products
     flat.update(acts_a[:, :, 0, 0].float(), acts_b[:, :, 0, 0].float())
     np.testing.assert_allclose(flat.gram(), ss.stacked_gram(acts_a[:, :, 0, 0].T, acts_b[:, :, 0, 0].T), rtol=1e-6)
 
 
-def test_sampled_form_with_all_coordinates_equals_the_exact_form():
-    acts_a, acts_b = _conv_acts()
-    za, zb = ss.neuron_matrix(acts_a), ss.neuron_matrix(acts_b)
-    sa, sb = ss.sample_positions(acts_a, acts_b, 250, np.random.default_rng(0))
-    assert sa.shape == (4, 250) and sb.shape == (6, 250)
-    np.testing.assert_allclose(ss.stacked_gram(sa, sb), ss.stacked_gram(za, zb), rtol=1e-12)
-    exact = [ss.match_score(za, zb, eps) for eps in (0.1, 0.3)]
-    np.testing.assert_allclose(ss.sampled_match_scores(acts_a, acts_b, [0.1, 0.3], n_samples=250, draws=2),
-                               [exact, exact])
-    np.testing.assert_allclose(ss.sampled_match_scores(acts_a.numpy(), acts_b.numpy(), 0.1, n_samples=250, draws=2,
-                                                       form="direct"), [exact[0]] * 2)
+def sample_positions(acts_a, acts_b, n_samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' sampling on stored activations (the oracle): the same random (example, position) columns of both."""
+    z_a, z_b = ss.neuron_matrix(acts_a), ss.neuron_matrix(acts_b)
+    coords = rng.choice(z_a.shape[1], n_samples, replace=False)
+    return z_a[:, coords], z_b[:, coords]
 
 
 def test_sampled_moments_stream_the_same_draws_as_stored_activations():
@@ -260,15 +258,19 @@ def test_sampled_moments_stream_the_same_draws_as_stored_activations():
     rng = np.random.default_rng(7)
     assert grams.shape == (3, 10, 10)
     for d in range(3):
-        np.testing.assert_allclose(grams[d], ss.stacked_gram(*ss.sample_positions(acts_a, acts_b, 40, rng)),
-                                   rtol=1e-12, atol=1e-12)
+        draw = np.sort(rng.choice(250, 40, replace=False))  # the coordinates each draw takes, in order
+        z_a, z_b = ss.neuron_matrix(acts_a)[:, draw], ss.neuron_matrix(acts_b)[:, draw]
+        np.testing.assert_allclose(grams[d], ss.stacked_gram(z_a, z_b), rtol=1e-12, atol=1e-12)
     assert not np.allclose(grams[0], grams[1])  # independent draws
-    scores = ss.sampled_match_scores(acts_a, acts_b, 0.2, n_samples=40, draws=3, seed=7)
-    np.testing.assert_allclose(scores, [ss.match_score_gram(g, 4, 0.2) for g in grams])
+    scores = ss.moment_match_scores({"grams": [grams], "n_a": [4]}, [0.2])
+    assert scores[0, 0] == pytest.approx(np.mean([from_gram(g, 4).score(0.2) for g in grams]))
     small = ss.SampledNeuronMoments(10, n_samples=1000, draws=2)  # more than the 250 coordinates: all of them
     small.update(acts_a, acts_b)
     assert small.num_samples == 250
-    np.testing.assert_allclose(small.gram()[1], ss.stacked_gram(ss.neuron_matrix(acts_a), ss.neuron_matrix(acts_b)))
+    exact = ss.stacked_gram(ss.neuron_matrix(acts_a), ss.neuron_matrix(acts_b))
+    np.testing.assert_allclose(small.gram()[1], exact)
+    all_columns = sample_positions(acts_a, acts_b, 250, np.random.default_rng(0))  # any order of all columns
+    np.testing.assert_allclose(ss.stacked_gram(*all_columns), exact, rtol=1e-12)
     partial = ss.SampledNeuronMoments(10, n_samples=40, draws=1)
     partial.update(acts_a[:4], acts_b[:4])
     with pytest.raises(ValueError, match="saw 4 of num_examples=10"):
@@ -291,21 +293,21 @@ def _two_pairs(seed: int = 16):
 def test_simple_match_of_a_neuron_holds_only_its_own_pair():
     a, b = _two_pairs()
     gram = ss.stacked_gram(a, b)
-    idx_a, idx_b = ss.maximum_match_gram(gram, 7, 0.1)
+    idx_a, idx_b = from_gram(gram, 7).maximum_match(0.1)
     np.testing.assert_array_equal(idx_a, [0, 1, 2, 3])
     np.testing.assert_array_equal(idx_b, [0, 1, 3, 4])
     for v, pair_a, pair_b in ((0, [0, 1], [3, 4]), (3, [2, 3], [0, 1]), (7 + 4, [0, 1], [3, 4]), (7, [2, 3], [0, 1])):
-        for got in (ss.simple_match_gram(gram, 7, v, 0.1), ss.simple_match(a, b, v, 0.1)):
+        for got in (from_gram(gram, 7).simple_match(v, 0.1), direct(a, b).simple_match(v, 0.1)):
             np.testing.assert_array_equal(got[0], pair_a)
             np.testing.assert_array_equal(got[1], pair_b)
-            assert ss.is_match(a, b, *got, 0.1)
-    reverse = ss.simple_match_gram(gram, 7, 0, 0.1, order=np.arange(13)[::-1])  # another order, same answer here
+            assert direct(a, b).is_match(*got, 0.1)
+    reverse = from_gram(gram, 7).simple_match(0, 0.1, order=np.arange(13)[::-1])  # another order, same answer here
     np.testing.assert_array_equal(reverse[0], [0, 1])
-    sizes = ss.simple_match_sizes(gram, 7, 0.1)
+    sizes = from_gram(gram, 7).simple_match_sizes(0.1)
     np.testing.assert_array_equal(sizes["neurons"], [0, 1, 2, 3, 7, 8, 10, 11])
     np.testing.assert_array_equal(sizes["sizes"], [4] * 8)
     np.testing.assert_array_equal(sizes["sizes_a"], [2] * 8)
-    some = ss.simple_match_sizes(gram, 7, 0.1, max_neurons=3, seed=1)
+    some = from_gram(gram, 7).simple_match_sizes(0.1, max_neurons=3, seed=1)
     assert some["neurons"].size == 3 and set(some["neurons"]) <= {0, 1, 2, 3, 7, 8, 10, 11}
 
 
@@ -316,14 +318,14 @@ def _survives_without(gram: np.ndarray, n_a: int, idx_a: np.ndarray, idx_b: np.n
     keep_a = int((keep < n_a).sum())
     if keep_a == 0 or keep_a == keep.size:
         return False  # one side empty: nothing matches below eps = 1
-    rest_a, rest_b = ss.maximum_match_gram(gram[np.ix_(keep, keep)], keep_a, eps)
+    rest_a, rest_b = from_gram(gram[np.ix_(keep, keep)], keep_a).maximum_match(eps)
     return v in keep[rest_a] or v in keep[keep_a + rest_b]
 
 
 def _one_at_a_time(a: np.ndarray, b: np.ndarray, v: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """The authors' Algorithm 2 loop: delete one neuron at a time (a's, then b's), keep the set (not its match)."""
     n_a = a.shape[0]
-    xs, ys = ss.maximum_match(a, b, eps)
+    xs, ys = direct(a, b).maximum_match(eps)
     current, checked = list(xs) + [n_a + j for j in ys], {v}
     while True:
         unchecked = [u for u in current if u not in checked]
@@ -335,7 +337,7 @@ def _one_at_a_time(a: np.ndarray, b: np.ndarray, v: int, eps: float) -> tuple[np
         trial = [w for w in current if w != u]
         sub_a, sub_b = [w for w in trial if w < n_a], [w - n_a for w in trial if w >= n_a]
         if sub_a and sub_b:
-            kept_a, kept_b = ss.maximum_match(a[sub_a], b[sub_b], eps)
+            kept_a, kept_b = direct(a[sub_a], b[sub_b]).maximum_match(eps)
             if v in np.array(sub_a)[kept_a] or v - n_a in np.array(sub_b)[kept_b]:
                 current = trial
 
@@ -346,8 +348,8 @@ def test_simple_match_is_a_valid_v_minimal_match_in_a_tangled_case():
     a, b, planted_a, planted_b = _planted(n_a=9, n_b=8, k=5, d=200, noise=0.02, seed=17)
     gram = ss.stacked_gram(a, b)
     for v in (int(planted_a[0]), 9 + int(planted_b[-1])):
-        idx_a, idx_b = ss.simple_match_gram(gram, 9, v, 0.2)
-        assert ss.is_match_gram(gram, 9, idx_a, idx_b, 0.2)
+        idx_a, idx_b = from_gram(gram, 9).simple_match(v, 0.2)
+        assert from_gram(gram, 9).is_match(idx_a, idx_b, 0.2)
         assert v in idx_a or v - 9 in idx_b
         assert set(idx_a) <= set(planted_a) and set(idx_b) <= set(planted_b)
         assert _survives_without(gram, 9, idx_a, idx_b, v, -1, 0.2)  # the match itself keeps v
@@ -373,16 +375,16 @@ def _graded(channels: int = 10, samples: int = 400, seed: int = 1) -> tuple[np.n
 def test_simple_matches_of_overlapping_neurons_equal_the_authors_loop():
     a, b = _graded()
     gram = ss.stacked_gram(a, b)
-    idx_a, idx_b = ss.maximum_match_gram(gram, 10, 0.25)
+    idx_a, idx_b = from_gram(gram, 10).maximum_match(0.25)
     assert 4 <= idx_a.size < 10 and 4 <= idx_b.size < 10  # a partial match
     sizes = []
     for v in np.r_[idx_a, 10 + idx_b]:
-        got = ss.simple_match_gram(gram, 10, int(v), 0.25)
+        got = from_gram(gram, 10).simple_match(int(v), 0.25)
         _assert_same(got, _one_at_a_time(a, b, int(v), 0.25))
-        assert ss.is_match(a, b, *got, 0.25)
+        assert direct(a, b).is_match(*got, 0.25)
         sizes.append(got[0].size + got[1].size)
     assert min(sizes) < max(sizes) < idx_a.size + idx_b.size  # simple matches of different sizes, all smaller
-    np.testing.assert_array_equal(ss.simple_match_sizes(gram, 10, 0.25)["sizes"], sizes)
+    np.testing.assert_array_equal(from_gram(gram, 10).simple_match_sizes(0.25)["sizes"], sizes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,38 +395,38 @@ def test_refusals_say_what_is_wrong():
     rng = np.random.default_rng(18)
     a, b = rng.standard_normal((3, 20)), rng.standard_normal((4, 20))
     with pytest.raises(ValueError, match="a has 3 samples but b has 20"):
-        ss.maximum_match(a[:, :3], b, 0.1)
+        direct(a[:, :3], b).maximum_match(0.1)
     with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
-        ss.maximum_match(a, b, -0.1)
+        direct(a, b).maximum_match(-0.1)
     with pytest.raises(ValueError, match="eps must be"):
-        ss.match_score_gram(ss.stacked_gram(a, b), 3, float("nan"))
+        from_gram(ss.stacked_gram(a, b), 3).score(float("nan"))
     with pytest.raises(ValueError, match=r"a must be 2-D \(neurons, samples\).*neuron_matrix"):
-        ss.maximum_match(a[None], b, 0.1)
+        direct(a[None], b).maximum_match(0.1)
     bad = a.copy()
     bad[1, 2] = np.inf
     with pytest.raises(ValueError, match="a: 1 of 60 values are NaN or inf"):
-        ss.maximum_match(bad, b, 0.1)
+        direct(bad, b).maximum_match(0.1)
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match="NaN or inf"):
         ss.stacked_gram(b, bad)
     with pytest.raises(ValueError, match="NaN or inf"):
         ss.NeuronMoments().update(torch.full((2, 3), float("nan")), torch.ones(2, 2))
     with pytest.raises(ValueError, match=r"n_a .* must be an integer in \[1, 6\]"):
-        ss.maximum_match_gram(ss.stacked_gram(a, b), 7, 0.1)
+        from_gram(ss.stacked_gram(a, b), 7).maximum_match(0.1)
     with pytest.raises(ValueError, match="square"):
-        ss.maximum_match_gram(np.ones((3, 4)), 1, 0.1)
+        from_gram(np.ones((3, 4)), 1).maximum_match(0.1)
     with pytest.raises(ValueError, match="not symmetric"):
-        ss.maximum_match_gram(np.triu(np.ones((4, 4))), 2, 0.1)
+        from_gram(np.triu(np.ones((4, 4))), 2).maximum_match(0.1)
     with pytest.raises(ValueError, match="not in the maximum 0.1-match"):
-        ss.simple_match(a, b, 0, 0.1)
+        direct(a, b).simple_match(0, 0.1)
     with pytest.raises(ValueError, match="share the examples and the spatial shape"):
         ss.NeuronMoments().update(torch.ones(2, 3, 4, 4), torch.ones(2, 3, 2, 2))
     moments = ss.NeuronMoments()
     moments.update(torch.ones(2, 3), torch.ones(2, 2))
     with pytest.raises(ValueError, match="earlier ones had 3 \\+ 2"):
         moments.update(torch.ones(2, 4), torch.ones(2, 2))
-    with pytest.raises(ValueError, match="n_samples must be an integer in"):
-        ss.sample_positions(torch.ones(2, 3, 2, 2), torch.ones(2, 1, 2, 2), 9, np.random.default_rng())
+    with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+        ss.SampledNeuronMoments(4, n_samples=0)
     with pytest.raises(ValueError, match="no batches"):
         ss.NeuronMoments().gram()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from widedeep import tables
+from widedeep.book import tables
 
 
 def _row(depth, n_train, acc, seed=0):

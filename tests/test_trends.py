@@ -2,7 +2,7 @@
 
 import pytest
 
-from widedeep import trends
+from widedeep.analyses import trends
 
 
 def grid(blocked: set[tuple[int, float, int]]) -> list[dict]:
@@ -27,7 +27,7 @@ def test_the_papers_picture_shows_both_trends():
     data, data_patterns = trends.data_trend(rows)
     assert capacity == trends.SHOWN and data == trends.SHOWN
     assert capacity_patterns["n_train 2000, depth 20"] == "rises"
-    assert data_patterns["ResNet-20 x2"] == "rises" and data_patterns["ResNet-20 x4"] == "flat"
+    assert data_patterns["ResNet-20 ×2"] == "rises" and data_patterns["ResNet-20 ×4"] == "flat"
 
 
 def test_no_block_anywhere_cannot_show_a_trend():
@@ -57,13 +57,3 @@ def test_repeated_architectures_are_refused():
 def test_incidence_sentence_lists_blocked_models_per_n_train():
     sentence = trends.incidence_sentence(grid({(110, 1, 500)}))
     assert sentence == "at n_train = 2000: none of 5 models; at n_train = 500: ResNet-110 ×1 (1 of 5 models)"
-
-
-def test_tally_and_agreement():
-    verdicts = {"A": "plateau", "B": "rises", "C": "plateau"}
-    assert trends.tally(verdicts) == "plateau in 2 of 3 (A, C); rises in 1 of 3 (B)"
-    assert trends.tally({}) == "no model to judge"
-    assert trends.agreement(verdicts.values(), "plateau") == "partly shown"
-    assert trends.agreement(["plateau"], "plateau") == trends.SHOWN
-    assert trends.agreement(["rises"], "plateau") == trends.NOT_SHOWN
-    assert trends.agreement([], "plateau") == "not testable"

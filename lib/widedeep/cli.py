@@ -1,5 +1,7 @@
 """Command line: rerun one chapter with a profile and overrides through papermill, then render its page.
 
+Layer: the top (above book support): it reads profiles and runs chapters and training.
+
     widedeep chapter 01_training --profile cpu -p widths '[1, 2, 8]'
     widedeep train --profile cpu                      # every unfinished model, one per core (Ray)
     widedeep train --profile paper --address auto     # on a running Ray cluster sharing the run store
@@ -22,32 +24,68 @@ import yaml
 from widedeep import profiles, store
 
 
+def chapters() -> dict[str, Path]:
+    """The book's chapter notebooks by stem (01_training, ...)."""
+    return {p.stem: p for p in sorted((profiles.repo_root() / "book").glob("[0-9][0-9]_*.md"))}
+
+
 def chapter_path(name: str) -> Path:
-    """The text notebook of chapter `name` (with or without its .md suffix)."""
-    book = profiles.repo_root() / "book"
-    path = book / (name if name.endswith(".md") else f"{name}.md")
-    if not path.exists():
-        known = sorted(p.stem for p in book.glob("[0-9][0-9]_*.md"))
-        raise SystemExit(f"error: no chapter {name!r}; chapters: {known}")
-    return path
+    """The text notebook of chapter `name` (its stem, with or without the .md suffix); nothing outside book/."""
+    known = chapters()
+    stem = name[:-3] if name.endswith(".md") else name
+    if stem not in known:
+        raise SystemExit(f"error: no chapter {name!r}; chapters: {sorted(known)}")
+    return known[stem]
 
 
 def parse_overrides(pairs: list[list[str]]) -> dict:
-    """[['widths', '[1, 2]']] -> {'widths': [1, 2]} (values read as YAML)."""
-    return {key: yaml.safe_load(value) for key, value in pairs}
+    """[['widths', '[1, 2]']] -> {'widths': [1, 2]} (values read as YAML; a malformed one is a clear error)."""
+    values = {}
+    for key, value in pairs:
+        try:
+            values[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise SystemExit(f"error: -p {key} {value!r} is not a YAML value ({problem}); quote it as YAML, e.g. "
+                             f"-p widths '[1, 2]' or -p epochs 4") from None
+    return values
 
 
-def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = True) -> Path:
-    """Execute chapter `name` with papermill into runs/chapters/ and optionally render it as one HTML page."""
+def page_config(out_dir: Path) -> Path:
+    """A Jupyter Book config for one executed chapter: the book's own `_config.yml` (vendored MathJax, require.js
+    and widget manager, the same extensions), with execution off and every path absolute."""
+    root = profiles.repo_root()
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config["only_build_toc_files"] = False
+    config["exclude_patterns"] = []
+    config.setdefault("execute", {})["execute_notebooks"] = "off"   # papermill has executed it already
+    sphinx = config.setdefault("sphinx", {})
+    sphinx["config"]["html_static_path"] = [str(root / p) for p in sphinx["config"]["html_static_path"]]
+    sphinx["local_extensions"] = {k: str(root / v) for k, v in sphinx.get("local_extensions", {}).items()}
+    path = out_dir / "_page_config.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def build_page(notebook: Path, out_dir: Path) -> Path:
+    """Render an executed chapter as one HTML page with the book's config; return the page."""
+    subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook), "--config",
+                    str(page_config(out_dir)), "--path-output", str(out_dir)], check=True)
+    return out_dir / "_build" / "_page" / notebook.stem / "html" / f"{notebook.stem}.html"
+
+
+def run_chapter(name: str, profile: str, overrides: dict, build: bool = True,
+                out_dir: Path | None = None) -> Path:
+    """Execute chapter `name` with papermill into runs/chapters/ (or `out_dir`) and optionally render its page."""
     import jupytext
     import papermill
 
     source = chapter_path(name)
     try:
-        profiles.load_profile(profile, overrides)  # refuse unknown profiles/parameters before running anything
+        profiles.load_profile(profile, overrides)  # refuse bad profiles, keys and values before running anything
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    out_dir = profiles.repo_root() / "runs" / "chapters"
+    out_dir = out_dir or profiles.repo_root() / "runs" / "chapters"
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"-{store.config_hash(overrides)}" if overrides else ""
     stem = f"{source.stem}-{profile}{suffix}"
@@ -57,11 +95,8 @@ def run_chapter(name: str, profile: str, overrides: dict, build_page: bool = Tru
                                parameters={"profile": profile, "overrides": overrides}, progress_bar=True)
     notebook_in.unlink()
     print(f"executed notebook: {notebook_out}")
-    if build_page:
-        subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(notebook_out),
-                        "--path-output", str(out_dir)], check=True)
-        html = out_dir / "_build" / "_page" / stem / "html" / f"{stem}.html"
-        print(f"page: {html}")
+    if build:
+        print(f"page: {build_page(notebook_out, out_dir)}")
     return notebook_out
 
 
@@ -73,22 +108,22 @@ def train_profile(profile: str, overrides: dict, address: str | None = None, thr
     try:
         params = profiles.load_profile(profile, overrides)
         required = profiles.required_runs(params)
-        todo = grid.unfinished(required, params["runs_dir"])
+        todo = grid.unfinished(required, params.runs_dir)
         engine = grid.choose_engine("in-process" if in_process else "auto", len(todo), address)
-        grid.task_resources({"CPU": threads}, threads, params["gpus_per_model"])  # refuse bad values up front
+        grid.task_resources({"CPU": threads}, threads, params.recipe.gpus_per_model)  # refuse bad values up front
     except (ValueError, RuntimeError) as error:
         raise SystemExit(f"error: {error}") from None
     where = f"the Ray cluster at {address}" if address else (
         f"a local Ray instance ({grid.available_cores()} cores, loopback only)" if engine == "ray" else "this process")
-    print(f"profile {profile}: {len(required)} models, {len(required) - len(todo)} in {params['runs_dir']}, "
+    print(f"profile {profile}: {len(required)} models, {len(required) - len(todo)} in {params.runs_dir}, "
           f"{len(todo)} to train" + (f" on {where}" if todo else ""), flush=True)
     if in_process and threads:
         import torch
 
         torch.set_num_threads(threads)
     try:
-        grid.run_grid(required, params["runs_dir"], address=address, engine=engine, threads=threads,
-                      gpus_per_model=params["gpus_per_model"], progress=progress, lines=True)
+        grid.run_grid(required, params.runs_dir, address=address, engine=engine, threads=threads,
+                      gpus_per_model=params.recipe.gpus_per_model, progress=progress, lines=True)
     except grid.GridError as error:
         raise SystemExit(f"error: {error}") from None
 
@@ -120,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         train_profile(args.profile, parse_overrides(args.parameter), args.address, args.threads, args.in_process,
                       not args.no_progress)
     elif args.command == "chapter":
-        run_chapter(args.name, args.profile, parse_overrides(args.parameter), build_page=not args.no_build)
+        run_chapter(args.name, args.profile, parse_overrides(args.parameter), build=not args.no_build)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,44 @@
-"""Profiles: one name (smoke, cpu, paper, ...) selects every scale parameter of the book.
+"""Profiles: one name (smoke, cpu, paper, ...) selects every scale parameter of the book, typed and checked.
 
-A profile is a flat YAML file in `book/profiles/`. Any of its values can be overridden; a key the
-profile does not have, or a value of the wrong shape, is an error that lists what is allowed.
+Layer: training (on `widedeep.train`; the CLI, the analyses and book support read profiles).
+
+A profile is a YAML file `book/profiles/<name>.yaml` of flat keys (`epochs: 150`, `cka_examples:
+2000`); `extends: <other>` starts from another profile's values, so a variant states only what
+differs. Reading one (`load_profile`) checks everything before any model is built or file written:
+an unknown, missing or wrongly typed key, a malformed file, a profile name that is not a file of
+that folder, and a grid that `TrainConfig` refuses are each a `ProfileError` naming the key, the
+file (or the override) and what to do.
+
+The keys are grouped by concern into frozen dataclasses, one per concern: `Recipe` (how each model
+trains), `Grid` (which models), `Paths`, `CKA`, `Detector`, `Probes`, `Deletion`, `Errors` and
+`Subspace`. A section's YAML keys are its `PREFIX` followed by its field names (`Detector.threshold`
+is `block_threshold`), so adding a key is one line in one dataclass (and the key in every profile,
+or in the one that the others extend). The functions below turn a profile into the models each
+chapter needs; run names (config hashes) are exactly those of the untyped profiles before them.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
-from dataclasses import fields
+import re
+import types
+import typing
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import yaml
 
 from widedeep.train import TrainConfig, resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+class ProfileError(ValueError):
+    """A profile (file, name or override) that cannot be used; the message names the key, the source and the fix."""
 
 
 def repo_root() -> Path:
@@ -32,79 +56,485 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
 
 
-def load_profile(name: str, overrides: dict | None = None) -> dict:
-    """The profile `name` with `overrides` applied; paths made absolute under the repository root."""
+# ---------------------------------------------------------------------------------------------
+# The sections of a profile
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Section:
+    """A group of profile keys: YAML key = PREFIX + field name."""
+
+    PREFIX: ClassVar[str] = ""
+
+    def check(self) -> None:
+        """Raise ValueError('<key>: what is wrong and what to do') for values of the right type that cannot work."""
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class Recipe(Section):
+    """How every model of the profile trains: the TrainConfig fields other than the grid coordinates."""
+
+    dataset: str                  # fashion_mnist | cifar10 | cifar100
+    image_size: int | None        # pixels; null keeps the native size
+    n_val: int                    # validation examples held out from the training split
+    n_test: int | None            # a class-balanced test subset; null: the whole test set
+    data_seed: int                # chooses the subset and the validation split
+    residual: bool                # false trains the plain (no-shortcut) control
+    bn_momentum: float
+    epochs: int
+    min_steps: int                # train at least this many SGD steps (0: epochs alone)
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    augment: bool
+    eval_every: int               # epochs between validation/test evaluations
+    precision: Literal["auto", "float32", "bfloat16"]   # auto: bfloat16 where the hardware has it natively
+    gpus_per_model: float         # share of a GPU each training task asks for (unused without GPUs)
+
+    def check(self) -> None:
+        _require(self.gpus_per_model > 0, "gpus_per_model", f"must be positive, e.g. 0.25; got {self.gpus_per_model}")
+
+
+@dataclass(frozen=True)
+class Grid(Section):
+    """Which models the book trains: the width and depth series over data sizes and seeds, and the seed studies."""
+
+    width_series_depth: int
+    widths: list[float]
+    depth_series_width: float
+    depths: list[int]
+    n_trains: list[int]
+    seeds: list[int]
+    cross_seeds: list[int]        # seeds of Chapter 2's base model compared with each other
+    seed_study_depth: int         # the model whose seeds Chapters 3-4 compare inside vs outside its block
+    seed_study_width: float
+    seed_study_n_train: int
+    seed_study_seeds: list[int]
+
+    def check(self) -> None:
+        for name in ("widths", "depths", "n_trains", "seeds", "cross_seeds", "seed_study_seeds"):
+            _require(len(getattr(self, name)) > 0, name, "must list at least one value")
+
+
+@dataclass(frozen=True)
+class Paths(Section):
+    """Where runs and results go, relative to the repository root."""
+
+    runs_dir: str
+    results_dir: str
+
+
+@dataclass(frozen=True)
+class CKA(Section):
+    """The minibatch CKA estimator's data (Chapter 2 on): the first test images, in reshuffled passes."""
+
+    PREFIX: ClassVar[str] = "cka_"
+    examples: int
+    batch_size: int
+    passes: int
+
+    def check(self) -> None:
+        _require(self.batch_size >= 4, "cka_batch_size",
+                 f"must be at least 4 (the unbiased HSIC); got {self.batch_size}")
+        _require(self.examples >= self.batch_size, "cka_examples", f"must be at least cka_batch_size "
+                 f"({self.batch_size}); got {self.examples}")
+
+
+@dataclass(frozen=True)
+class Detector(Section):
+    """The block detector's settings (`widedeep.analyses.blocks`) and the sweeps beside them."""
+
+    PREFIX: ClassVar[str] = "block_"
+    threshold: float              # every layer's mean CKA inside the block exceeds this
+    min_contrast: float           # inside minus outside
+    min_pc1: float | None         # every layer's first-PC share (null: the CKA conditions alone)
+    thresholds: list[float]
+    min_pc1s: list[float]
+
+    def check(self) -> None:
+        _require(0 < self.threshold <= 1, "block_threshold", f"must lie in (0, 1]; got {self.threshold}")
+        _require(self.min_pc1 is None or 0 <= self.min_pc1 <= 1, "block_min_pc1", "must lie in [0, 1] or be null")
+
+    def settings(self) -> dict:
+        """The detector's keyword arguments: threshold, min_contrast and min_pc1."""
+        return {"threshold": self.threshold, "min_contrast": self.min_contrast, "min_pc1": self.min_pc1}
+
+
+@dataclass(frozen=True)
+class Probes(Section):
+    """Linear probes along the residual stream (Chapter 5)."""
+
+    PREFIX: ClassVar[str] = "probe_"
+    pool: int                     # average-pool each activation map over pool x pool windows first
+    l2: list[float]               # L2 strengths tried, chosen on validation
+    max_iter: int                 # L-BFGS iterations per strength
+    test_examples: int | None     # first test images the probes are scored on (null: all)
+    plateau_tol: float            # probe-accuracy change across a block that still counts as a plateau
+
+
+@dataclass(frozen=True)
+class Deletion(Section):
+    """Deleting residual blocks (Chapter 5)."""
+
+    PREFIX: ClassVar[str] = "deletion_"
+    test_examples: int | None
+    repair_examples: int | None   # training images whose BN statistics repair a deleted model
+    max_steps: int | None         # cumulative deletions per side (null: as many as the smaller side allows)
+    margin: float                 # mean accuracy difference inside vs outside that counts as cheaper
+
+
+@dataclass(frozen=True)
+class Errors(Section):
+    """Chapter 6's populations (a wide-shallow and a deep-narrow model, m and 2m seeds) and its statistics."""
+
+    PREFIX: ClassVar[str] = "errors_"
+    n_train: int
+    wide_depth: int
+    wide_width: float
+    wide_seeds: list[int]
+    deep_depth: int
+    deep_width: float
+    deep_seeds: list[int]
+    null_side: Literal["deep"]    # the side with 2m seeds whose half-splits are the null (the chapter's design)
+    splits: int
+    fdr: float
+    n_boot: int
+    level: float
+    match_tolerance: float
+    null_quantile: float
+
+    def check(self) -> None:
+        _require(len(self.deep_seeds) == 2 * len(self.wide_seeds) >= 4, "errors_deep_seeds",
+                 f"the null side needs twice the wide side's seeds and at least 4 (got {len(self.deep_seeds)} deep, "
+                 f"{len(self.wide_seeds)} wide): each half-split of the deep seeds is compared with the wide ones")
+        for name in ("fdr", "level", "null_quantile"):
+            _require(0 < getattr(self, name) < 1, f"errors_{name}", f"must lie in (0, 1); got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Subspace(Section):
+    """Wang et al.'s subspace match (Chapter 7)."""
+
+    PREFIX: ClassVar[str] = "subspace_"
+    examples: int
+    batch_size: int
+    eps: list[float]              # increasing: the last is the loosest
+    samples: int                  # the authors' sampled protocol: coordinates per draw ...
+    draws: int                    # ... and draws averaged
+    simple_eps: float
+    simple_layers: int
+    simple_neurons: int
+    energy_kept: float
+
+    def check(self) -> None:
+        _require(self.eps == sorted(self.eps) and all(0 <= e for e in self.eps), "subspace_eps",
+                 f"list non-negative values in increasing order (the last is the loosest); got {self.eps}")
+        _require(0 < self.energy_kept < 1, "subspace_energy_kept", f"must lie in (0, 1); got {self.energy_kept}")
+
+
+SECTIONS: dict[str, type[Section]] = {"recipe": Recipe, "grid": Grid, "paths": Paths, "cka": CKA,
+                                      "detector": Detector, "probes": Probes, "deletion": Deletion,
+                                      "errors": Errors, "subspace": Subspace}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A profile read and checked: its name, file and one typed section per concern."""
+
+    name: str
+    path: Path
+    recipe: Recipe
+    grid: Grid
+    paths: Paths
+    cka: CKA
+    detector: Detector
+    probes: Probes
+    deletion: Deletion
+    errors: Errors
+    subspace: Subspace
+
+    @property
+    def runs_dir(self) -> Path:
+        """The run store (absolute)."""
+        return repo_root() / self.paths.runs_dir
+
+    @property
+    def results_dir(self) -> Path:
+        """Where the chapters write this profile's results (absolute)."""
+        return repo_root() / self.paths.results_dir
+
+    def values(self) -> dict:
+        """Every key of the profile with its value, flat, as in the YAML file."""
+        return {key: getattr(getattr(self, section), field) for key, (section, field) in KEYS.items()}
+
+    def section_values(self, *sections: str) -> dict:
+        """The flat keys and values of some sections (e.g. "probes", "deletion"), for results files."""
+        return {key: value for key, value in self.values().items() if KEYS[key][0] in sections}
+
+    def public(self) -> dict:
+        """The profile's values as stored in results files (machine-specific paths left out) and its name."""
+        flat = {k: v for k, v in self.values().items() if k not in ("runs_dir", "results_dir")}
+        return {**flat, "profile": self.name}
+
+
+def _section_keys() -> dict[str, tuple[str, str]]:
+    """YAML key -> (section attribute, field name), checking that no two sections claim one key."""
+    keys: dict[str, tuple[str, str]] = {}
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            key = cls.PREFIX + f.name
+            if key in keys:
+                raise RuntimeError(f"profile key {key!r} is claimed by two sections: {keys[key][0]} and {section}")
+            keys[key] = (section, f.name)
+    return keys
+
+
+KEYS = _section_keys()
+RESERVED = ("extends",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+# ---------------------------------------------------------------------------------------------
+
+def _describe(annotation) -> str:
+    """A type as the error message names it ("an integer", "a list of numbers", ...)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is list:
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}[args[0]]
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[annotation]
+
+
+def _matches(value, annotation) -> bool:
+    """Whether a YAML value has the annotated type (an int is a number; a bool is never a number)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return value in args and not isinstance(value, bool)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    raise TypeError(f"profiles cannot check values of type {annotation!r}")
+
+
+HINTS = {section: typing.get_type_hints(cls) for section, cls in SECTIONS.items()}
+
+
+def _annotation(key: str):
+    section, name = KEYS[key]
+    return HINTS[section][name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+
+def _display(path: Path) -> str:
+    """A path as messages show it: relative to the repository when it lies inside."""
+    try:
+        return str(path.resolve().relative_to(repo_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def profile_path(name: str) -> Path:
+    """The file of profile `name`, refusing names that are not a file of the profiles folder."""
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise ProfileError(f"profile name {name!r} is not a profile: a name is a file stem in "
+                           f"{_display(profiles_dir())}/ (letters, digits, '-', '_', '.'; no paths); "
+                           f"choose one of {available_profiles()}")
     path = profiles_dir() / f"{name}.yaml"
     if not path.exists():
-        raise ValueError(f"unknown profile {name!r}; choose one of {available_profiles()} (files in {profiles_dir()})")
-    params = yaml.safe_load(path.read_text()) or {}
+        raise ProfileError(f"unknown profile {name!r}; choose one of {available_profiles()} "
+                           f"(files in {_display(profiles_dir())}/)")
+    return path
+
+
+def _read_yaml(path: Path) -> dict:
+    """A profile file's mapping, or a ProfileError naming the file and the line YAML stopped at."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ProfileError(f"{_display(path)} is not valid YAML{where}: {problem}; fix the file") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ProfileError(f"{_display(path)} must be a mapping of keys to values (key: value lines); "
+                           f"got a {type(values).__name__}")
+    return values
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(str(key), list(KEYS) + list(RESERVED), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _layers(name: str, chain: tuple[str, ...] = ()) -> tuple[dict, dict[str, str]]:
+    """(values, where each value was set) of profile `name` with the profiles it extends underneath."""
+    path = profile_path(name)
+    if name in chain:
+        raise ProfileError(f"{_display(path)}: `extends:` loops back to {name!r} ({' -> '.join(chain + (name,))}); "
+                           f"remove one of the `extends:` lines")
+    own = _read_yaml(path)
+    for key in own:
+        if key not in KEYS and key not in RESERVED:
+            raise ProfileError(f"{_display(path)}: unknown key {key!r}{_suggest(key)}; the keys a profile "
+                               f"takes are those of book/profiles/cpu.yaml (see widedeep.profiles)")
+    values, origin = {}, {}
+    parent = own.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ProfileError(f"{_display(path)}: `extends:` takes a profile name, e.g. `extends: paper`; "
+                               f"got {parent!r}")
+        values, origin = _layers(parent, chain + (name,))
+    values.update(own)
+    origin.update({key: _display(path) for key in own})
+    return values, origin
+
+
+def _check_value(key: str, value, where: str) -> None:
+    annotation = _annotation(key)
+    if not _matches(value, annotation):
+        raise ProfileError(f"{where}: {key!r} must be {_describe(annotation)}; got {value!r} "
+                           f"({type(value).__name__}); fix the value")
+
+
+def load_profile(name: str, overrides: dict | None = None) -> Profile:
+    """Profile `name` with `overrides` applied, every key present, known and of its type, and its grid valid."""
+    values, origin = _layers(name)
+    path = profiles_dir() / f"{name}.yaml"
+    missing = [key for key in KEYS if key not in values]
+    if missing:
+        raise ProfileError(f"{_display(path)} lacks {', '.join(repr(k) for k in missing)}: add "
+                           f"{'it' if len(missing) == 1 else 'them'} (see book/profiles/cpu.yaml for each key's "
+                           f"meaning), or `extends:` a profile that has {'it' if len(missing) == 1 else 'them'}")
     for key, value in (overrides or {}).items():
-        if key not in params:
-            raise ValueError(f"unknown parameter {key!r} for profile {name!r}; known parameters: {sorted(params)}")
-        if isinstance(params[key], list) and not isinstance(value, list):
-            raise ValueError(f"parameter {key!r} takes a list (the profile has {params[key]!r}); got {value!r}")
-        params[key] = value
-    params["profile"] = name
-    for key in ("runs_dir", "results_dir"):
-        params[key] = str(repo_root() / params[key])
-    return params
+        if key not in KEYS:
+            raise ProfileError(f"unknown parameter {key!r} for profile {name!r}{_suggest(key)}; known parameters: "
+                               f"{sorted(KEYS)}")
+        values[key] = value
+        origin[key] = f"the override {key}={value!r}"
+    for key in KEYS:
+        _check_value(key, values[key], origin[key])
+    grouped: dict[str, dict] = {section: {} for section in SECTIONS}
+    for key, (section, field_name) in KEYS.items():
+        grouped[section][field_name] = values[key]
+    sections = {section: SECTIONS[section](**grouped[section]) for section in SECTIONS}
+    for section in sections.values():
+        try:
+            section.check()
+        except ValueError as error:
+            key = str(error).split(":", 1)[0]
+            raise ProfileError(f"{origin.get(key, _display(path))}: {error}") from None
+    profile = Profile(name, path, **sections)
+    try:
+        required_runs(profile)  # every model's TrainConfig: depths 6n+2, data sizes, batch sizes ...
+    except ValueError as error:
+        raise ProfileError(f"{_display(path)}{' with overrides ' + repr(overrides) if overrides else ''}: "
+                           f"a model of its grid cannot be trained: {error}") from None
+    return profile
 
 
-# The recipe keys a profile passes to TrainConfig: every field except the per-model grid coordinates.
-TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in ("depth", "width", "n_train", "seed"))
+# ---------------------------------------------------------------------------------------------
+# The models a profile asks for
+# ---------------------------------------------------------------------------------------------
+
+GRID_COORDINATES = ("depth", "width", "n_train", "seed")
 
 
-def train_config(params: dict, depth: int, width: float, n_train: int, seed: int, **changes) -> TrainConfig:
-    """The TrainConfig of one model under this profile's recipe."""
-    recipe = {k: params[k] for k in TRAIN_KEYS if k in params}
+def train_config(profile: Profile, depth: int, width: float, n_train: int, seed: int, **changes) -> TrainConfig:
+    """The TrainConfig of one model under the profile's recipe (`auto` precision resolved for this machine)."""
+    recipe = {f.name: getattr(profile.recipe, f.name) for f in fields(TrainConfig) if f.name not in GRID_COORDINATES}
     recipe.update(changes)
-    if "precision" in recipe:  # a profile may say `auto`; a run's config names what it really trains in
-        recipe["precision"] = resolve_precision(recipe["precision"])
+    recipe["precision"] = resolve_precision(recipe["precision"])  # a run's config names what it trains in
     return TrainConfig.from_dict({"depth": depth, "width": width, "n_train": n_train, "seed": seed, **recipe})
 
 
-def architectures(params: dict) -> list[tuple[int, float]]:
+def architectures(profile: Profile) -> list[tuple[int, float]]:
     """(depth, width) pairs of the grid: the width series then the depth series, without repeats."""
-    pairs = [(params["width_series_depth"], w) for w in params["widths"]]
-    pairs += [(d, params["depth_series_width"]) for d in params["depths"]]
+    grid = profile.grid
+    pairs = [(grid.width_series_depth, w) for w in grid.widths]
+    pairs += [(d, grid.depth_series_width) for d in grid.depths]
     return list(dict.fromkeys(pairs))
 
 
-def training_grid(params: dict) -> list[TrainConfig]:
+def training_grid(profile: Profile) -> list[TrainConfig]:
     """Every model of the profile's grid: architectures x n_train x seeds."""
-    return [train_config(params, depth, width, n_train, seed)
-            for n_train in params["n_trains"] for depth, width in architectures(params) for seed in params["seeds"]]
+    return [train_config(profile, depth, width, n_train, seed) for n_train in profile.grid.n_trains
+            for depth, width in architectures(profile) for seed in profile.grid.seeds]
 
 
-def public(params: dict) -> dict:
-    """The profile's values as stored in results files (machine-specific absolute paths left out)."""
-    return {k: v for k, v in params.items() if k not in ("runs_dir", "results_dir")}
-
-
-def seed_study_grid(params: dict) -> list[TrainConfig]:
+def seed_study_grid(profile: Profile) -> list[TrainConfig]:
     """The seeds of the model whose block Chapters 3-4 compare across seeds."""
-    return [train_config(params, params["seed_study_depth"], params["seed_study_width"], params["seed_study_n_train"], s)
-            for s in params["seed_study_seeds"]]
+    g = profile.grid
+    return [train_config(profile, g.seed_study_depth, g.seed_study_width, g.seed_study_n_train, s)
+            for s in g.seed_study_seeds]
 
 
-def cka_base_grid(params: dict) -> list[TrainConfig]:
-    """Chapter 2's base model (the narrowest of the width series on the most data) over its seeds, and its plain control."""
-    depth, width, n_train = params["width_series_depth"], params["widths"][0], max(params["n_trains"])
-    seeds = [train_config(params, depth, width, n_train, s) for s in params["cross_seeds"]]
-    return seeds + [train_config(params, depth, width, n_train, params["cross_seeds"][0], residual=False)]
+def cka_base_grid(profile: Profile) -> list[TrainConfig]:
+    """Chapter 2's base model (narrowest of the width series, most data) over its seeds, and its plain control."""
+    g = profile.grid
+    depth, width, n_train = g.width_series_depth, g.widths[0], max(g.n_trains)
+    seeds = [train_config(profile, depth, width, n_train, s) for s in g.cross_seeds]
+    return seeds + [train_config(profile, depth, width, n_train, g.cross_seeds[0], residual=False)]
+
+
+def wide_and_deep(profile: Profile) -> tuple[TrainConfig, TrainConfig]:
+    """Chapter 2's widest and deepest models of the grid on the most data (first cross seed)."""
+    g = profile.grid
+    n_train, seed = max(g.n_trains), g.cross_seeds[0]
+    return (train_config(profile, g.width_series_depth, max(g.widths), n_train, seed),
+            train_config(profile, max(g.depths), g.depth_series_width, n_train, seed))
 
 
 ERROR_SIDES = ("wide", "deep")
 
 
-def errors_grid(params: dict) -> dict[str, list[TrainConfig]]:
+def errors_grid(profile: Profile) -> dict[str, list[TrainConfig]]:
     """Chapter 6's populations: the seeds of the wide-shallow and of the deep-narrow model, by side."""
-    return {side: [train_config(params, params[f"errors_{side}_depth"], params[f"errors_{side}_width"],
-                                params["errors_n_train"], s) for s in params[f"errors_{side}_seeds"]]
-            for side in ERROR_SIDES}
+    e = profile.errors
+    return {side: [train_config(profile, getattr(e, f"{side}_depth"), getattr(e, f"{side}_width"), e.n_train, s)
+                   for s in getattr(e, f"{side}_seeds")] for side in ERROR_SIDES}
 
 
-def required_runs(params: dict) -> list[TrainConfig]:
+def required_runs(profile: Profile) -> list[TrainConfig]:
     """Every model any chapter of the book trains under this profile, without repeats."""
-    errors = [c for configs in errors_grid(params).values() for c in configs]
-    return list(dict.fromkeys(training_grid(params) + cka_base_grid(params) + seed_study_grid(params) + errors))
+    errors = [c for configs in errors_grid(profile).values() for c in configs]
+    return list(dict.fromkeys(training_grid(profile) + cka_base_grid(profile) + seed_study_grid(profile)
+                              + list(wide_and_deep(profile)) + errors))
+
+
+def with_values(profile: Profile, **values) -> Profile:
+    """The profile with some keys changed (flat YAML keys, checked like overrides)."""
+    for key, value in values.items():
+        if key not in KEYS:
+            raise ProfileError(f"unknown parameter {key!r}{_suggest(key)}")
+        _check_value(key, value, f"the change {key}={value!r}")
+    changed = {}
+    for key, value in values.items():
+        section, field_name = KEYS[key]
+        changed.setdefault(section, {})[field_name] = value
+    return replace(profile, **{s: replace(getattr(profile, s), **v) for s, v in changed.items()})

@@ -1,5 +1,7 @@
 """Linear probes: how much of the label a linear softmax can read from each layer (Nguyen et al. 2021, §4).
 
+Layer: analyses (features from `widedeep.capture`; above measures, below book support).
+
 The paper trains a dense softmax on each residual-stream layer of a frozen network and finds that
 probe accuracy *plateaus* across the block structure: the block's layers add no linearly readable
 information. Here a probe is multinomial logistic regression on a layer's flattened activations,
@@ -12,7 +14,7 @@ training subset (clean images, no augmentation), choose the L2 strength on the v
 report test accuracy of the chosen probe. `fit_probe` takes no test data at all, so nothing about the
 test set can influence the choice; the test set is only scored afterwards by `Probe.accuracy`.
 
-Features come from forward hooks (`activations.GramCapture` with a different reduction) under
+Features come from forward hooks (`widedeep.capture.Capture`, reducing to pooled features) under
 inference mode with the model in eval mode. All layers' features of all examples are not held at
 once: layers are taken in groups whose features fit `max_bytes`, one forward pass per group.
 """
@@ -27,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import GramCapture, resolve_layers
+from widedeep.analyses.verdicts import FALLS, NO_BLOCK, PLATEAU, RISES
+from widedeep.capture import Capture, resolve_layers
 
 DEFAULT_L2 = (1e-4, 1e-3, 1e-2, 1e-1)   # penalty l2 * ||W||^2 added to the mean cross-entropy
-PLATEAU, RISES, FALLS = "plateau", "rises", "falls"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,16 +49,10 @@ def pooled_features(output: torch.Tensor, pool: int = 1) -> torch.Tensor:
     return output.flatten(1).float()
 
 
-class FeatureCapture(GramCapture):
-    """GramCapture that keeps each layer's pooled, flattened features instead of its Gram."""
-
-    def __init__(self, model: nn.Module, layers: Sequence | None = None, *, pool: int = 1):
-        pooled_features(torch.zeros(1, 1), pool)  # validate before hooking anything
-        super().__init__(model, layers)
-        self.pool = pool
-
-    def _reduce(self, output: torch.Tensor, name: str) -> torch.Tensor:
-        return pooled_features(output, self.pool)
+def feature_capture(model: nn.Module, layers: Sequence | None = None, *, pool: int = 1) -> Capture:
+    """A `Capture` that keeps each layer's pooled, flattened features (see `pooled_features`)."""
+    pooled_features(torch.zeros(1, 1), pool)  # validate before hooking anything
+    return Capture(model, layers, lambda _, output: pooled_features(output, pool))
 
 
 def _feature_groups(dims: Sequence[int], examples: int, max_bytes: int) -> list[list[int]]:
@@ -82,12 +78,12 @@ def layer_features(model: nn.Module, layers: Sequence, images: Sequence[torch.Te
     pass of every image set per group; a group's features are dropped once its layers are yielded.
     """
     resolved = resolve_layers(model, layers)
-    with FeatureCapture(model, resolved, pool=pool) as capture:
+    with feature_capture(model, resolved, pool=pool) as capture:
         dims = [f.shape[1] for f in capture(images[0][:1])]
     examples = sum(len(x) for x in images)
     for group in _feature_groups(dims, examples, max_bytes):
         chosen = [resolved[i] for i in group]
-        with FeatureCapture(model, chosen, pool=pool) as capture:
+        with feature_capture(model, chosen, pool=pool) as capture:
             per_set = []
             for x in images:
                 batches = [capture(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
@@ -229,7 +225,7 @@ def plateau_verdict(accuracies: Sequence[float], inside: Sequence[bool], tol: fl
     """
     gain = gain_inside(accuracies, inside)
     if np.isnan(gain):
-        return "no block"
+        return NO_BLOCK
     if abs(gain) <= tol + 1e-9:  # accuracies are fractions k/n: a gain of exactly tol is a plateau
         return PLATEAU
     return RISES if gain > 0 else FALLS

@@ -1,5 +1,7 @@
 """Does block incidence follow capacity and data size? The paper's two trends, checked on detector output.
 
+Layer: analyses (plain functions over rows of detector output; below book support).
+
 The paper's claims, as testable statements over a grid of trained models (each row has `depth`,
 `width`, `n_train` and `has_block`):
 
@@ -20,7 +22,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-SHOWN, CONTRADICTED, NOT_SHOWN = "shown", "contradicted", "not shown"
+from widedeep.analyses.verdicts import CONTRADICTED, NOT_SHOWN, SHOWN
+from widedeep.labels import architecture_label
+
 
 
 def presence_pattern(flags: Sequence[bool]) -> str:
@@ -57,7 +61,7 @@ def data_sequences(rows: list[dict]) -> dict[str, list[dict]]:
     """For each architecture with several n_train: its rows from the most to the least data."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        groups[f"ResNet-{row['depth']} x{row['width']:g}"].append(row)
+        groups[architecture_label(row["depth"], row["width"])].append(row)
     return {name: sorted(group, key=lambda r: -r["n_train"]) for name, group in groups.items() if len(group) > 1}
 
 
@@ -88,28 +92,20 @@ def incidence_sentence(rows: list[dict]) -> str:
     parts = []
     for n_train in sorted({r["n_train"] for r in rows}, reverse=True):
         at = sorted((r for r in rows if r["n_train"] == n_train), key=_capacity_key)
-        blocked = [f"ResNet-{r['depth']} ×{r['width']:g}" for r in at if r["has_block"]]
+        blocked = [architecture_label(r["depth"], r["width"]) for r in at if r["has_block"]]
         parts.append(f"at n_train = {n_train}: " + (f"{', '.join(blocked)} ({len(blocked)} of {len(at)} models)"
                                                    if blocked else f"none of {len(at)} models"))
     return "; ".join(parts)
 
 
-def tally(verdicts: dict[str, str]) -> str:
-    """Per-model verdicts as one sentence: 'plateau in 2 of 3 (A, B); rises in 1 of 3 (C)'; 'no model to judge' if empty."""
-    if not verdicts:
-        return "no model to judge"
-    parts = []
-    for verdict in dict.fromkeys(verdicts.values()):
-        names = [name for name, v in verdicts.items() if v == verdict]
-        parts.append(f"{verdict} in {len(names)} of {len(verdicts)} ({', '.join(names)})")
-    return "; ".join(parts)
+def grid_verdicts(rows: list[dict]) -> tuple[dict[str, str], dict[str, str]]:
+    """Both trends judged on the book's blocks and on the CKA-only ones, and the incidence sentences.
 
-
-def agreement(verdicts: Iterable[str], expected: str) -> str:
-    """Whether per-model verdicts bear out the paper's `expected` one: 'shown' (all of them),
-    'partly shown' (some), 'not shown' (none), or 'not testable' (no model to judge)."""
-    verdicts = list(verdicts)
-    if not verdicts:
-        return "not testable"
-    hits = sum(v == expected for v in verdicts)
-    return SHOWN if hits == len(verdicts) else "partly shown" if hits else NOT_SHOWN
+    `rows` are one seed's model summaries (keys depth, width, n_train, block, block_cka_only). Returns
+    ({"capacity", "data", "capacity_cka_only", "data_cka_only"}: verdicts, {"incidence", "incidence_cka_only"}).
+    """
+    with_pc1 = [{**r, "has_block": r["block"] is not None} for r in rows]
+    cka_only = [{**r, "has_block": r["block_cka_only"] is not None} for r in rows]
+    verdicts = {"capacity": capacity_trend(with_pc1)[0], "data": data_trend(with_pc1)[0],
+                "capacity_cka_only": capacity_trend(cka_only)[0], "data_cka_only": data_trend(cka_only)[0]}
+    return verdicts, {"incidence": incidence_sentence(with_pc1), "incidence_cka_only": incidence_sentence(cka_only)}

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from widedeep import prune
-from widedeep.blocks import Block
+from widedeep.analyses import deletion as prune
+from widedeep.analyses.blocks import Block
 from widedeep.data import ImageData
 from widedeep.models import resnet
 

@@ -1,5 +1,7 @@
 """Block structure in a layer-by-layer CKA matrix (Nguyen, Raghu & Kornblith 2021).
 
+Layer: analyses (plain functions over CKA matrices; no widedeep imports).
+
 Definition (the one this book uses). Given a CKA matrix `cka` over all L hooked layers of one model
 and each layer's kind ("input", "stem", "inside", "stream", "head"), only the *analysed* layers take
 part: those whose kind is in `analysed_kinds` (by default the residual-stream outputs, "stream").

@@ -1,5 +1,7 @@
 """Do wide and deep models of equal accuracy make different errors? Statistics over per-seed predictions.
 
+Layer: analyses (plain functions over prediction arrays; below book support).
+
 Inputs. For one configuration (an architecture at a data size), `predictions` is an integer array of
 shape (seeds, examples): the predicted class of every test example by every independently trained
 seed; `labels` (examples,) holds the true classes. Two configurations A and B are compared on the same
@@ -44,6 +46,8 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import stats
+
+from widedeep.analyses.verdicts import NOT_SHOWN, SHOWN, SHOWN_IN_AGGREGATE
 
 # ---------------------------------------------------------------------------------------------
 # Inputs
@@ -240,9 +244,6 @@ def beyond_null(test: np.ndarray, null: np.ndarray, quantile: float = 0.95) -> b
     if test.size == 0 or null.size == 0:
         raise ValueError("beyond_null needs at least one test and one null value")
     return bool(np.median(test) > np.quantile(null, quantile))
-
-
-SHOWN, SHOWN_IN_AGGREGATE, NOT_SHOWN = "shown", "shown in aggregate", "not shown"
 
 
 def difference_verdict(beyond_count: bool, beyond_mean: bool, matched: bool, unit: str = "examples") -> str:

@@ -1,5 +1,7 @@
 """The paper's findings against what this book's runs show, read from the chapters' results files.
 
+Layer: book support (reads `widedeep.book.results`; verdicts in `widedeep.analyses.verdicts`).
+
 The introduction's claims table is built here, from `results/<profile>/*.json`, never typed: each
 finding names the chapter and figure that test it and a function that turns that chapter's results
 into a verdict ("shown", "partly shown", "not shown", "not testable", or a chapter's own wording)
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from widedeep import store
-
-NOT_RUN = "not run"
-NOT_TESTABLE = "not testable"
+from widedeep.analyses.matching import subspace_verdict
+from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, fraction_verdict
+from widedeep.book import results as results_schema
+from widedeep.book.tables import list_table
+from widedeep.labels import architecture_label
 
 
 @dataclass(frozen=True)
@@ -31,33 +34,22 @@ class Finding:
     judge: Callable[[dict], tuple[str, str]]
 
 
-def model_label(entry: dict) -> str:
-    """A results entry's model as "ResNet-110 ×1, n=500, s0"."""
-    return f"ResNet-{entry['depth']} ×{entry['width']:g}, n={entry['n_train']}, s{entry['seed']}"
-
-
-def _blocked(entries: list[dict]) -> list[dict]:
-    return [e for e in entries if e.get("block") is not None]
-
-
-def _fraction_verdict(hits: int, total: int) -> str:
-    """shown (all), partly shown (some), not shown (none) or not testable (nothing to test)."""
-    if total == 0:
-        return NOT_TESTABLE
-    return "shown" if hits == total else "partly shown" if hits else "not shown"
+def _blocked(models: dict[str, dict]) -> dict[str, dict]:
+    """The entries (by run name) of the models that have a block."""
+    return {name: e for name, e in models.items() if e.get("block") is not None}
 
 
 def judge_capacity(results: dict) -> tuple[str, str]:
     """Chapter 3's capacity trend, with the models that carry a block."""
-    blocked = _blocked(results["models"])
-    names = "; ".join(model_label(e) for e in blocked) or "none"
+    blocked = _blocked(results["models"]).values()
+    names = "; ".join(results_schema.label(e) for e in blocked) or "none"
     return results["trends"]["capacity"], f"blocks in {len(blocked)} of {len(results['models'])} grid models ({names})"
 
 
 def judge_data(results: dict) -> tuple[str, str]:
     """Chapter 3's data-size trend."""
-    sizes = sorted({e["n_train"] for e in results["models"]})
-    by_size = {n: sum(1 for e in _blocked(results["models"]) if e["n_train"] == n) for n in sizes}
+    sizes = sorted({e["n_train"] for e in results["models"].values()})
+    by_size = {n: sum(1 for e in _blocked(results["models"]).values() if e["n_train"] == n) for n in sizes}
     return results["trends"]["data"], "models with a block by n_train: " + ", ".join(
         f"{n}: {k}" for n, k in by_size.items())
 
@@ -67,23 +59,23 @@ def judge_first_pc(results: dict) -> tuple[str, str]:
     blocked = _blocked(results["models"])
     if not blocked:
         return NOT_TESTABLE, "no model has a block"
-    broken = set(results["blocks_broken"])  # model labels
-    both = sum(e["pc1_share_inside"] > e["pc1_share_outside"] and model_label(e) in broken for e in blocked)
-    verdict = _fraction_verdict(both, len(blocked))
-    shares = "; ".join(f"{e['pc1_share_inside']:.2f} vs {e['pc1_share_outside']:.2f}" for e in blocked)
+    broken = set(results["blocks_broken"])  # run names
+    both = sum(e["pc1_share_inside"] > e["pc1_share_outside"] and name in broken for name, e in blocked.items())
+    verdict = fraction_verdict(both, len(blocked))
+    shares = "; ".join(f"{e['pc1_share_inside']:.2f} vs {e['pc1_share_outside']:.2f}" for e in blocked.values())
     return verdict, (f"first-PC share inside vs outside the block: {shares}; removing the first PC breaks "
                      f"{len(broken)} of {len(blocked)} blocks")
 
 
 def judge_seeds(results: dict) -> tuple[str, str]:
     """Chapter 4: cross-seed CKA inside each seed's block against outside it."""
-    pairs = [e for e in _blocked(results["models"]) if e.get("cross_seed_cka_inside") is not None]
+    pairs = [e for e in _blocked(results["models"]).values() if e.get("cross_seed_cka_inside") is not None]
     if not pairs:
         return NOT_TESTABLE, "no seed-study model has a block"
     unique = sum(e["cross_seed_cka_inside"] < e["cross_seed_cka_outside"] for e in pairs)
-    numbers = "; ".join(f"{model_label(e)}: {e['cross_seed_cka_inside']:.2f} inside vs "
+    numbers = "; ".join(f"{results_schema.label(e)}: {e['cross_seed_cka_inside']:.2f} inside vs "
                         f"{e['cross_seed_cka_outside']:.2f} outside" for e in pairs)
-    return _fraction_verdict(unique, len(pairs)), f"CKA with the other seeds, {numbers}"
+    return fraction_verdict(unique, len(pairs)), f"CKA with the other seeds, {numbers}"
 
 
 def judge_probes(results: dict) -> tuple[str, str]:
@@ -96,9 +88,9 @@ def judge_probes(results: dict) -> tuple[str, str]:
 def judge_deletion(results: dict) -> tuple[str, str]:
     """Chapter 5's deletion verdicts: mean single-deletion cost inside vs outside each block, and the position control."""
     verdicts = results["verdicts"]
-    numbers = "; ".join(f"{model_label(e)}: {e['verdicts']['mean_delta_inside']:+.3f} inside vs "
+    numbers = "; ".join(f"{results_schema.label(e)}: {e['verdicts']['mean_delta_inside']:+.3f} inside vs "
                         f"{e['verdicts']['mean_delta_outside']:+.3f} outside"
-                        for e in _blocked(results["models"]) if "mean_delta_inside" in e.get("verdicts", {}))
+                        for e in _blocked(results["models"]).values() if "mean_delta_inside" in e.get("verdicts", {}))
     controls = "; ".join(f"{c['control_inside']:+.3f} vs {c['control_outside']:+.3f}"
                          for c in results.get("position_control", {}).values())
     return verdicts["single_deletion_cheaper_inside"], (
@@ -110,26 +102,16 @@ def judge_deletion(results: dict) -> tuple[str, str]:
 def judge_errors(results: dict) -> tuple[str, str]:
     """Chapter 6's example- and class-level verdicts with the accuracy match."""
     verdicts, match, example = results["verdicts"], results["accuracy_match"], results["example_level"]
-    wide, deep = results["wide"], results["deep"]
+    wide, deep = (architecture_label(results[side]["depth"], results[side]["width"]) for side in ("wide", "deep"))
     # the very numbers the chapter's verdict compared: the test's median against the null's quantile
     differences = (f"; mean per-example difference in correct fraction {example['mean_abs_diff_median']:.3f} vs "
                    f"the null's {100 * example['null_quantile']:g}th percentile "
                    f"{example['null_mean_abs_diff_quantile']:.3f}")
     return verdicts["example_level"], (
-        f"ResNet-{wide['depth']} ×{wide['width']:g} vs ResNet-{deep['depth']} ×{deep['width']:g}, accuracy "
+        f"{wide} vs {deep}, accuracy "
         f"{match['acc_a']:.3f} vs {match['acc_b']:.3f}; median {example['n_significant']:g} significant examples "
         f"vs a null of {min(example['null_n_significant'])}–{max(example['null_n_significant'])}{differences}; "
         f"class level: {verdicts['class_level']}")
-
-
-def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Sequence[float],
-                     threshold: float = 0.5) -> tuple[str, int, int]:
-    """Wang et al.'s claim per layer: (verdict, layers whose mean score over seed pairs at the largest ε is below
-    `threshold`, layers). `match_scores` is (pairs, layers, ε values)."""
-    scores = np.asarray(match_scores, dtype=float)
-    loosest = scores[:, :, int(np.argmax(eps))].mean(axis=0)
-    low = int(np.sum(loosest < threshold))
-    return _fraction_verdict(low, loosest.size), low, loosest.size
 
 
 def judge_subspace(results: dict) -> tuple[str, str]:
@@ -163,9 +145,23 @@ FINDINGS = [
 ]
 
 
+def block_uniqueness(results_dir: str | Path) -> str:
+    """What Chapter 4 found under CKA of each seed's block (unique to it or not), from its results file."""
+    path = Path(results_dir) / "04_pca.json"
+    if not path.exists():
+        return "Chapter 4 asks whether a block is unique to its model (its results are not here yet)"
+    models = results_schema.read(path)["models"].values()
+    compared = [e for e in models if e.get("cross_seed_cka_inside") is not None]
+    return "; ".join(
+        f"Chapter 4 found the block of {results_schema.label(e)} "
+        + ("unique to it" if e["cross_seed_cka_inside"] < e["cross_seed_cka_outside"] else "not unique to it")
+        + f" (CKA with the other seeds {e['cross_seed_cka_inside']:.2f} inside, {e['cross_seed_cka_outside']:.2f}"
+          " outside)" for e in compared) or "Chapter 4 found no seed with a block to compare"
+
+
 def load_results(results_dir: str | Path) -> dict[str, dict]:
-    """Every chapter's results in `results_dir`, keyed by file stem."""
-    return {path.stem: store.read_json(path) for path in sorted(Path(results_dir).glob("*.json"))}
+    """Every chapter's results in `results_dir` (checked against the schema), keyed by chapter."""
+    return results_schema.load_all(results_dir)
 
 
 def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) -> list[dict]:
@@ -179,6 +175,13 @@ def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) ->
         rows.append({"claim": finding.claim, "verdict": verdict, "evidence": evidence,
                      "chapter": finding.chapter, "figure": finding.figure})
     return rows
+
+
+def claims_table(rows: list[dict]) -> str:
+    """The introduction's table: each finding, our verdict (bold), its evidence, figure and chapter link."""
+    return list_table(["the paper finds", "our runs", "evidence", "figure", "chapter"], [
+        [r["claim"], f"**{r['verdict']}**", r["evidence"], r["figure"],
+         f"[Chapter {int(r['chapter'][:2])}]({r['chapter']}.md)"] for r in rows])
 
 
 def provenance_lines(results: dict[str, dict]) -> list[str]:

@@ -5,11 +5,13 @@ import types
 import numpy as np
 import pytest
 
-from widedeep import analysis, blocks
+from widedeep.analyses import blocks
+from widedeep.analyses import structure as analysis
 from widedeep.models import resnet
+from widedeep.profiles import Detector
 from widedeep.train import TrainConfig
 
-PARAMS = {"block_threshold": 0.9, "block_min_contrast": 0.2, "block_min_pc1": 0.45}
+PARAMS = Detector(threshold=0.9, min_contrast=0.2, min_pc1=0.45, thresholds=[0.9], min_pc1s=[0.45])
 
 
 def planted(depth: int = 14):

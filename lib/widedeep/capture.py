@@ -1,16 +1,21 @@
-"""Capture every analysed layer of a model as an n x n Gram, one forward pass at a time.
+"""Capture layer: what a model's analysed layers output, reduced inside forward hooks, one batch at a time.
 
-`GramCapture` is a context manager that registers one forward hook per analysed module, puts the
-model in eval mode (BatchNorm uses its running statistics, dropout is off) and restores every
-module's training flag and removes every hook on exit. Calling it on a batch runs the model under
-`torch.inference_mode()` and returns one Gram per layer, in layer order.
+Layer: capture (above data, models and training; below measures). It knows modules and tensors,
+not what a measure does with them: `Capture` hands each hooked layer's output to a `reduce(index,
+output)` callback and returns what the callbacks return, in layer order. The measures build their
+reductions on it: an n x n Gram per layer for CKA and first PCs (`widedeep.measures.grams.gram_capture`),
+a pooled feature matrix for probes (`widedeep.analyses.probes`), whole outputs
+(`capture_outputs`), or running second moments for the subspace match.
 
-Why Grams inside the hook: a batch never holds all activations at once (for a wide ResNet that is
-gigabytes, against L * n^2 numbers for the Grams), and an in-place op that later overwrites a
-hooked output (torchvision's `ReLU(inplace=True)`, `out += identity`) cannot corrupt what was
-already reduced. Each Gram is of the flattened, pre-centred features (see `widedeep.cka.layer_gram`),
-in the activations' own precision (float32 for a float32 network, with TF32 off) unless
-`gram_dtype=torch.float64` is asked for; everything after the Gram is float64.
+`Capture` is a context manager that registers one forward hook per analysed module, puts the model
+in eval mode (BatchNorm uses its running statistics, dropout is off) and restores every module's
+training flag and removes every hook on exit. Calling it on a batch runs the model under
+`torch.inference_mode()`.
+
+Why reduce inside the hook: a batch never holds all activations at once (for a wide ResNet that is
+gigabytes, against L * n^2 numbers for the Grams), and an in-place op that later overwrites a hooked
+output (torchvision's `ReLU(inplace=True)`, `out += identity`) cannot corrupt what was already
+reduced.
 
 What hooks cannot see, and how it is handled:
 - a module called more than once per forward (torchvision's BasicBlock reuses one `relu`) fires its
@@ -24,12 +29,12 @@ Layers come from `model.layers()` (our CifarResNet) or an explicit list of modul
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .cka import layer_gram
+Reduce = Callable[[int, torch.Tensor], object]
 
 
 class HookError(RuntimeError):
@@ -47,7 +52,7 @@ def resolve_layers(model: nn.Module, layers: Sequence | None = None) -> list[tup
         if not callable(getattr(model, "layers", None)):
             raise ValueError(
                 f"{type(model).__name__} has no .layers() method: pass layers=[module names] (see "
-                f"widedeep.activations.leaf_module_names); note that functional ops and reused modules cannot be hooked")
+                f"widedeep.capture.leaf_module_names); note that functional ops and reused modules cannot be hooked")
         layers = model.layers()
     by_name = dict(model.named_modules())
     resolved: list[tuple[str, nn.Module]] = []
@@ -78,27 +83,30 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-class GramCapture:
-    """Context manager: per-layer forward hooks that reduce each output to its n x n Gram.
+class Capture:
+    """Context manager: per-layer forward hooks that hand each output to `reduce(index, output)`.
 
-    with GramCapture(model) as capture:
-        grams = capture(images)   # list of (n, n) Grams, one per layer in capture.names
+    with Capture(model, layers, reduce) as capture:
+        reduced = capture(images)   # what reduce returned for each layer of capture.names, in order
+
+    What `reduce` returns is what a call gives back for that layer (e.g. a Gram, a copy of the output,
+    or None after folding it into a running statistic).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence | None = None, *, gram_dtype: torch.dtype | None = None):
+    def __init__(self, model: nn.Module, layers: Sequence | None, reduce: Reduce):
         self.model = model
         resolved = resolve_layers(model, layers)
         self.names = [name for name, _ in resolved]
         self.modules = [module for _, module in resolved]
-        self.gram_dtype = gram_dtype
+        self.reduce = reduce
         self._handles: list = []
         self._training: list[tuple[nn.Module, bool]] = []
         self._running = False
         self._counts = [0] * len(self.names)
-        self._grams: list[torch.Tensor | None] = [None] * len(self.names)
+        self._reduced: list[object] = [None] * len(self.names)
 
     def _hook(self, index: int):
-        """Forward hook for layer `index`: count the call and keep only the Gram of the output."""
+        """Forward hook for layer `index`: count the call and keep only the reduction of the output."""
         name = self.names[index]
 
         def hook(module: nn.Module, inputs, output) -> None:
@@ -113,17 +121,13 @@ class GramCapture:
             if not isinstance(output, torch.Tensor):
                 raise HookError(f"layer '{name}' returned {type(output).__name__}, not a tensor; hook a "
                                 f"module whose output is one tensor of shape (n, ...)")
-            self._grams[index] = self._reduce(output, name)
+            self._reduced[index] = self.reduce(index, output)
 
         return hook
 
-    def _reduce(self, output: torch.Tensor, name: str) -> torch.Tensor:
-        """What a hook keeps of one layer's output: its Gram (subclasses keep something else)."""
-        return layer_gram(output, self.gram_dtype, f"layer '{name}'")
-
-    def __enter__(self) -> "GramCapture":
+    def __enter__(self) -> "Capture":
         if self._handles:
-            raise RuntimeError("this GramCapture is already active")
+            raise RuntimeError("this Capture is already active")
         self._training = [(module, module.training) for module in self.model.modules()]
         self.model.eval()  # BatchNorm on running statistics, as in the paper's analysis
         try:
@@ -140,14 +144,14 @@ class GramCapture:
         for module, flag in self._training:
             module.training = flag  # per module: a submodule may have been in a different mode
         self._training = []
-        self._grams = [None] * len(self.names)
+        self._reduced = [None] * len(self.names)
 
-    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Run one forward pass on `images` and return each layer's (n, n) Gram, in layer order."""
+    def __call__(self, images: torch.Tensor) -> list:
+        """Run one forward pass on `images` and return each layer's reduction, in layer order."""
         if not self._handles:
-            raise RuntimeError("use GramCapture as a context manager: `with GramCapture(model) as capture:`")
+            raise RuntimeError("use Capture as a context manager: `with Capture(model, layers, reduce) as capture:`")
         self._counts = [0] * len(self.names)
-        self._grams = [None] * len(self.names)
+        self._reduced = [None] * len(self.names)
         self._running = True
         try:
             with torch.inference_mode():
@@ -159,36 +163,40 @@ class GramCapture:
             raise HookError(
                 f"layer(s) {missing} never fired during the forward pass: containers without their own "
                 f"forward (nn.ModuleList), modules on an unused branch and functional ops are invisible to hooks")
-        grams, self._grams = self._grams, [None] * len(self.names)
-        return grams
+        reduced, self._reduced = self._reduced, [None] * len(self.names)
+        return reduced
 
 
-def capture_grams(model: nn.Module, images: torch.Tensor, layers: Sequence | None = None, *,
-                  gram_dtype: torch.dtype | None = None) -> tuple[list[torch.Tensor], list[str]]:
-    """One-shot capture: (per-layer Grams, layer names) of one batch, hooks removed afterwards."""
-    with GramCapture(model, layers, gram_dtype=gram_dtype) as capture:
-        return capture(images), capture.names
+def output_copy(_: int, output: torch.Tensor) -> torch.Tensor:
+    """A reduction that keeps the whole output: a float32 CPU copy, which a later in-place op cannot change."""
+    return output.detach().float().cpu().clone()
 
 
-class OutputCapture(GramCapture):
-    """GramCapture whose hooks hand each layer's output to `reduce(layer_index, output)` instead of taking its Gram.
-
-    What `reduce` returns is what a call gives back for that layer (e.g. a copy of the output, or
-    None after folding it into a running statistic); the once-per-forward checks stay the same.
-    """
-
-    def __init__(self, model: nn.Module, layers: Sequence | None, reduce: Callable[[int, torch.Tensor], object]):
-        super().__init__(model, layers)
-        self.index = {name: i for i, name in enumerate(self.names)}
-        self.reduce = reduce
-
-    def _reduce(self, output: torch.Tensor, name: str) -> object:
-        return self.reduce(self.index[name], output)
-
-
-def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence, batch_size: int = 250) -> list[torch.Tensor]:
+def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence,
+                    batch_size: int = 250) -> list[torch.Tensor]:
     """Whole outputs of a few layers over `images`, batch by batch (for analyses that need activations, not Grams)."""
-    # A float32 CPU copy: a later in-place op cannot change it. The capture moves each batch to the model.
-    with OutputCapture(model, layers, lambda _, output: output.detach().float().cpu().clone()) as capture:
+    with Capture(model, layers, output_copy) as capture:  # the capture moves each batch to the model
         batches = [capture(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)]
     return [torch.cat(parts) for parts in zip(*batches)]
+
+
+def batch_images(batch) -> torch.Tensor:
+    """The images of a loader batch: the batch itself, or the first item of an (images, labels, ...) tuple."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise TypeError(f"expected a batch tensor or an (images, labels) tuple from the loader, got {type(batch).__name__}")
+
+
+def first_batches(loader: Iterable, max_batches: int | None) -> Iterator:
+    """The loader's batches, at most `max_batches` of them (all with None)."""
+    for index, batch in enumerate(loader):
+        if max_batches is not None and index >= max_batches:
+            return
+        yield batch
+
+
+def image_batches(loader: Iterable, max_batches: int | None = None) -> Iterator[torch.Tensor]:
+    """The images of at most `max_batches` of a loader's batches."""
+    return (batch_images(batch) for batch in first_batches(loader, max_batches))

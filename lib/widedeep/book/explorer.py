@@ -1,5 +1,7 @@
 """An ipywidgets explorer over precomputed figures that also works in the static HTML book, offline.
 
+Layer: book support (no widedeep imports).
+
 The book's HTML has no kernel behind it, so a control cannot call Python. Instead every figure is
 rendered once, as a PNG inside an `Image` widget, and the figures are arranged in nested `Stack`s, one
 level per dimension (e.g. width, depth, n_train, seed). One `Dropdown` per dimension is joined by

@@ -1,4 +1,6 @@
-"""Centred kernel alignment (CKA): full-data estimators and the streaming minibatch engine.
+"""Centred kernel alignment (CKA): full-data estimators, the streaming minibatch engine and model drivers.
+
+Layer: measures (on `widedeep.measures.grams`, which reduces layers to Grams; above capture).
 
 Full-data estimators follow Kornblith et al. (2019): linear and RBF CKA with the biased HSIC
 tr(KHLH)/(n-1)^2 or, with `debiased=True`, the unbiased HSIC of Song et al. (2012) in its
@@ -21,134 +23,17 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from contextlib import ExitStack
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-ArrayLike = np.ndarray | torch.Tensor
-MIN_EXAMPLES = 4  # the unbiased HSIC divides by n(n-3) and (n-2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs, checks and feature centring
-# ---------------------------------------------------------------------------------------------
-
-def as_matrix(x: ArrayLike, name: str = "x", dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """(n, ...) array or tensor -> detached (n, d) tensor in `dtype`: one row per example."""
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-    if t.dim() == 0:
-        raise ValueError(f"{name}: expected an (n, ...) array with one row per example, got a scalar")
-    if t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name}: expected real-valued activations, got dtype {t.dtype}")
-    return t.reshape(t.shape[0], -1).to(dtype)
-
-
-def check_finite(t: torch.Tensor, name: str) -> None:
-    """Raise if `t` holds NaN or inf, since one bad value silently poisons every HSIC sum."""
-    finite = torch.isfinite(t)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ValueError(f"{name}: {bad} of {t.numel()} values are NaN or inf; CKA would be meaningless")
-
-
-def check_examples(n: int, name: str, minimum: int = MIN_EXAMPLES) -> None:
-    """Raise if a batch is too small for the estimator (the unbiased HSIC needs n >= 4)."""
-    if n < minimum:
-        raise ValueError(
-            f"{name}: batch of n={n} examples, but the unbiased HSIC needs n >= {minimum} (it divides "
-            f"by n(n-3)); drop the last partial batch (e.g. DataLoader(drop_last=True))")
-
-
-def check_same_examples(n_a: int, n_b: int, name_a: str, name_b: str) -> None:
-    """Raise if two representations do not hold the same number of examples."""
-    if n_a != n_b:
-        raise ValueError(f"{name_a} has {n_a} examples but {name_b} has {n_b}; CKA compares the same examples")
-
-
-def center_features(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """Subtract each feature's mean over the examples, so Grams do not cancel a large common offset."""
-    # Shifting by the first example first makes constant features exactly zero and removes most of a
-    # large offset before averaging, so the mean itself is computed without cancellation. At most one
-    # new buffer: fresh multi-megabyte allocations cost page faults comparable to the arithmetic.
-    shifted = x.sub_(x[:1].clone()) if inplace else x - x[:1]
-    return shifted.sub_(shifted.mean(dim=0, keepdim=True))
-
-
-@contextmanager
-def no_tf32() -> Iterator[None]:
-    """Turn off TF32 for float32 CUDA matmuls inside the block (TF32 keeps only a 10-bit mantissa)."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # new API; mixing it with the legacy flag raises in torch >= 2.9
-        previous = matmul.fp32_precision
-        matmul.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = previous
-    else:  # pragma: no cover - older torch
-        previous = matmul.allow_tf32
-        matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = previous
-
-
-# ---------------------------------------------------------------------------------------------
-# Grams and centring
-# ---------------------------------------------------------------------------------------------
-
-def gram_linear(x: ArrayLike, center: bool = True) -> torch.Tensor:
-    """Linear-kernel Gram X X^T in float64 (features centred first, which no CKA estimator notices)."""
-    m = as_matrix(x, "x")
-    check_finite(m, "x")
-    if center:
-        m = center_features(m)
-    return m @ m.T
-
-
-def gram_rbf(x: ArrayLike, threshold: float = 0.5) -> torch.Tensor:
-    """RBF Gram exp(-|xi-xj|^2 / (2 sigma^2)) with sigma^2 = threshold^2 * median squared distance (Kornblith demo)."""
-    m = center_features(as_matrix(x, "x"))  # distances are shift invariant; centring avoids cancellation
-    check_finite(m, "x")
-    dots = m @ m.T
-    sq_norms = dots.diagonal()
-    sq_distances = sq_norms[:, None] + sq_norms[None, :] - 2 * dots
-    # As in Kornblith et al.'s demo the median runs over all n^2 entries, zero diagonal included.
-    sq_median = float(np.median(sq_distances.cpu().numpy()))
-    if not sq_median > 0:
-        raise ValueError("x: the median squared pairwise distance is 0 (most examples coincide), "
-                         "so the RBF bandwidth is undefined")
-    return torch.exp(-sq_distances / (2 * threshold ** 2 * sq_median))
-
-
-def double_center(gram: torch.Tensor) -> torch.Tensor:
-    """H K H with H = I - 11^T/n (over the last two dims): the biased estimator's centring."""
-    return (gram - gram.mean(dim=-2, keepdim=True) - gram.mean(dim=-1, keepdim=True)
-            + gram.mean(dim=(-2, -1), keepdim=True))
-
-
-def u_center(gram: torch.Tensor, name: str = "gram") -> torch.Tensor:
-    """U-centre a symmetric Gram (Szekely & Rizzo): <u_center(K), u_center(L)> / (n(n-3)) is unbiased HSIC."""
-    n = gram.shape[-1]
-    check_examples(n, name)
-    k = gram.to(torch.float64).clone()
-    k.diagonal(dim1=-2, dim2=-1).zero_()
-    row = k.sum(dim=-1, keepdim=True) / (n - 2)  # r_i / (n-2)
-    col = k.sum(dim=-2, keepdim=True) / (n - 2)  # r_j / (n-2); equals `row` for a symmetric Gram
-    total = k.sum(dim=(-2, -1), keepdim=True) / ((n - 1) * (n - 2))
-    k = k - row - col + total
-    k.diagonal(dim1=-2, dim2=-1).zero_()
-    return k
-
-
-def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
-    """Centre a Gram for CKA: H K H (biased HSIC) or U-centring (unbiased HSIC), in float64."""
-    gram = torch.as_tensor(gram).to(torch.float64)
-    return u_center(gram) if unbiased else double_center(gram)
-
+from widedeep.capture import image_batches
+from widedeep.measures.grams import (LAYER_CHUNK, ArrayLike, as_matrix, center_features, center_gram,
+                                     check_examples, check_finite, check_finite_layers,
+                                     check_same_examples, double_center, gram_capture, gram_linear,
+                                     gram_rbf, layer_gram, u_center)
 
 # ---------------------------------------------------------------------------------------------
 # HSIC and full-data CKA
@@ -274,81 +159,6 @@ def feature_space_linear_cka(x: ArrayLike, y: ArrayLike, debiased: bool = False)
     return float(xy / torch.sqrt(xx2 * yy2))
 
 
-# ---------------------------------------------------------------------------------------------
-# First principal component of a layer, from its Gram
-# ---------------------------------------------------------------------------------------------
-
-def top_pc_fraction(gram: ArrayLike) -> float:
-    """Share of variance on the first PC, lambda_1 / trace of the centred Gram (NaN if the trace is 0)."""
-    kc = double_center(torch.as_tensor(gram).to(torch.float64))
-    eigenvalues = torch.linalg.eigvalsh(kc)
-    trace = float(eigenvalues.sum())
-    return float(eigenvalues[-1]) / trace if trace > 0 else math.nan
-
-
-def remove_top_pcs(gram: ArrayLike, k: int = 1) -> torch.Tensor:
-    """Centred Gram of the features with their top-k PCs removed: K_c - sum_i lambda_i u_i u_i^T."""
-    kc = double_center(torch.as_tensor(gram).to(torch.float64))
-    if k <= 0:
-        return kc
-    eigenvalues, vectors = torch.linalg.eigh(kc)  # ascending order
-    top, lam = vectors[:, -k:], eigenvalues[-k:]
-    return kc - (top * lam) @ top.T
-
-
-# ---------------------------------------------------------------------------------------------
-# The streaming minibatch engine
-# ---------------------------------------------------------------------------------------------
-
-def gram_dtype_for(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.dtype:
-    """The Gram precision: `dtype` if given, else float64 for float64 inputs and float32 for all others."""
-    if dtype is not None:
-        return dtype
-    return torch.float64 if getattr(x, "dtype", None) in (torch.float64, np.float64) else torch.float32
-
-
-def layer_gram(x: ArrayLike, dtype: torch.dtype | None = None, name: str = "layer") -> torch.Tensor:
-    """One layer's n x n linear Gram of flattened, pre-centred features: all a minibatch needs of it.
-
-    `dtype=None` keeps the activations' precision (float32 for network activations, float64 for
-    float64 arrays); float32 Grams are computed with TF32 off. NaN/inf activations (and float32
-    overflow) make the Gram non-finite; the engine checks a whole batch's Grams at once and names the
-    layer, which keeps this hot path to a few tensor ops.
-    """
-    dtype = gram_dtype_for(x, dtype)
-    # Centre in the wider of the input and Gram precisions, then round: a float64 input with a large
-    # offset keeps its small variations even when the Gram itself is float32.
-    wide = torch.float64 if torch.float64 in (dtype, getattr(x, "dtype", None)) else torch.float32
-    m = as_matrix(x, name, wide)
-    converted = isinstance(x, torch.Tensor) and x.dtype != wide  # then `m` is our own buffer
-    m = center_features(m, inplace=converted)
-    if dtype != wide:
-        m = m.to(dtype)
-    with no_tf32():
-        return symmetric_gram(m)
-
-
-def symmetric_gram(m: torch.Tensor) -> torch.Tensor:
-    """m m^T; on CPU from three half-size products (A A^T, A B^T, B B^T): 3/4 of the flops of one GEMM.
-
-    BLAS syrk through SciPy (half the flops) measured 2.3-2.6x slower than one GEMM on 2 cores, and worse
-    between torch ops, where OpenBLAS's and torch's OpenMP threads contend; it made the whole engine
-    ~2.5x slower (`benchmarks/cka_speed.py` times the kernels side by side, alone and interleaved).
-    """
-    n = m.shape[0]
-    if m.device.type != "cpu" or n < 64:  # on GPUs one large GEMM beats three small ones
-        return m @ m.T
-    half = n // 2
-    top, bottom = m[:half], m[half:]
-    cross = top @ bottom.T
-    gram = torch.empty(n, n, dtype=m.dtype)
-    gram[:half, :half] = top @ top.T
-    gram[:half, half:] = cross
-    gram[half:, :half] = cross.T
-    gram[half:, half:] = bottom @ bottom.T
-    return gram
-
-
 def _default_names(count: int, prefix: str) -> list[str]:
     """Placeholder layer names for error messages when the caller gave none."""
     return [f"{prefix}[{i}]" for i in range(count)]
@@ -378,19 +188,6 @@ class _Prepared(NamedTuple):
     rows: torch.Tensor
     top_pc: torch.Tensor | None
 
-
-def _check_finite_layers(values: torch.Tensor, names: Sequence[str], start: int) -> None:
-    """Raise naming the first layer (row of `values`, offset by `start`) that holds NaN or inf."""
-    finite = torch.isfinite(values).all(dim=1)
-    if not bool(finite.all()):
-        bad = names[start + int(torch.nonzero(~finite)[0])]
-        raise ValueError(f"layer '{bad}': its Gram holds NaN or inf values (NaN/inf activations, or "
-                         f"float32 overflow of very large ones); CKA would be meaningless")
-
-
-LAYER_CHUNK = 64  # layers U-centred together: few large tensor ops, bounded float64 temporaries
-
-
 def prepare_grams(grams: Sequence[torch.Tensor], names: Sequence[str], remove_pcs: int = 0,
                   track_top_pc: bool = False) -> _Prepared:
     """Validate a batch's Grams and turn them into an (L, n(n-1)/2) float64 matrix of U-centred rows."""
@@ -415,7 +212,7 @@ def prepare_grams(grams: Sequence[torch.Tensor], names: Sequence[str], remove_pc
         part = slice(start, start + LAYER_CHUNK)
         stack = torch.stack([g.to(device) if same_dtype else g.to(device, torch.float64) for g in grams[part]])
         if track_top_pc or remove_pcs:
-            _check_finite_layers(stack.flatten(1), names, start)  # before eigh, which fails obscurely on NaN
+            check_finite_layers(stack.flatten(1), names, start)  # before eigh, which fails obscurely on NaN
             stack = double_center(stack.to(torch.float64))
             eigenvalues, vectors = torch.linalg.eigh(stack)  # ascending, batched over layers
             if track_top_pc:
@@ -427,7 +224,7 @@ def prepare_grams(grams: Sequence[torch.Tensor], names: Sequence[str], remove_pc
                 stack = stack - (top * lam[:, None, :]) @ top.transpose(-2, -1)
         rows[part] = u_centred_rows(stack, triu) * scale
         # Any NaN/inf in a Gram reaches its row (through the row sums), so checking rows is enough.
-        _check_finite_layers(rows[part], names, start)
+        check_finite_layers(rows[part], names, start)
     return _Prepared(rows, top_pc)
 
 
@@ -621,27 +418,9 @@ class MultiModelCKA:
                                              self.names[j], self.on_degenerate, self.num_examples)
         return out
 
-
 # ---------------------------------------------------------------------------------------------
 # Whole models
 # ---------------------------------------------------------------------------------------------
-
-def batch_images(batch) -> torch.Tensor:
-    """The images of a loader batch: the batch itself, or the first item of an (images, labels, ...) tuple."""
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    raise TypeError(f"expected a batch tensor or an (images, labels) tuple from the loader, got {type(batch).__name__}")
-
-
-def _limited(loader: Iterable, max_batches: int | None) -> Iterator:
-    """The loader's batches, at most `max_batches` of them."""
-    for index, batch in enumerate(loader):
-        if max_batches is not None and index >= max_batches:
-            return
-        yield batch
-
 
 def model_cka(model_a: torch.nn.Module, loader: Iterable, model_b: torch.nn.Module | None = None,
               layers: Sequence | None = None, layers_b: Sequence | None = None, *,
@@ -652,21 +431,18 @@ def model_cka(model_a: torch.nn.Module, loader: Iterable, model_b: torch.nn.Modu
     Both models see each batch in the same order. `layers` (and `layers_b`) default to
     `model.layers()` (our CifarResNet); for other modules pass a list of module names.
     """
-    from .activations import GramCapture  # activations imports this module
-
     within = model_b is None or (model_b is model_a and layers_b is None)
-    with GramCapture(model_a, layers, gram_dtype=gram_dtype) as capture_a:
+    with gram_capture(model_a, layers, gram_dtype=gram_dtype) as capture_a:
         if within:
             engine = MinibatchCKA(capture_a.names, gram_dtype=gram_dtype, remove_top_pcs=remove_top_pcs,
                                   on_degenerate=on_degenerate)
-            for batch in _limited(loader, max_batches):
-                engine.update_grams(capture_a(batch_images(batch)))
+            for images in image_batches(loader, max_batches):
+                engine.update_grams(capture_a(images))
             return engine.compute(), capture_a.names, capture_a.names
-        with GramCapture(model_b, layers_b if layers_b is not None else layers, gram_dtype=gram_dtype) as capture_b:
+        with gram_capture(model_b, layers_b if layers_b is not None else layers, gram_dtype=gram_dtype) as capture_b:
             engine = MinibatchCKA(capture_a.names, capture_b.names, gram_dtype=gram_dtype,
                                   remove_top_pcs=remove_top_pcs, on_degenerate=on_degenerate)
-            for batch in _limited(loader, max_batches):
-                images = batch_images(batch)
+            for images in image_batches(loader, max_batches):
                 engine.update_grams(capture_a(images), capture_b(images))
             return engine.compute(), capture_a.names, capture_b.names
 
@@ -675,15 +451,10 @@ def models_cka(models: Sequence[torch.nn.Module], loader: Iterable, layers: Sequ
                gram_dtype: torch.dtype | None = None, remove_top_pcs: int = 0, max_batches: int | None = None,
                on_degenerate: str = "raise") -> tuple[dict[tuple[int, int], np.ndarray], list[list[str]]]:
     """CKA between every pair of `models` from one forward pass of each per batch: ({(i, j): matrix}, names)."""
-    from contextlib import ExitStack
-
-    from .activations import GramCapture
-
     with ExitStack() as stack:
-        captures = [stack.enter_context(GramCapture(m, layers, gram_dtype=gram_dtype)) for m in models]
+        captures = [stack.enter_context(gram_capture(m, layers, gram_dtype=gram_dtype)) for m in models]
         engine = MultiModelCKA([c.names for c in captures], remove_top_pcs=remove_top_pcs,
                                on_degenerate=on_degenerate)
-        for batch in _limited(loader, max_batches):
-            images = batch_images(batch)
+        for images in image_batches(loader, max_batches):
             engine.update_grams([capture(images) for capture in captures])
         return engine.compute(), [c.names for c in captures]

@@ -1,5 +1,9 @@
 """Subspace match between two layers: maximum and simple matches (Wang, Hu et al., NeurIPS 2018).
 
+Layer: measures (hooks from `widedeep.capture`; above capture, below analyses). The public API is
+one object, `LayerPair`, built from two layers' activations or from their streamed stacked Gram
+(`NeuronMoments`, `model_neuron_moments`), which answers every question below.
+
 Neurons and their activation vectors. A neuron v of a layer has the activation vector z_v over d
 samples: the examples for a dense unit, all (example, position) coordinates for a conv channel (an
 (N, C, H, W) output gives C vectors of length d = N*H*W, coordinate e*H*W + p for example e and
@@ -20,8 +24,8 @@ deleted. The distance to the empty span is |z_v|, so for eps >= 1 every live neu
 for eps < 1 one empty side empties the other. The *score* is (|X*| + |Y*|) / (|Xbar| + |Ybar|).
 *Dead* neurons (|z_v| <= dead_tol * the largest |z_u| of both layers, e.g. all-zero post-ReLU
 channels) would match trivially by the definition; as in the paper they are left out of the
-matching but counted in the denominator. `maximal_eps_gram` is the largest relative distance of a
-live neuron to the other layer's full live span: from that eps on, everything live matches.
+matching but counted in the denominator. `LayerPair.maximal_eps` is the largest relative distance of
+a live neuron to the other layer's full live span: from that eps on, everything live matches.
 
 Simple matches (Algorithm 2). For a neuron v of the maximum match: take the maximum match; for each
 other neuron u in a fixed order (stacked order by default: a's neurons, then b's), delete u,
@@ -31,10 +35,11 @@ maximum match of the rest (a v-minimal match). Neurons outside the recomputed ma
 dropped at once: they would be deleted later anyway with v surviving, so the result is the same as
 the authors' one-at-a-time loop, with fewer calls.
 
-Two exact forms of the same algorithm:
-- *direct*: relative distances by projection onto an orthonormal basis of the other side's span
-  (an SVD of its unit-normalised activation vectors), as the authors' least-squares code does;
-- *Gram*: everything Algorithm 1 needs is the stacked Gram G = Z Z^T of Z = [z_a; z_b], an
+Two exact forms of the same algorithm, behind the same `LayerPair` methods:
+- *direct* (`LayerPair.from_activations`): relative distances by projection onto an orthonormal
+  basis of the other side's span (an SVD of its unit-normalised activation vectors), as the
+  authors' least-squares code does; the tests' oracle;
+- *Gram* (`LayerPair.from_gram`): everything Algorithm 1 needs is the stacked Gram G = Z Z^T of Z = [z_a; z_b], an
   (n_a + n_b)^2 matrix that `NeuronMoments` accumulates over batches in float64:
   |z_v|^2 = G_vv and dist^2(z_v, span z_S) = G_vv - G_vS G_SS^+ G_Sv. It is evaluated on the
   normalised Gram C_uv = G_uv / sqrt(G_uu G_vv) with an eigendecomposition of C_SS.
@@ -47,9 +52,9 @@ eps of interest (0.05 to 0.5) the two forms agree (tested, and timed in benchmar
 
 Sampled form (the authors' protocol for conv layers): draw `n_samples` (default 10 000) of the
 N*H*W coordinates without replacement, the same for both networks, match on those columns and
-average the score over `draws` (default 16) draws. `sample_positions` / `sampled_match_scores` do
-it on stored activations; `SampledNeuronMoments` and `model_neuron_moments(..., n_samples=...)` do
-it streaming, one Gram per draw, from a forward pass over the data in a fixed order.
+average the score over `draws` (default 16) draws. `SampledNeuronMoments` and
+`model_neuron_moments(..., n_samples=...)` do it streaming, one Gram per draw, from a forward pass
+over the data in a fixed order; `moment_match_scores` averages the scores over the draws.
 """
 
 from __future__ import annotations
@@ -61,8 +66,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import OutputCapture
-from .cka import _limited, batch_images, no_tf32
+from widedeep.capture import Capture, first_batches, image_batches
+from widedeep.measures.grams import no_tf32
 
 ArrayLike = np.ndarray | torch.Tensor
 TOL = 1e-6        # numerical resolution of relative distances; also the relative singular-value cutoff
@@ -270,45 +275,6 @@ def _split(xs: np.ndarray, ys: np.ndarray, n_a: int) -> tuple[np.ndarray, np.nda
     return np.sort(xs).astype(np.int64), np.sort(ys - n_a).astype(np.int64)
 
 
-def maximum_match(a: ArrayLike, b: ArrayLike, eps: float, *, tol: float = TOL,
-                  dead_tol: float = DEAD_TOL) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum eps-match of layers a, b ((neurons, samples) each), direct form: (sorted idx_a, sorted idx_b)."""
-    eps = _check_eps(eps)
-    distances, live, n_a = _direct_setup(a, b, tol, dead_tol)
-    return _split(*_algorithm1(distances, *_start(live, n_a), eps, tol), n_a)
-
-
-def maximum_match_gram(gram: ArrayLike, n_a: int, eps: float, *, tol: float = TOL,
-                       dead_tol: float = DEAD_TOL) -> tuple[np.ndarray, np.ndarray]:
-    """Maximum eps-match from the stacked Gram [a; b][a; b]^T whose first n_a rows are layer a: (idx_a, idx_b)."""
-    eps = _check_eps(eps)
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    return _split(*_algorithm1(distances, *_start(live, n_a), eps, tol), n_a)
-
-
-def match_score(a: ArrayLike, b: ArrayLike, eps: float, *, tol: float = TOL, dead_tol: float = DEAD_TOL) -> float:
-    """(|X*| + |Y*|) / (|Xbar| + |Ybar|) of the maximum eps-match, direct form; dead neurons count as unmatched."""
-    idx_a, idx_b = maximum_match(a, b, eps, tol=tol, dead_tol=dead_tol)
-    return (idx_a.size + idx_b.size) / (np.shape(a)[0] + np.shape(b)[0])
-
-
-def match_score_gram(gram: ArrayLike, n_a: int, eps: float, *, tol: float = TOL,
-                     dead_tol: float = DEAD_TOL) -> float:
-    """The match score of maximum_match_gram: matched neurons over all n_a + n_b neurons."""
-    idx_a, idx_b = maximum_match_gram(gram, n_a, eps, tol=tol, dead_tol=dead_tol)
-    return (idx_a.size + idx_b.size) / np.shape(gram)[0]
-
-
-def match_scores_gram(gram: ArrayLike, n_a: int, eps_values: Sequence[float], *, tol: float = TOL,
-                      dead_tol: float = DEAD_TOL) -> np.ndarray:
-    """match_score_gram at each eps of `eps_values`, one validation and normalisation for all: shape (len(eps),)."""
-    eps_values = [_check_eps(e) for e in eps_values]
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    start = _start(live, n_a)
-    sizes = [sum(part.size for part in _algorithm1(distances, *start, e, tol)) for e in eps_values]
-    return np.array(sizes, dtype=float) / np.shape(gram)[0]
-
-
 def _maximal_eps(distances: Distances, live: np.ndarray, n_a: int) -> float:
     """Largest relative distance of a live neuron to the other side's full live span (0 with no live neurons)."""
     xs, ys = _start(live, n_a)
@@ -316,57 +282,6 @@ def _maximal_eps(distances: Distances, live: np.ndarray, n_a: int) -> float:
         return 0.0
     parts = [distances(xs, ys) if xs.size else np.zeros(0), distances(ys, xs) if ys.size else np.zeros(0)]
     return float(np.concatenate(parts).max())
-
-
-def maximal_eps(a: ArrayLike, b: ArrayLike, *, tol: float = TOL, dead_tol: float = DEAD_TOL) -> float:
-    """The authors' "maximal eps", direct form: from this eps on every live neuron is in the maximum match."""
-    distances, live, n_a = _direct_setup(a, b, tol, dead_tol)
-    return _maximal_eps(distances, live, n_a)
-
-
-def maximal_eps_gram(gram: ArrayLike, n_a: int, *, tol: float = TOL, dead_tol: float = DEAD_TOL) -> float:
-    """The maximal eps from the stacked Gram: the largest relative distance of a live neuron to the other span."""
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    return _maximal_eps(distances, live, n_a)
-
-
-def minimal_eps_gram(gram: ArrayLike, n_a: int, min_size: int, *, precision: float = 1e-4, tol: float = TOL,
-                     dead_tol: float = DEAD_TOL) -> float:
-    """Smallest eps (to `precision`, by bisection) whose maximum match has >= min_size neurons on each side."""
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    xs, ys = _start(live, n_a)
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or not 1 <= min_size <= min(
-            xs.size, ys.size):
-        raise ValueError(f"min_size must be an integer in [1, {min(xs.size, ys.size)}] (the live neurons of the "
-                         f"smaller side); got {min_size!r}")
-    if not precision > 0:
-        raise ValueError(f"precision must be > 0, e.g. 1e-4; got {precision!r}")
-    low, high = 0.0, _maximal_eps(distances, live, n_a)  # at `high` everything live matches
-    while high - low > precision:
-        mid = (low + high) / 2
-        mx, my = _algorithm1(distances, xs, ys, mid, tol)
-        if min(mx.size, my.size) >= min_size:
-            high, xs, ys = mid, mx, my  # the match at a smaller eps lies inside this one
-        else:
-            low = mid
-    return high
-
-
-def fraction_match_eps(gram: ArrayLike, n_a: int, fraction: float = 0.5, *, precision: float = 1e-3,
-                       tol: float = TOL, dead_tol: float = DEAD_TOL) -> float:
-    """Smallest eps whose maximum match holds `fraction` of the smaller side's live neurons on each side (NaN if none live).
-
-    A continuous companion of the score: where every layer's match is empty at the paper's eps, this
-    still says how far apart the two layers' neuron subspaces are.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], e.g. 0.5; got {fraction!r}")
-    _, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    smaller = int(min(live[:n_a].sum(), live[n_a:].sum()))
-    if smaller == 0:
-        return float("nan")
-    return minimal_eps_gram(gram, n_a, max(1, math.ceil(fraction * smaller)), precision=precision, tol=tol,
-                            dead_tol=dead_tol)
 
 
 def _is_match(distances: Distances, live: np.ndarray, xs: np.ndarray, ys: np.ndarray, eps: float, tol: float) -> bool:
@@ -383,22 +298,6 @@ def _stacked(idx_a: Sequence[int], idx_b: Sequence[int], n_a: int, n_b: int) -> 
         if idx.size and (idx.min() < 0 or idx.max() >= n or np.unique(idx).size != idx.size):
             raise ValueError(f"{name} must hold distinct neuron indices in [0, {n}); got {idx.tolist()}")
     return xs, ys + n_a
-
-
-def is_match(a: ArrayLike, b: ArrayLike, idx_a: Sequence[int], idx_b: Sequence[int], eps: float, *,
-             tol: float = TOL, dead_tol: float = DEAD_TOL) -> bool:
-    """Whether neurons idx_a of a and idx_b of b form an eps-match of live neurons (direct form)."""
-    eps = _check_eps(eps)
-    distances, live, n_a = _direct_setup(a, b, tol, dead_tol)
-    return _is_match(distances, live, *_stacked(idx_a, idx_b, n_a, live.size - n_a), eps, tol)
-
-
-def is_match_gram(gram: ArrayLike, n_a: int, idx_a: Sequence[int], idx_b: Sequence[int], eps: float, *,
-                  tol: float = TOL, dead_tol: float = DEAD_TOL) -> bool:
-    """Whether neurons idx_a of a and idx_b of b form an eps-match of live neurons (Gram form)."""
-    eps = _check_eps(eps)
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    return _is_match(distances, live, *_stacked(idx_a, idx_b, n_a, live.size - n_a), eps, tol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,45 +328,122 @@ def _simple_match(distances: Distances, live: np.ndarray, n_a: int, v: int, eps:
     return xs, ys
 
 
-def simple_match(a: ArrayLike, b: ArrayLike, v: int, eps: float, *, order: Sequence[int] | None = None,
-                 tol: float = TOL, dead_tol: float = DEAD_TOL) -> tuple[np.ndarray, np.ndarray]:
-    """A v-minimal eps-match (Algorithm 2, direct form) for stacked neuron v (a's i is i, b's j is n_a + j)."""
-    eps = _check_eps(eps)
-    distances, live, n_a = _direct_setup(a, b, tol, dead_tol)
-    return _split(*_simple_match(distances, live, n_a, v, eps, tol, order), n_a)
+# ---------------------------------------------------------------------------------------------
+# The public API: a pair of layers
+# ---------------------------------------------------------------------------------------------
 
+class LayerPair:
+    """Two layers' neurons ready for Wang et al.'s matches, from activations (direct form) or a stacked Gram.
 
-def simple_match_gram(gram: ArrayLike, n_a: int, v: int, eps: float, *, order: Sequence[int] | None = None,
-                      tol: float = TOL, dead_tol: float = DEAD_TOL) -> tuple[np.ndarray, np.ndarray]:
-    """A v-minimal eps-match (Algorithm 2) from the stacked Gram, for stacked neuron v: (idx_a, idx_b)."""
-    eps = _check_eps(eps)
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    return _split(*_simple_match(distances, live, n_a, v, eps, tol, order), n_a)
-
-
-def simple_match_sizes(gram: ArrayLike, n_a: int, eps: float, *, neurons: Sequence[int] | None = None,
-                       max_neurons: int | None = None, seed: int = 0, tol: float = TOL,
-                       dead_tol: float = DEAD_TOL) -> dict:
-    """Simple-match sizes of neurons of the maximum match (Gram form): {"neurons", "sizes", "sizes_a", "sizes_b"}.
-
-    `neurons` (stacked indices) defaults to every neuron of the maximum match; `max_neurons` keeps a
-    random subset of that many (seeded), since each neuron costs O(n) maximum-match calls.
+    `LayerPair.from_activations(a, b)` takes two (neurons, samples) matrices and measures relative
+    distances by projection (the authors' least squares): the form to use when the activations are
+    at hand, and the tests' oracle. `LayerPair.from_gram(gram, n_a)` takes the stacked Gram of both
+    layers' neurons, e.g. `NeuronMoments.gram()` streamed over a dataset: the form for whole
+    networks. Both give the same matches (tested). Validation and normalisation happen once, so a
+    pair answers many questions (scores at several eps, the eps for half the neurons, simple
+    matches) without repeating them.
     """
-    eps = _check_eps(eps)
-    distances, live, n_a = _gram_setup(gram, n_a, tol, dead_tol)
-    maximum = _algorithm1(distances, *_start(live, n_a), eps, tol)
-    chosen = np.concatenate(maximum) if neurons is None else np.asarray(neurons, dtype=np.int64).ravel()
-    if max_neurons is not None:
-        if isinstance(max_neurons, bool) or not isinstance(max_neurons, (int, np.integer)) or max_neurons < 1:
-            raise ValueError(f"max_neurons must be a positive integer or None; got {max_neurons!r}")
-        if chosen.size > max_neurons:
-            chosen = np.random.default_rng(seed).choice(chosen, max_neurons, replace=False)
-    chosen = np.sort(chosen)
-    sizes_a, sizes_b = np.zeros(chosen.size, dtype=np.int64), np.zeros(chosen.size, dtype=np.int64)
-    for k, v in enumerate(chosen):
-        xs, ys = _simple_match(distances, live, n_a, int(v), eps, tol, None, maximum)
-        sizes_a[k], sizes_b[k] = xs.size, ys.size
-    return {"neurons": chosen, "sizes": sizes_a + sizes_b, "sizes_a": sizes_a, "sizes_b": sizes_b}
+
+    def __init__(self, distances: Distances, live: np.ndarray, n_a: int, tol: float):
+        self._distances, self.live, self.n_a, self.tol = distances, live, int(n_a), tol
+        self.n_b = live.size - self.n_a
+
+    @classmethod
+    def from_activations(cls, a: ArrayLike, b: ArrayLike, *, tol: float = TOL,
+                         dead_tol: float = DEAD_TOL) -> "LayerPair":
+        """Layers a and b as (neurons, samples) matrices over the same samples (direct form)."""
+        return cls(*_direct_setup(a, b, tol, dead_tol), tol)
+
+    @classmethod
+    def from_gram(cls, gram: ArrayLike, n_a: int, *, tol: float = TOL, dead_tol: float = DEAD_TOL) -> "LayerPair":
+        """The stacked Gram [a; b][a; b]^T whose first n_a rows are layer a's neurons (Gram form)."""
+        return cls(*_gram_setup(gram, n_a, tol, dead_tol), tol)
+
+    def _maximum(self, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        return _algorithm1(self._distances, *_start(self.live, self.n_a), eps, self.tol)
+
+    def maximum_match(self, eps: float) -> tuple[np.ndarray, np.ndarray]:
+        """The maximum eps-match: (sorted indices into a, sorted indices into b)."""
+        return _split(*self._maximum(_check_eps(eps)), self.n_a)
+
+    def score(self, eps: float) -> float:
+        """(|X*| + |Y*|) / (|Xbar| + |Ybar|) of the maximum eps-match; dead neurons count as unmatched."""
+        return self.scores([eps])[0]
+
+    def scores(self, eps_values: Sequence[float]) -> np.ndarray:
+        """The score at each eps of `eps_values`: shape (len(eps_values),)."""
+        eps_values = [_check_eps(e) for e in eps_values]
+        sizes = [sum(part.size for part in self._maximum(e)) for e in eps_values]
+        return np.array(sizes, dtype=float) / self.live.size
+
+    def maximal_eps(self) -> float:
+        """The authors' "maximal eps": from this eps on every live neuron is in the maximum match."""
+        return _maximal_eps(self._distances, self.live, self.n_a)
+
+    def minimal_eps(self, min_size: int, precision: float = 1e-4) -> float:
+        """Smallest eps (to `precision`, by bisection) whose maximum match has >= min_size neurons on each side."""
+        xs, ys = _start(self.live, self.n_a)
+        if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or not 1 <= min_size <= min(
+                xs.size, ys.size):
+            raise ValueError(f"min_size must be an integer in [1, {min(xs.size, ys.size)}] (the live neurons of the "
+                             f"smaller side); got {min_size!r}")
+        if not precision > 0:
+            raise ValueError(f"precision must be > 0, e.g. 1e-4; got {precision!r}")
+        low, high = 0.0, self.maximal_eps()  # at `high` everything live matches
+        while high - low > precision:
+            mid = (low + high) / 2
+            mx, my = _algorithm1(self._distances, xs, ys, mid, self.tol)
+            if min(mx.size, my.size) >= min_size:
+                high, xs, ys = mid, mx, my  # the match at a smaller eps lies inside this one
+            else:
+                low = mid
+        return high
+
+    def eps_for_fraction(self, fraction: float = 0.5, precision: float = 1e-3) -> float:
+        """Smallest eps whose maximum match holds `fraction` of the smaller side's live neurons on each side. NaN when
+        a side has no live neuron.
+
+        A continuous companion of the score: where every layer's match is empty at the paper's eps,
+        this still says how far apart the two layers' neuron subspaces are.
+        """
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], e.g. 0.5; got {fraction!r}")
+        smaller = int(min(self.live[:self.n_a].sum(), self.live[self.n_a:].sum()))
+        if smaller == 0:
+            return float("nan")
+        return self.minimal_eps(max(1, math.ceil(fraction * smaller)), precision)
+
+    def is_match(self, idx_a: Sequence[int], idx_b: Sequence[int], eps: float) -> bool:
+        """Whether neurons idx_a of a and idx_b of b form an eps-match of live neurons."""
+        eps = _check_eps(eps)
+        return _is_match(self._distances, self.live, *_stacked(idx_a, idx_b, self.n_a, self.n_b), eps, self.tol)
+
+    def simple_match(self, v: int, eps: float, order: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A v-minimal eps-match (Algorithm 2) for stacked neuron v (a's i is i, b's j is n_a + j): (idx_a, idx_b)."""
+        eps = _check_eps(eps)
+        return _split(*_simple_match(self._distances, self.live, self.n_a, v, eps, self.tol, order), self.n_a)
+
+    def simple_match_sizes(self, eps: float, *, neurons: Sequence[int] | None = None,
+                           max_neurons: int | None = None, seed: int = 0) -> dict:
+        """Simple-match sizes of neurons of the maximum match: {"neurons", "sizes", "sizes_a", "sizes_b"}.
+
+        `neurons` (stacked indices) defaults to every neuron of the maximum match; `max_neurons` keeps a
+        random subset of that many (seeded), since each neuron costs O(n) maximum-match calls.
+        """
+        eps = _check_eps(eps)
+        maximum = self._maximum(eps)
+        chosen = np.concatenate(maximum) if neurons is None else np.asarray(neurons, dtype=np.int64).ravel()
+        if max_neurons is not None:
+            if isinstance(max_neurons, bool) or not isinstance(max_neurons, (int, np.integer)) or max_neurons < 1:
+                raise ValueError(f"max_neurons must be a positive integer or None; got {max_neurons!r}")
+            if chosen.size > max_neurons:
+                chosen = np.random.default_rng(seed).choice(chosen, max_neurons, replace=False)
+        chosen = np.sort(chosen)
+        sizes_a, sizes_b = np.zeros(chosen.size, dtype=np.int64), np.zeros(chosen.size, dtype=np.int64)
+        for k, v in enumerate(chosen):
+            xs, ys = _simple_match(self._distances, self.live, self.n_a, int(v), eps, self.tol, None, maximum)
+            sizes_a[k], sizes_b[k] = xs.size, ys.size
+        return {"neurons": chosen, "sizes": sizes_a + sizes_b, "sizes_a": sizes_a, "sizes_b": sizes_b}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,53 +475,6 @@ def _gather(acts: ArrayLike, coords: np.ndarray, positions: int, name: str) -> n
     return out.T
 
 
-def sample_positions(acts_a: ArrayLike, acts_b: ArrayLike, n_samples: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same n_samples random (example, position) coordinates of two (N, C, ...) outputs: (C_a, k), (C_b, k).
-
-    Coordinates are drawn without replacement from all N * H * W by `rng.choice`, as in the authors' code.
-    """
-    examples, positions = _positions(acts_a, acts_b)
-    total = examples * positions
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or not 1 <= n_samples <= total:
-        raise ValueError(f"n_samples must be an integer in [1, N*positions = {total}]; got {n_samples!r} "
-                         f"(use fewer samples or more examples)")
-    coords = rng.choice(total, n_samples, replace=False)
-    a, b = _gather(acts_a, coords, positions, "acts_a"), _gather(acts_b, coords, positions, "acts_b")
-    _check_finite(a, "acts_a")
-    _check_finite(b, "acts_b")
-    return a, b
-
-
-def sampled_match_scores(acts_a: ArrayLike, acts_b: ArrayLike, eps: float | Sequence[float], *,
-                         n_samples: int = PAPER_SAMPLES, draws: int = PAPER_DRAWS, seed: int = 0,
-                         form: str = "gram", tol: float = TOL, dead_tol: float = DEAD_TOL) -> np.ndarray:
-    """Match scores on `draws` shared random coordinate samples of two outputs: (draws,) or (draws, len(eps)).
-
-    The paper reports the mean over 16 draws of 10 000 coordinates. A layer with no more than
-    n_samples coordinates uses all of them. `form` is "gram" (fast) or "direct" (the authors'
-    least-squares computation); both give the same matches.
-    """
-    if form not in ("gram", "direct"):
-        raise ValueError(f"form must be 'gram' or 'direct'; got {form!r}")
-    if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
-        raise ValueError(f"draws must be a positive integer (the paper uses 16); got {draws!r}")
-    scalar = np.ndim(eps) == 0
-    eps_values = [_check_eps(e) for e in np.atleast_1d(eps).tolist()]
-    examples, positions = _positions(acts_a, acts_b)
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer (the paper uses 10 000); got {n_samples!r}")
-    rng = np.random.default_rng(seed)
-    scores = np.empty((draws, len(eps_values)))
-    for d in range(draws):
-        a, b = sample_positions(acts_a, acts_b, min(n_samples, examples * positions), rng)
-        if form == "gram":
-            scores[d] = match_scores_gram(stacked_gram(a, b), a.shape[0], eps_values, tol=tol, dead_tol=dead_tol)
-        else:
-            scores[d] = [match_score(a, b, e, tol=tol, dead_tol=dead_tol) for e in eps_values]
-    return scores[:, 0] if scalar else scores
-
-
 # ---------------------------------------------------------------------------------------------
 # Streaming second moments
 # ---------------------------------------------------------------------------------------------
@@ -566,8 +495,8 @@ class NeuronMoments:
 
     `update(acts_a, acts_b)` takes one batch of both layers' outputs, (batch, C, H, W) or (batch, C),
     for the same inputs; each channel's activation vector runs over examples x positions. The Gram
-    of all batches equals that of the concatenated data, so maximum_match_gram(moments.gram(), n_a)
-    is the exact maximum match over all examples and positions. `dtype` is the precision of the
+    of all batches equals that of the concatenated data, so LayerPair.from_gram(moments.gram(), n_a)
+    gives the exact maximum match over all examples and positions. `dtype` is the precision of the
     per-batch products (float64 by default; float32 runs with TF32 off); sums are always float64.
     """
 
@@ -626,7 +555,7 @@ class SampledNeuronMoments(NeuronMoments):
     Batches must arrive in a fixed order and cover exactly `num_examples` examples; draw d uses the
     coordinates np.random.default_rng(seed).choice(num_examples * P, k, replace=False) of the d-th
     call, with k = min(n_samples, num_examples * P) (a layer with fewer coordinates than n_samples
-    uses all of them, like the paper's dense layers), the same as sampled_match_scores with that seed.
+    uses all of them, like the paper's dense layers).
     """
 
     def __init__(self, num_examples: int, n_samples: int = PAPER_SAMPLES, draws: int = PAPER_DRAWS,
@@ -698,8 +627,8 @@ def _batches(data: torch.Tensor | Iterable, batch_size: int, max_batches: int | 
     if isinstance(data, torch.Tensor):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        return _limited((data[i:i + batch_size] for i in range(0, data.shape[0], batch_size)), max_batches)
-    return (batch_images(batch) for batch in _limited(data, max_batches))
+        return first_batches((data[i:i + batch_size] for i in range(0, data.shape[0], batch_size)), max_batches)
+    return image_batches(data, max_batches)
 
 
 def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Tensor | Iterable,
@@ -738,7 +667,7 @@ def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Ten
         moments[index].update(stash[index], output)
         stash[index] = None
 
-    with OutputCapture(model_a, layers, keep_a) as capture_a, OutputCapture(model_b, layers, reduce_b) as capture_b:
+    with Capture(model_a, layers, keep_a) as capture_a, Capture(model_b, layers, reduce_b) as capture_b:
         if capture_a.names != capture_b.names:
             first = next(((a, b) for a, b in zip(capture_a.names, capture_b.names) if a != b), None)
             differ = (f"'{first[0]}' vs '{first[1]}'" if first else
@@ -766,6 +695,6 @@ def moment_match_scores(moments: dict, eps_values: Sequence[float] = PAPER_EPS, 
     rows = []
     for gram, n_a in zip(moments["grams"], moments["n_a"]):
         stack = gram[None] if np.ndim(gram) == 2 else gram
-        rows.append(np.mean([match_scores_gram(g, n_a, eps_values, tol=tol, dead_tol=dead_tol) for g in stack],
+        rows.append(np.mean([LayerPair.from_gram(g, n_a, tol=tol, dead_tol=dead_tol).scores(eps_values) for g in stack],
                             axis=0))
     return np.array(rows)

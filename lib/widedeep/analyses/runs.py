@@ -1,67 +1,34 @@
-"""Per-run analyses cached in the run folder (CKA, first-PC statistics, predictions) and the heatmap summaries the chapters state."""
+"""Per-run analyses cached in the run's folder: CKA, first-PC statistics, predictions, neuron Grams, probes, deletions.
+
+Layer: analyses (drives `widedeep.measures` and `widedeep.analyses.probes` / `deletion` on trained
+runs; above measures, below book support). Every function returns what is cached in
+`<run_dir>/<kind>-<hash>.{npz,json}` under a key that holds everything the numbers depend on, and
+computes it only on a miss, so a rebuild of the book reads instead of recomputing.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from widedeep import store
-from widedeep.cka import model_cka
-from widedeep.data import shuffled_passes
-from widedeep.models import INSIDE, STREAM
-from widedeep.pca import model_pc_stats
-from widedeep.subspace import fraction_match_eps, match_scores_gram, model_neuron_moments
+from widedeep.analyses import deletion
+from widedeep.analyses import probes as probe_module
+from widedeep.data import ImageData, shuffled_passes
+from widedeep.measures.cka import model_cka
+from widedeep.measures.pca import model_pc_stats
+from widedeep.measures.subspace import LayerPair, model_neuron_moments
+from widedeep.profiles import Deletion, Probes
 from widedeep.train import predict
 
 
-def checkerboard_contrast(matrix: np.ndarray, kinds: list[str]) -> float:
-    """Mean CKA among residual-stream layers minus mean CKA between stream and in-block layers.
-
-    Identity shortcuts carry one residual stream through the network, so block outputs resemble each
-    other more than they resemble the fresh computations inside blocks: a positive contrast is the
-    checkerboard of the paper's heatmaps. The diagonal is excluded.
-    """
-    matrix = np.asarray(matrix, dtype=float)
-    kinds = np.asarray(kinds)
-    if matrix.shape != (len(kinds), len(kinds)):
-        raise ValueError(f"matrix is {matrix.shape} but {len(kinds)} layer kinds were given")
-    stream, inside = kinds == STREAM, kinds == INSIDE
-    if stream.sum() < 2 or inside.sum() < 1:
-        raise ValueError("need at least two residual-stream layers and one in-block layer")
-    off_diagonal = ~np.eye(len(kinds), dtype=bool)
-    among_stream = matrix[np.ix_(stream, stream)][off_diagonal[np.ix_(stream, stream)]].mean()
-    stream_to_inside = matrix[np.ix_(stream, inside)].mean()
-    return float(among_stream - stream_to_inside)
-
-
-def checkerboard_verdict(residual: float, plain: float, margin: float = 0.05) -> str:
-    """A sentence on whether the residual net shows a checkerboard that the plain net lacks."""
-    if residual > margin and residual > plain + margin:
-        return "a clear checkerboard in the residual net, absent from the plain net"
-    if residual > margin:
-        return "a checkerboard in both nets, so it is not specific to the residual connections here"
-    return (f"no clear checkerboard at this scale: block outputs are no more alike than block outputs and "
-            f"in-block layers (contrast within {margin})" if abs(residual) <= margin else
-            "the opposite of a checkerboard: block outputs resemble in-block layers more than each other")
-
-
-def matched_layer_similarity(matrix: np.ndarray) -> np.ndarray:
-    """CKA of each layer with the same layer of the other model: the diagonal of a cross-model heatmap."""
-    matrix = np.asarray(matrix, dtype=float)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"a cross-model heatmap of two models with the same layers is square; got {matrix.shape}")
-    return np.diagonal(matrix).copy()
-
-
-def relative_depth_similarity(matrix: np.ndarray, points: int = 20) -> np.ndarray:
-    """CKA between layers at the same relative depth (0..1) of two models with different layer counts."""
-    matrix = np.asarray(matrix, dtype=float)
-    rows = np.rint(np.linspace(0, matrix.shape[0] - 1, points)).astype(int)
-    cols = np.rint(np.linspace(0, matrix.shape[1] - 1, points)).astype(int)
-    return matrix[rows, cols]
+def cka_images(run, count: int) -> ImageData:
+    """The first `count` test images of the run's data: every chapter compares representations on these."""
+    return run.config.splits().test.subset(torch.arange(count))
 
 
 def _cache_path(run, prefix: str, data, **settings) -> Path:
@@ -156,6 +123,36 @@ def run_match_scores(run_a, run_b, data, batch_size: int, layers: list[str],
                      eps_values: list[float]) -> tuple[dict, np.ndarray, np.ndarray]:
     """The pair's neuron Grams (cached), maximum-match scores (layers x eps) and the ε matching half the neurons per layer."""
     grams = run_neuron_grams(run_a, run_b, data, batch_size, layers)
-    pairs = list(zip(grams["grams"], grams["n_a"]))
-    scores = np.array([match_scores_gram(g, n, eps_values) for g, n in pairs])
-    return grams, scores, np.array([fraction_match_eps(g, n, 0.5) for g, n in pairs])
+    pairs = [LayerPair.from_gram(g, n) for g, n in zip(grams["grams"], grams["n_a"])]
+    return grams, np.array([p.scores(eps_values) for p in pairs]), np.array([p.eps_for_fraction(0.5) for p in pairs])
+
+
+def probe_splits(run, probes: Probes):
+    """The run's own splits with the test set cut to the profile's probe subset (Chapter 5)."""
+    splits = run.config.splits()
+    return replace(splits, test=splits.test.first(probes.test_examples))
+
+
+def run_probes(run, layers: list, probes: Probes) -> list[dict]:
+    """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
+    settings = {"layers": [layer.name for layer in layers], "pool": probes.pool, "l2": list(probes.l2),
+                "max_iter": probes.max_iter, "test_examples": probes.test_examples}
+    path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
+    return store.cached_json(path, lambda: probe_module.probe_accuracies(
+        run.model, layers, probe_splits(run, probes), pool=probes.pool, l2_grid=probes.l2,
+        max_iter=probes.max_iter))
+
+
+def run_deletions(run, membership: list[bool], settings: Deletion) -> dict:
+    """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
+    key = {"membership": [bool(m) for m in membership], "test_examples": settings.test_examples,
+           "repair_examples": settings.repair_examples, "max_steps": settings.max_steps}
+    path = run.run_dir / f"deletions-{store.config_hash(key)}.json"
+
+    def compute():
+        splits = run.config.splits()
+        test = splits.test.first(settings.test_examples)
+        repair = splits.train.first(settings.repair_examples).images
+        return deletion.deletion_effects(run.model, test, membership, repair, max_steps=settings.max_steps)
+
+    return store.cached_json(path, compute)

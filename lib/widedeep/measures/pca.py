@@ -1,5 +1,7 @@
 """First principal components of every layer, streamed over minibatches (Nguyen, Raghu & Kornblith 2021).
 
+Layer: measures (on `widedeep.measures.grams`; above capture).
+
 Nguyen et al. (ICLR 2021, "block structure and the first principal component") tie the block
 structure of wide and deep networks to a dominant first principal component. For a layer with
 activations A (N x p, flattened, each feature centred over the examples), the first PC's share of
@@ -7,7 +9,7 @@ variance is sigma_1^2 / sum_j sigma_j^2 = lambda_1 / tr(K_c), with K_c = A A^T t
 its example-space score vector u_1 (unit length, N entries) is K_c's top eigenvector. Two layers'
 first-PC similarity is |<u_1^a, u_1^b>|; the absolute value because an eigenvector's sign is arbitrary.
 
-Like the CKA itself these are computed per minibatch from the n x n Grams that `GramCapture` makes
+Like the CKA itself these are computed per minibatch from the n x n Grams that `grams.gram_capture` makes
 and averaged over batches. Everything after the Gram is float64. A constant layer (zero trace) has
 no principal component: its shares and its similarities are NaN, with a warning naming it, never a
 silently clamped number. When a batch's top two eigenvalues coincide the top eigenvector is not
@@ -22,26 +24,18 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .activations import GramCapture
-from .cka import LAYER_CHUNK, _limited, batch_images, check_same_examples, double_center
+from widedeep.capture import image_batches
+from widedeep.measures.grams import (LAYER_CHUNK, check_finite_layers, check_same_examples, double_center,
+                                     gram_capture)
 
 MIN_EXAMPLES = 2  # a centred Gram of one example is zero
-
-
-def _check_finite_layers(stack: torch.Tensor, names: Sequence[str], start: int) -> None:
-    """Raise naming the first layer of the (chunk, n, n) `stack` (offset by `start`) that holds NaN or inf."""
-    finite = torch.isfinite(stack).flatten(1).all(dim=1)
-    if not bool(finite.all()):
-        bad = names[start + int(torch.nonzero(~finite)[0])]
-        raise ValueError(f"layer '{bad}': its Gram holds NaN or inf values (NaN/inf activations, or float32 "
-                         f"overflow of very large ones); its principal components would be meaningless")
 
 
 class PCStats:
     """Streaming first-PC statistics of L layers: top-k variance shares and the L x L first-PC similarity.
 
     Feed it one batch at a time with `update_grams(grams)` (each layer's n x n linear Gram of
-    pre-centred features, e.g. from `GramCapture`), then read `shares()`, `pc1_share` and
+    pre-centred features, e.g. from `grams.gram_capture`), then read `shares()`, `pc1_share` and
     `similarity()`: means over batches of the per-batch values.
     """
 
@@ -85,7 +79,8 @@ class PCStats:
         for start in range(0, count, LAYER_CHUNK):
             part = slice(start, start + LAYER_CHUNK)
             stack = torch.stack([g.to(device, torch.float64) for g in grams[part]])
-            _check_finite_layers(stack, self.names, start)  # before eigh, which fails obscurely on NaN
+            # before eigh, which fails obscurely on NaN
+            check_finite_layers(stack, self.names, start, "its principal components would be meaningless")
             eigenvalues, vectors = torch.linalg.eigh(double_center(stack))  # ascending, batched over layers
             trace = eigenvalues.sum(dim=-1, keepdim=True)
             constant = trace[:, 0] <= 0  # a zero centred Gram: the layer is constant over this batch
@@ -144,8 +139,8 @@ def model_pc_stats(model: torch.nn.Module, loader: Iterable, layers: Sequence | 
 
     `layers` defaults to `model.layers()` (our CifarResNet); for other modules pass module names.
     """
-    with GramCapture(model, layers, gram_dtype=gram_dtype) as capture:
+    with gram_capture(model, layers, gram_dtype=gram_dtype) as capture:
         stats = PCStats(capture.names, top_k)
-        for batch in _limited(loader, max_batches):
-            stats.update_grams(capture(batch_images(batch)))
+        for images in image_batches(loader, max_batches):
+            stats.update_grams(capture(images))
         return {"names": list(capture.names), "shares": stats.shares(), "pc1_similarity": stats.similarity()}

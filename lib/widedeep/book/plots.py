@@ -1,16 +1,17 @@
-"""Figures for the book: each function draws one figure and returns it (PNG in the book, ignored by nbval)."""
+"""Figures for the book: each function draws one figure and returns it (PNG in the book, ignored by nbval).
+
+Layer: book support (on `widedeep.labels` for display labels).
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from widedeep.labels import architecture_label, architecture_of
+
 plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
                      "axes.grid": True, "grid.alpha": 0.3, "font.size": 10})
-
-
-def _series_label(row: dict) -> str:
-    return f"ResNet-{row['depth']} ×{row['width']:g}"
 
 
 def accuracy_vs_parameters(rows: list[dict], key: str = "test_acc", chance: float | None = None):
@@ -26,7 +27,8 @@ def accuracy_vs_parameters(rows: list[dict], key: str = "test_acc", chance: floa
         for r, p, a in zip(sub, params, acc):
             marker = "s" if r["width"] != 1 else "o"
             ax.plot(p, a, marker, color=colour, markersize=6)
-            ax.annotate(_series_label(r), (p, a), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.annotate(architecture_label(r["depth"], r["width"]), (p, a), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
         ax.plot([], [], "o-", color=colour, label=f"n_train = {n_train}")
     if chance is not None:
         ax.axhline(chance, color="grey", linestyle=":", label="chance")
@@ -46,7 +48,7 @@ def training_curves(runs: list, key: str = "train_acc_augmented"):
         for run in (r for r in runs if r.config.n_train == n_train):
             epochs = [h["epoch"] for h in run.metrics["epochs"]]
             ax.plot(epochs, [h[key] for h in run.metrics["epochs"]],
-                    label=f"ResNet-{run.config.depth} ×{run.config.width:g} s{run.config.seed}")
+                    label=f"{architecture_of(run.config)} s{run.config.seed}")
         ax.set_title(f"n_train = {n_train}")
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel(key.replace("_", " "))
@@ -271,3 +273,112 @@ def class_differences(classes: list[str], result: dict, null: dict, label: str =
     if fig is not None:
         fig.tight_layout()
     return fig or ax.figure
+
+
+def grid_of_blocks(layout: list[list], row_labels: list[str], architectures: list[tuple[int, float]]):
+    """`heatmap_grid` of analysed models (`structure.grid_layout`: None where a model is missing), blocks outlined."""
+    return heatmap_grid([[m.cka if m else None for m in row] for row in layout], row_labels,
+                        [architecture_label(d, w) for d, w in architectures],
+                        blocks=[[m.block if m else None for m in row] for row in layout])
+
+
+def model_heatmap(m):
+    """One analysed model's all-layer CKA heatmap, titled with its accuracy and block, the block outlined."""
+    fig = cka_heatmap(m.cka, title=f"{m.label}: test acc {m.run.test_acc:.3f}, "
+                                   f"block {'—' if m.block is None else m.span_name(m.block)}")
+    outline_block(fig.axes[0], m.block)
+    return fig
+
+
+def pc_share_panels(groups: dict[str, list], threshold: float | None):
+    """First-PC share along the residual stream, one panel per group of analysed models, their blocks shaded."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.6), squeeze=False, sharey=True)
+    for ax, (title, members) in zip(axes[0], groups.items()):
+        layer_profiles({m.label: m.pc1_share[m.stream] for m in members}, "first-PC share of variance",
+                       spans={m.label: m.relative_span(m.block) for m in members}, threshold=threshold, ax=ax)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def first_pc_row(m, pc1_similarity, removed):
+    """A model's stream-layer CKA, first-PC similarity and CKA without the first PC, its tested block outlined."""
+    fig = heatmap_row([m.stream_cka, pc1_similarity, removed],
+                      [f"{m.label}: CKA", "first-PC similarity |⟨u₁, u₁⟩|", "CKA, first PC removed"],
+                      xlabels=["residual-stream layer"] * 3, ylabels=["residual-stream layer"] * 3)
+    for ax in fig.axes[:3]:
+        outline_block(ax, m.on_stream(m.tested_block()[0]))
+    return fig
+
+
+def probe_profiles(study, focus: list, chance: float):
+    """Probe test accuracy along the residual stream of the `focus` models of a `pruning.PruningStudy`, spans shaded."""
+    return layer_profiles({study.plot_label(m): study.probe_accuracy(m) for m in focus}, "probe test accuracy",
+                          threshold=chance,
+                          spans={study.plot_label(m): m.relative_span(study.spans[m.label][0]) for m in focus})
+
+
+def deletion_panels(study, focus: list):
+    """`deletion_bars` of each `focus` model of a `pruning.PruningStudy`, one panel per model."""
+    fig, axes = plt.subplots(len(focus), 1, figsize=(6.4, 2.6 * len(focus)), squeeze=False)
+    for ax, m in zip(axes[:, 0], focus):
+        deletion_bars(study.effects[m.label]["deletions"], study.plot_label(m), ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def cumulative_panels(study, focus: list):
+    """`cumulative_curves` of the `focus` models that have deletable blocks on both sides (None if none has)."""
+    curved = [m for m in focus if study.effects[m.label]["cumulative_inside"]]
+    if not curved:
+        return None
+    fig, axes = plt.subplots(1, len(curved), figsize=(4.2 * len(curved), 3.3), squeeze=False)
+    for ax, m in zip(axes[0], curved):
+        effects = study.effects[m.label]
+        cumulative_curves(effects["cumulative_inside"], effects["cumulative_outside"], study.plot_label(m), ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def first_split_grids(fractions: dict[str, np.ndarray], wide_seeds: int, half: int):
+    """Correct-fraction grids of one half-split (`populations.ErrorStudy.first_split`): wide vs half 1, and the
+    null, half 2 vs half 1."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.5))
+    correct_fraction_grid(fractions["wide"], fractions["deep_1"], wide_seeds, half, "wide", "deep (half 1)",
+                          "wide vs deep", ax=axes[0])
+    correct_fraction_grid(fractions["deep_2"], fractions["deep_1"], half, half, "deep (half 2)", "deep (half 1)",
+                          "null: deep vs deep", ax=axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def split_histograms(paired: dict[str, np.ndarray]):
+    """Discoveries and mean |p_A(i) − p_B(i)| over paired half-splits (`errors.paired_split_tests`), test vs null."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    null_histogram(paired["test_n_significant"], paired["null_n_significant"], "significant examples (BH)",
+                   ax=axes[0])
+    null_histogram(paired["test_mean_abs_diff"], paired["null_mean_abs_diff"], "mean |p_A(i) − p_B(i)|", ax=axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def match_by_layer(study):
+    """A `matching.MatchStudy`'s match score at each ε and linear CKA along the post-ReLU layers (means over seed
+    pairs), and beside it the ε that matches half the neurons, per pair and on average."""
+    fig, (ax, ax_eps) = plt.subplots(1, 2, figsize=(9.6, 3.6))
+    depth = np.arange(len(study.layers))
+    for k, eps in enumerate(study.eps):
+        ax.plot(depth, study.scores[:, :, k].mean(0), "o-", markersize=3, label=f"match, ε = {eps:g}")
+    ax.plot(depth, study.cka.mean(0), "k--", linewidth=1.5, label="linear CKA")
+    ax.set_xlabel("post-ReLU layer")
+    ax.set_ylabel(f"mean over {len(study.pairs)} seed pairs")
+    ax.set_ylim(0, 1.02)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    for row in study.half_eps:
+        ax_eps.plot(depth, row, "-", color="grey", alpha=0.4, linewidth=0.8)
+    ax_eps.plot(depth, study.half_eps.mean(0), "o-", color="tab:red", markersize=3, label="mean over seed pairs")
+    ax_eps.set_xlabel("post-ReLU layer")
+    ax_eps.set_ylabel("ε that matches half the neurons")
+    ax_eps.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig

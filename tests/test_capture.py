@@ -1,4 +1,4 @@
-"""Tests of widedeep.activations: hooks fire once, leave nothing behind, and capture the true outputs."""
+"""Tests of widedeep.capture (and its Gram reduction): hooks fire once, leave nothing behind, and capture the true outputs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from widedeep import cka
-from widedeep.activations import (GramCapture, HookError, capture_grams, capture_outputs, leaf_module_names,
-                                  resolve_layers)
+from widedeep.measures import cka
+from widedeep.measures import grams as gram_ops
+from widedeep.capture import Capture, HookError, capture_outputs, leaf_module_names, resolve_layers
+from widedeep.measures.grams import capture_grams, gram_capture
 from widedeep.models import resnet
 
 
@@ -32,7 +33,7 @@ def _hook_count(model: nn.Module) -> int:
 def test_every_hook_fires_once_and_all_are_removed():
     model = _model()
     before = _hook_count(model)
-    with GramCapture(model) as capture:
+    with gram_capture(model) as capture:
         assert _hook_count(model) == before + len(model.layers())
         grams = capture(_images())
         assert capture._counts == [1] * len(model.layers())
@@ -43,7 +44,7 @@ def test_every_hook_fires_once_and_all_are_removed():
     for g, h in zip(grams, grams_again):
         torch.testing.assert_close(g, h, rtol=0, atol=0)
     model(_images())  # no hooks left to fire, nothing captured
-    assert capture._grams == [None] * len(capture.names)
+    assert capture._reduced == [None] * len(capture.names)
 
 
 def test_eval_mode_inference_mode_and_training_flags_restored():
@@ -51,7 +52,7 @@ def test_eval_mode_inference_mode_and_training_flags_restored():
     model.train()
     model.stages[1].eval()  # a submodule in its own mode must come back as it was
     running_mean = model.bn.running_mean.clone()
-    with GramCapture(model) as capture:
+    with gram_capture(model) as capture:
         assert not model.training and not model.bn.training
         grams = capture(_images())
     assert model.training and model.bn.training and not model.stages[1].training
@@ -73,7 +74,7 @@ def test_hook_grams_equal_a_manual_forward():
         logits = model(images)
     manual = {"input": images, "conv": conv, "bn": bn, "relu": relu, "stages.0.0.conv1": conv1, "logits": logits}
     for name, act in manual.items():
-        torch.testing.assert_close(grams[names.index(name)], cka.layer_gram(act), rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(grams[names.index(name)], gram_ops.layer_gram(act), rtol=1e-6, atol=1e-8)
     engine = cka.MinibatchCKA(names)
     engine.update_grams(grams)
     assert engine.compute()[names.index("conv"), names.index("bn")] == pytest.approx(
@@ -102,7 +103,7 @@ def resnet18():
 
 def test_resnet18_without_layer_list_is_refused(resnet18):
     with pytest.raises(ValueError, match="no .layers.*module names"):
-        GramCapture(resnet18)
+        gram_capture(resnet18)
 
 
 def test_resnet18_reused_relu_is_refused_naming_it(resnet18):
@@ -173,7 +174,7 @@ def test_layer_resolution_errors():
     assert resolve_layers(model, [("stem", model.conv)]) == [("stem", model.conv)]
     assert [name for name, _ in resolve_layers(model, model.layers()[:3])] == ["input", "conv", "bn"]
     with pytest.raises(RuntimeError, match="context manager"):
-        GramCapture(model)(_images())
+        gram_capture(model)(_images())
 
 
 def test_nan_activation_names_the_layer():
@@ -199,3 +200,20 @@ def test_capture_outputs_equal_a_manual_forward_in_any_batching():
     torch.testing.assert_close(outputs[0], stem)
     torch.testing.assert_close(outputs[1], capture_outputs(model, images, ["logits"], batch_size=10)[0])
     assert _hook_count(model) == 0
+
+
+def test_one_capture_class_serves_any_reduction():
+    model = _model()
+    images = _images(6)
+    seen = []
+
+    def shape_of(index, output):
+        seen.append(index)
+        return tuple(output.shape)
+
+    with Capture(model, None, shape_of) as capture:
+        shapes = capture(images)
+    assert seen == list(range(len(model.layers())))  # every layer once, in forward order here
+    assert shapes[0] == (6, 1, 16, 16) and shapes[-1] == (6, 10)
+    whole = capture_outputs(model, images, [model.layers()[-1].name], batch_size=4)[0]
+    torch.testing.assert_close(whole, model.eval()(images))  # whole outputs, cut into batches and joined

@@ -1,5 +1,7 @@
 """Deleting residual blocks: is the block structure doing any work? (Nguyen et al. 2021, §4)
 
+Layer: analyses (runs models by hand; above measures, below book support).
+
 The paper reports that blocks inside the block structure can be deleted at little cost in accuracy,
 unlike blocks outside it. Deleting a residual block makes its output equal its input; in a
 post-activation ResNet the input is the previous block's ReLU output, so this is exactly
@@ -35,11 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .activations import model_device
-from .data import ImageData
+from widedeep.analyses.verdicts import CHEAPER_INSIDE, COSTLIER_INSIDE, NO_DIFFERENCE, NOT_TESTABLE
+from widedeep.capture import model_device
+from widedeep.data import ImageData
 
-CHEAPER_INSIDE, NO_DIFFERENCE, COSTLIER_INSIDE, NOT_TESTABLE = (
-    "cheaper inside", "no clear difference", "costlier inside", "not testable")
+
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """One trained run, analysed for the block structure: its CKA heatmap, first-PC shares and detected blocks.
 
-Chapters 3-5 all start from the same per-model analysis, so it lives here once: CKA and PC statistics
-come from the run store's caches (`heatmaps.run_cka`, `heatmaps.run_pc_stats`), and the detector's
-settings come from the profile (`block_threshold`, `block_min_contrast`, `block_min_pc1`).
+Layer: analyses (above measures, below book support). Chapters 3-5 all start from the same
+per-model analysis, so it lives here once: CKA and PC statistics come from the run store's caches
+(`runs.run_cka`, `runs.run_pc_stats`), and the detector's
+settings come from the profile (`Profile.detector`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
-from widedeep import blocks, heatmaps, probes, prune, store
-from widedeep.data import ImageData
+from widedeep.analyses import blocks, runs, similarity
+from widedeep.labels import run_label
 from widedeep.models import STREAM
+from widedeep.profiles import CKA, Detector, Profile
+from widedeep.train import train_grid
 
 
 @dataclass
@@ -32,8 +34,7 @@ class BlockAnalysis:
     @property
     def label(self) -> str:
         """'ResNet-56 ×1, n=500, s0'."""
-        c = self.run.config
-        return f"ResNet-{c.depth} ×{c.width:g}, n={c.n_train}, s{c.seed}"
+        return run_label(self.run.config)
 
     @property
     def pc1_share(self) -> np.ndarray:
@@ -44,6 +45,11 @@ class BlockAnalysis:
     def stream(self) -> np.ndarray:
         """Indices of the residual-stream layers (the ones the detector looks at)."""
         return np.flatnonzero(np.asarray(self.kinds) == STREAM)
+
+    @property
+    def stream_cka(self) -> np.ndarray:
+        """The CKA heatmap restricted to the residual-stream layers."""
+        return self.cka[np.ix_(self.stream, self.stream)]
 
     @property
     def stream_names(self) -> list[str]:
@@ -90,52 +96,41 @@ class BlockAnalysis:
                 "pc1_share_inside": inside, "pc1_share_outside": outside}
 
 
-def cka_images(run, count: int) -> ImageData:
-    """The first `count` test images of the run's data: every chapter compares representations on these."""
-    return run.config.splits().test.subset(torch.arange(count))
-
-
-def detector_settings(params: dict) -> dict:
-    """The detector's keyword arguments from a profile."""
-    return {"threshold": params["block_threshold"], "min_contrast": params["block_min_contrast"],
-            "min_pc1": params["block_min_pc1"]}
-
-
 def detect(cka: np.ndarray, kinds: list[str], pc1_share: np.ndarray,
-           params: dict) -> tuple[blocks.Block | None, blocks.Block | None]:
+           detector: Detector) -> tuple[blocks.Block | None, blocks.Block | None]:
     """Blocks with the first-PC rule (if the profile sets one) and without it."""
-    settings = detector_settings(params)
+    settings = detector.settings()
     min_pc1 = settings.pop("min_pc1")
     with_pc1 = blocks.block_structure_span(cka, kinds, pc1_share=pc1_share, min_pc1=min_pc1, **settings)
     cka_only = blocks.block_structure_span(cka, kinds, **settings)
     return with_pc1, cka_only
 
 
-def batching(params: dict) -> dict:
-    """The CKA minibatch settings of a profile (examples are `cka_images`)."""
-    return {"batch_size": params["cka_batch_size"], "passes": params["cka_passes"]}
+def batching(cka: CKA) -> dict:
+    """The CKA minibatch settings of a profile (examples are `runs.cka_images`)."""
+    return {"batch_size": cka.batch_size, "passes": cka.passes}
 
 
-def analyse(run, params: dict) -> BlockAnalysis:
+def analyse(run, profile: Profile) -> BlockAnalysis:
     """All-layer CKA, residual-stream PC shares and the blocks of one run (all cached in the run store).
 
     PC statistics are computed on the residual-stream layers only: they are what the detector reads,
     and an eigendecomposition per layer and minibatch over every layer would cost several times the
     CKA itself on a deep network.
     """
-    images = cka_images(run, params["cka_examples"])
-    matrix = heatmaps.run_cka(run, images, **batching(params))
+    images = runs.cka_images(run, profile.cka.examples)
+    matrix = runs.run_cka(run, images, **batching(profile.cka))
     layers = run.model.layers()
     names, kinds = [layer.name for layer in layers], [layer.kind for layer in layers]
     stream = np.flatnonzero(np.asarray(kinds) == STREAM)
-    stream_shares = heatmaps.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(params))["shares"]
+    stream_shares = runs.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(profile.cka))["shares"]
     shares = np.full((len(names), stream_shares.shape[1]), np.nan)
     shares[stream] = stream_shares
-    block, block_cka_only = detect(matrix, kinds, shares[:, 0], params)
+    block, block_cka_only = detect(matrix, kinds, shares[:, 0], profile.detector)
     return BlockAnalysis(run, matrix, names, kinds, shares, block, block_cka_only)
 
 
-def removal_effect(m: BlockAnalysis, removed: np.ndarray, params: dict) -> dict:
+def removal_effect(m: BlockAnalysis, removed: np.ndarray, detector: Detector) -> dict:
     """A model's tested block before and after an intervention, on the residual-stream layers.
 
     `removed` is the stream-only CKA matrix after the intervention (e.g. each layer's first PC removed
@@ -148,7 +143,7 @@ def removal_effect(m: BlockAnalysis, removed: np.ndarray, params: dict) -> dict:
     stream_kinds = [m.kinds[i] for i in m.stream]
     before_in, before_out = blocks.span_cka(before, span, stream_kinds) if span else (np.nan, np.nan)
     after_in, after_out = blocks.span_cka(removed, span, stream_kinds) if span else (np.nan, np.nan)
-    settings = {k: v for k, v in detector_settings(params).items() if k != "min_pc1"}
+    settings = {k: v for k, v in detector.settings().items() if k != "min_pc1"}
     after_block = blocks.block_structure_span(removed, stream_kinds, **settings)
     if after_block is not None:  # back to full-network layer indices, like every other block in the results
         after_block = replace(after_block, start=int(m.stream[after_block.start]), end=int(m.stream[after_block.end]))
@@ -166,7 +161,7 @@ def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], n
     by_seed = {m.run.config.seed: m for m in models}
     per_seed: dict[int, list[tuple[float, float]]] = {}
     for pair, matrix in cross.items():
-        matched = heatmaps.matched_layer_similarity(matrix)
+        matched = similarity.matched_layer_similarity(matrix)
         for seed in pair:
             m = by_seed[seed]
             if m.block is not None:
@@ -182,32 +177,35 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
     return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width) == (c.depth, c.width)]
 
 
-def probe_splits(run, params: dict):
-    """The run's own splits with the test set cut to the profile's probe subset (Chapter 5)."""
-    splits = run.config.splits()
-    return replace(splits, test=splits.test.first(params["probe_test_examples"]))
+def analyse_all(configs: list, profile: Profile) -> list[BlockAnalysis]:
+    """Train or load every config and analyse it for the block structure (all cached in the run store)."""
+    return [analyse(run, profile) for run in train_grid(configs, runs_dir=profile.runs_dir)]
 
 
-def run_probes(run, layers: list, params: dict) -> list[dict]:
-    """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
-    settings = {"layers": [layer.name for layer in layers], "pool": params["probe_pool"], "l2": list(params["probe_l2"]),
-                "max_iter": params["probe_max_iter"], "test_examples": params["probe_test_examples"]}
-    path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
-    return store.cached_json(path, lambda: probes.probe_accuracies(
-        run.model, layers, probe_splits(run, params), pool=params["probe_pool"], l2_grid=params["probe_l2"],
-        max_iter=params["probe_max_iter"]))
+def grid_layout(models: list[BlockAnalysis], architectures: list[tuple[int, float]], n_trains: list[int],
+                seed: int) -> list[list[BlockAnalysis | None]]:
+    """The models of one seed on a grid: a row per n_train (in the order given), a column per architecture."""
+    by_key = {(m.run.config.depth, m.run.config.width, m.run.config.n_train): m
+              for m in models if m.run.config.seed == seed}
+    return [[by_key.get((d, w, n)) for d, w in architectures] for n in n_trains]
 
 
-def run_deletions(run, membership: list[bool], params: dict) -> dict:
-    """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
-    settings = {"membership": [bool(m) for m in membership], "test_examples": params["deletion_test_examples"],
-                "repair_examples": params["deletion_repair_examples"], "max_steps": params["deletion_max_steps"]}
-    path = run.run_dir / f"deletions-{store.config_hash(settings)}.json"
+def threshold_sweep(models: list[BlockAnalysis], detector: Detector) -> dict[str, dict[str, list[int]]]:
+    """Per model (run name): the stream layers in its block at each of the detector's CKA thresholds, with the
+    first-PC rule ("with_pc1") and without ("cka_only"), and at each first-PC threshold ("by_min_pc1"); 0 = none."""
+    others = {"min_contrast": detector.min_contrast}
+    sweep = {}
+    for m in models:
+        by_threshold = blocks.threshold_sweep(m.cka, m.kinds, detector.thresholds, pc1_share=m.pc1_share,
+                                              min_pc1=detector.min_pc1, **others)
+        cka_only = blocks.threshold_sweep(m.cka, m.kinds, detector.thresholds, **others)
+        by_min_pc1 = [blocks.block_structure_span(m.cka, m.kinds, pc1_share=m.pc1_share, min_pc1=v,
+                                                  threshold=detector.threshold, **others) for v in detector.min_pc1s]
+        sweep[m.run.config.name()] = {key: [b.n_layers if b else 0 for b in found] for key, found in (
+            ("with_pc1", by_threshold), ("cka_only", cka_only), ("by_min_pc1", by_min_pc1))}
+    return sweep
 
-    def compute():
-        splits = run.config.splits()
-        test = splits.test.first(params["deletion_test_examples"])
-        repair = splits.train.first(params["deletion_repair_examples"]).images
-        return prune.deletion_effects(run.model, test, membership, repair, max_steps=params["deletion_max_steps"])
 
-    return store.cached_json(path, compute)
+def sweep_counts(sweep: dict[str, dict[str, list[int]]], values: list[float], key: str) -> str:
+    """'3 at 0.8, 1 at 0.9': how many models have a block at each value of one sweep."""
+    return ", ".join(f"{sum(bool(s[key][i]) for s in sweep.values())} at {v:g}" for i, v in enumerate(values))

@@ -1,0 +1,186 @@
+"""Do wide and deep models of equal accuracy make different errors? (Chapter 6) — the study over two
+populations of seeds, judged against the seed-split null of the deep model's own seeds.
+
+Layer: analyses (on the statistics of `widedeep.analyses.errors` and the run caches of `runs`; below
+book support). `ErrorStudy` trains (or loads) the profile's two populations, takes every seed's
+test predictions from the run store, and computes step by step what the chapter shows: the accuracy
+match, the example-level tests over paired half-splits, the smallest p-value the seed counts allow,
+and the class-level intervals; each step returns the sentences the chapter quotes, and `record()`
+the results payload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from widedeep import profiles
+from widedeep.analyses import errors, runs
+from widedeep.labels import architecture_of
+from widedeep.profiles import Profile
+from widedeep.train import train_grid
+
+
+def spread(values: np.ndarray, digits: int) -> str:
+    """Median and range over splits: '12 (range 3–20)'."""
+    return f"{np.median(values):.{digits}f} (range {np.min(values):.{digits}f}–{np.max(values):.{digits}f})"
+
+
+def exceeds(flag: bool) -> str:
+    return "exceeds" if flag else "does not exceed"
+
+
+class ErrorStudy:
+    """Chapter 6 on a profile: a wide-shallow and a deep-narrow population, their errors against the null's."""
+
+    def __init__(self, profile: Profile):
+        self.profile, self.settings = profile, profile.errors
+        self.grid = profiles.errors_grid(profile)
+        self.populations = {side: train_grid(configs, runs_dir=profile.runs_dir) for side, configs in self.grid.items()}
+        test = self.grid["wide"][0].splits().test
+        self.labels, self.classes = test.labels.numpy(), list(test.classes)
+        predictions = {side: np.stack([runs.run_predictions(run, test) for run in members])
+                       for side, members in self.populations.items()}
+        self.wide, self.deep = predictions["wide"], predictions["deep"]   # (seeds, examples) each
+        self.m = self.deep.shape[0] // 2   # seeds a side in every half-split comparison
+
+    def describe(self, side: str) -> str:
+        """'ResNet-20 ×2': the architecture of one side."""
+        return architecture_of(self.grid[side][0])
+
+    # -- accuracy --------------------------------------------------------------------------------
+
+    def accuracy_match(self) -> dict[str, str]:
+        """Mean test accuracies over seeds, their gap and Welch p-value, and whether they count as matched."""
+        self.match = errors.accuracy_match(self.wide, self.deep, self.labels)
+        self.matched = abs(self.match["diff"]) <= self.settings.match_tolerance
+        m = self.match
+        return {"wide_model": self.describe("wide"), "deep_model": self.describe("deep"),
+                "acc_wide": f"{m['acc_a']:.3f} ± {m['std_a']:.3f}",
+                "acc_deep": f"{m['acc_b']:.3f} ± {m['std_b']:.3f}",
+                "acc_gap": f"{m['diff']:+.3f}", "acc_p": f"{m['p_value']:.2g}",
+                "matched": "matched" if self.matched else "not matched",
+                "match_tolerance": f"{self.settings.match_tolerance:g}"}
+
+    # -- example level ---------------------------------------------------------------------------
+
+    def first_split(self) -> dict[str, np.ndarray]:
+        """Correct fractions per example of the wide seeds and of both halves of one split of the deep seeds."""
+        first, second = errors.half_splits(self.deep.shape[0], 1, seed=0)[0]
+        return {"wide": errors.correct_fraction(self.wide, self.labels),
+                "deep_1": errors.correct_fraction(self.deep[first], self.labels),
+                "deep_2": errors.correct_fraction(self.deep[second], self.labels)}
+
+    def example_level(self) -> dict[str, str]:
+        """Fisher tests with BH over every paired half-split: wide vs one half (test), half vs half (null)."""
+        s = self.settings
+        self.paired = paired = errors.paired_split_tests(self.wide, self.deep, self.labels, splits=s.splits, seed=0,
+                                                         fdr=s.fdr)
+        self.beyond_discoveries = errors.beyond_null(paired["test_n_significant"], paired["null_n_significant"],
+                                                     s.null_quantile)
+        self.beyond_difference = errors.beyond_null(paired["test_mean_abs_diff"], paired["null_mean_abs_diff"],
+                                                    s.null_quantile)
+        self.example_verdict = errors.difference_verdict(self.beyond_discoveries, self.beyond_difference, self.matched)
+        self.all_seeds = errors.example_tests(self.wide, self.deep, self.labels, s.fdr)
+        return {"fdr": f"{s.fdr:g}", "splits": str(s.splits),
+                "null_percentile": f"{100 * s.null_quantile:g}th percentile",
+                "test_discoveries": spread(paired["test_n_significant"], 0),
+                "null_discoveries": spread(paired["null_n_significant"], 0),
+                "test_abs_diff": spread(paired["test_mean_abs_diff"], 3),
+                "null_abs_diff": spread(paired["null_mean_abs_diff"], 3),
+                "beyond_discoveries": exceeds(self.beyond_discoveries),
+                "beyond_difference": exceeds(self.beyond_difference), "example_verdict": self.example_verdict,
+                "m": str(self.m), "n_examples": f"{self.labels.size:,}",
+                "all_seeds_discoveries": str(self.all_seeds["n_significant"]),
+                "all_seeds": f"{self.wide.shape[0]} wide against {self.deep.shape[0]} deep"}
+
+    def p_floor(self) -> float:
+        """The smallest two-sided Fisher p-value m seeds a side can give: all right against all wrong."""
+        return float(errors.fisher_pvalues(np.array([self.m]), self.m, np.array([0]), self.m)[0])
+
+    def count_demand(self) -> dict[str, str]:
+        """Whether a discovery count can exceed zero at this size: the p floor against BH's first threshold."""
+        floor, fdr, n = self.p_floor(), self.settings.fdr, self.labels.size
+        first_threshold = fdr / n  # what BH asks of the smallest p-value alone
+        return {"p_floor": f"{floor:.2g}", "first_threshold": f"{first_threshold:.2g}",
+                "floor_examples": f"{errors.bh_examples_needed(floor, n, fdr):,}",
+                "count_demand": "a demanding statistic" if floor > first_threshold else "within reach"}
+
+    # -- class level -----------------------------------------------------------------------------
+
+    def class_level(self) -> None:
+        """Per-class differences wide − deep with bootstrap intervals, the same between halves of the deep seeds,
+        and both over every paired half-split."""
+        s, k = self.settings, len(self.classes)
+        self.by_class = errors.class_difference(self.wide, self.deep, self.labels, k, n_boot=s.n_boot, seed=0,
+                                                level=s.level)
+        self.null_class = errors.class_split_null(self.deep, self.labels, k, n_boot=s.n_boot, seed=0, level=s.level)
+        self.paired_class = errors.paired_class_splits(self.wide, self.deep, self.labels, k, splits=s.splits,
+                                                       n_boot=s.n_boot, seed=0, level=s.level)
+
+    def class_list(self, result: dict) -> str:
+        """The classes whose interval excludes zero, with the sign of the difference."""
+        names = [f"{self.classes[c]} ({result['diff'][c]:+.3f})" for c in np.flatnonzero(result["excludes_zero"])]
+        return ", ".join(names) or "none"
+
+    def class_texts(self) -> dict[str, str]:
+        """The class-level numbers, judged like the examples (paired half-splits against the null's quantile)."""
+        s, k, paired = self.settings, len(self.classes), self.paired_class
+        self.class_beyond_count = errors.beyond_null(paired["test_n_excluding"], paired["null_n_excluding"],
+                                                     s.null_quantile)
+        self.class_beyond_mean = errors.beyond_null(paired["test_mean_abs_diff"], paired["null_mean_abs_diff"],
+                                                    s.null_quantile)
+        self.class_verdict = errors.difference_verdict(self.class_beyond_count, self.class_beyond_mean, self.matched,
+                                                       unit="classes")
+        return {"level": f"{s.level:.0%}", "n_classes": str(k),
+                "classes_excluding": f"{int(self.by_class['excludes_zero'].sum())} of {k}",
+                "class_list": self.class_list(self.by_class),
+                "classes_excluding_null": f"{int(self.null_class['excludes_zero'].sum())} of {k}",
+                "class_list_null": self.class_list(self.null_class), "class_verdict": self.class_verdict,
+                "largest_class_gap": f"{np.max(np.abs(self.by_class['diff'])):.3f}",
+                "largest_null_gap": f"{np.max(np.abs(self.null_class['diff'])):.3f}",
+                "class_test_counts": spread(paired["test_n_excluding"], 0),
+                "class_null_counts": spread(paired["null_n_excluding"], 0),
+                "class_test_diff": spread(paired["test_mean_abs_diff"], 3),
+                "class_null_diff": spread(paired["null_mean_abs_diff"], 3),
+                "class_beyond_count": exceeds(self.class_beyond_count),
+                "class_beyond_mean": exceeds(self.class_beyond_mean)}
+
+    # -- the record ------------------------------------------------------------------------------
+
+    def side_entry(self, side: str) -> dict:
+        """One population: its architecture, data size, seeds and their test accuracies."""
+        config, members = self.grid[side][0], self.populations[side]
+        return {"depth": config.depth, "width": config.width, "n_train": config.n_train,
+                "seeds": [r.config.seed for r in members], "test_acc": [r.test_acc for r in members],
+                "mean_test_acc": float(np.mean([r.test_acc for r in members]))}
+
+    def record(self) -> dict:
+        """The chapter's results payload (`widedeep.book.results`)."""
+        s, paired, pc = self.settings, self.paired, self.paired_class
+        by_class, null_class = self.by_class, self.null_class
+        return {
+            "settings": self.profile.section_values("errors"), "wide": self.side_entry("wide"),
+            "deep": self.side_entry("deep"),
+            "accuracy_match": {**self.match, "tolerance": s.match_tolerance, "matched": self.matched},
+            "example_level": {
+                "n_significant": float(np.median(paired["test_n_significant"])),
+                "n_significant_per_split": paired["test_n_significant"],
+                "null_n_significant": paired["null_n_significant"], "fdr": s.fdr,
+                "mean_abs_diff_per_split": paired["test_mean_abs_diff"],
+                "null_mean_abs_diff": paired["null_mean_abs_diff"], "null_quantile": s.null_quantile,
+                "mean_abs_diff_median": float(np.median(paired["test_mean_abs_diff"])),
+                "null_mean_abs_diff_quantile": float(np.quantile(paired["null_mean_abs_diff"], s.null_quantile)),
+                "n_significant_all_seeds": self.all_seeds["n_significant"],
+                "beyond_null_discoveries": self.beyond_discoveries, "beyond_null_difference": self.beyond_difference},
+            "class_level": {
+                "classes": self.classes, "diff": by_class["diff"], "ci_low": by_class["ci_low"],
+                "ci_high": by_class["ci_high"], "null_diff": null_class["diff"], "null_ci_low": null_class["ci_low"],
+                "null_ci_high": null_class["ci_high"], "level": s.level,
+                "n_excluding_zero": int(by_class["excludes_zero"].sum()),
+                "null_n_excluding_zero": int(null_class["excludes_zero"].sum()),
+                "paired_n_excluding_per_split": pc["test_n_excluding"],
+                "paired_null_n_excluding": pc["null_n_excluding"],
+                "paired_mean_abs_diff_per_split": pc["test_mean_abs_diff"],
+                "paired_null_mean_abs_diff": pc["null_mean_abs_diff"],
+                "beyond_null_count": self.class_beyond_count, "beyond_null_difference": self.class_beyond_mean},
+            "verdicts": {"example_level": self.example_verdict, "class_level": self.class_verdict}}

@@ -1,0 +1,203 @@
+"""The results schema: what `results/<profile>/<chapter>.json` holds, written, read and checked in one place.
+
+Layer: book support (on `widedeep.store` for atomic writes and provenance, `widedeep.analyses.verdicts`
+for the verdict vocabulary and `widedeep.labels` for display labels).
+
+Every results file is one JSON object:
+
+- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read);
+- `provenance`: profile, commit, hardware, wall time and package versions (`store.provenance`);
+- the chapter's own keys, listed in `CHAPTERS` (all required, none unknown);
+- models keyed by their run name (`TrainConfig.name()`, the config hash at its end) wherever a
+  table of models is kept (`CHAPTERS[...].model_tables`); each entry holds the model's depth, width,
+  n_train and seed, which must agree with its name, and its display label is `label(entry)`, never
+  stored;
+- verdicts (`CHAPTERS[...].verdicts`, dotted paths where `*` is any key) spelled with the constants
+  of `widedeep.analyses.verdicts` (`verdicts.head(value)` is one of them).
+
+`write` checks a chapter's payload before anything is written; `read` and `load_all` check what they
+read. tests/test_results.py validates every committed results file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from widedeep import store
+from widedeep.analyses import verdicts
+from widedeep.labels import entry_label
+from widedeep.profiles import Profile
+
+SCHEMA_VERSION = 1
+RUN_NAME = re.compile(r"(?P<data>[a-z0-9]+)-(?P<family>resnet|plain)(?P<depth>\d+)x(?P<width>[0-9.e+-]+)"
+                      r"-n(?P<n_train>\d+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})")
+PROVENANCE_KEYS = ("profile", "commit", "hardware", "wall_time_s", "versions")
+
+
+class SchemaError(ValueError):
+    """A results file (or payload) that does not follow the schema; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ChapterSchema:
+    """The keys one chapter's results file holds."""
+
+    keys: tuple[str, ...]                # every top-level key besides schema_version and provenance
+    model_tables: tuple[str, ...] = ()   # keys holding {run name: model entry}
+    verdicts: tuple[str, ...] = ()       # dotted paths to verdicts ('*': any key)
+
+
+MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
+    "probe", "single", "single_repaired", "cumulative", "cumulative_repaired"))
+CHAPTERS = {
+    "01_training": ChapterSchema(("parameters", "models"), ("models",)),
+    "02_cka": ChapterSchema(("cka_examples", "cka_batch_size", "cka_passes", "property_checks",
+                             "minibatch_error_by_batch_size", "checkerboard_contrast",
+                             "cross_seed_matched_mean_per_pair", "wide_vs_deep_relative_depth_mean", "run_roles")),
+    "03_block_structure": ChapterSchema(("detector", "models", "seed_study", "trends", "threshold_sweep"),
+                                        ("models", "seed_study"), ("trends.*",)),
+    "04_pca": ChapterSchema(("models", "detector", "blocks_broken", "cross_seed_matched_stream_mean"), ("models",)),
+    "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
+                                 "models"), ("models",),
+                                ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
+    "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "example_level", "class_level",
+                                "verdicts"), (), ("verdicts.*",)),
+    "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
+                                        "block", "verdicts"), (), ("verdicts.*",)),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and labels
+# ---------------------------------------------------------------------------------------------
+
+def label(entry: dict) -> str:
+    """A model entry's display label, 'ResNet-110 ×1, n=500, s0' (derived, never stored)."""
+    return entry_label(entry)
+
+
+def keyed(rows: list[dict]) -> dict[str, dict]:
+    """Rows that carry their run name under "name" as {run name: the row without it}, in order."""
+    table = {}
+    for row in rows:
+        name = row["name"]
+        if name in table:
+            raise SchemaError(f"run {name} appears twice in one table of models")
+        table[name] = {k: v for k, v in row.items() if k != "name"}
+    return table
+
+
+def _check_model(name: str, entry: Any, where: str) -> None:
+    """A model entry: a run name whose coordinates agree with the entry's."""
+    match = RUN_NAME.fullmatch(str(name))
+    if not match:
+        raise SchemaError(f"{where}: {name!r} is not a run name (e.g. fmnist16-resnet20x1-n500-s0-1a2b3c4d); "
+                          f"key models by TrainConfig.name()")
+    if not isinstance(entry, dict):
+        raise SchemaError(f"{where}.{name}: a model entry is an object; got {type(entry).__name__}")
+    missing = [k for k in ("depth", "width", "n_train", "seed") if k not in entry]
+    if missing:
+        raise SchemaError(f"{where}.{name}: lacks {missing}; every model entry holds depth, width, n_train and seed")
+    named = (int(match["depth"]), float(match["width"]), int(match["n_train"]), int(match["seed"]))
+    if named != (entry["depth"], float(entry["width"]), entry["n_train"], entry["seed"]):
+        raise SchemaError(f"{where}.{name}: the entry says depth {entry['depth']}, width {entry['width']}, "
+                          f"n_train {entry['n_train']}, seed {entry['seed']}, which is not the model its name names")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+def _at(document: Any, path: list[str], where: str) -> list[tuple[str, Any]]:
+    """(dotted path, value) of every value at `path` ('*' = every key of an object) that exists."""
+    if not path:
+        return [(where, document)]
+    head, rest = path[0], path[1:]
+    if not isinstance(document, dict):
+        return []
+    keys = list(document) if head == "*" else [head] if head in document else []
+    return [found for key in keys for found in _at(document[key], rest, f"{where}.{key}")]
+
+
+def validate(document: dict, chapter: str, source: str = "results") -> None:
+    """Raise SchemaError naming `source` and the key if `document` is not a valid results file of `chapter`."""
+    if chapter not in CHAPTERS:
+        raise SchemaError(f"{source}: no schema for chapter {chapter!r}; chapters: {sorted(CHAPTERS)}")
+    if not isinstance(document, dict):
+        raise SchemaError(f"{source}: a results file is a JSON object")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION}; rebuild the "
+                          f"chapter (make chapter NB={chapter}) to rewrite it")
+    provenance = document.get("provenance")
+    if not isinstance(provenance, dict) or any(k not in provenance for k in PROVENANCE_KEYS):
+        raise SchemaError(f"{source}: provenance must hold {list(PROVENANCE_KEYS)}")
+    schema = CHAPTERS[chapter]
+    present = set(document) - {"schema_version", "provenance"}
+    missing, unknown = sorted(set(schema.keys) - present), sorted(present - set(schema.keys))
+    if missing or unknown:
+        raise SchemaError(f"{source}: " + "; ".join(
+            ([f"lacks {missing}"] if missing else []) + ([f"has unknown keys {unknown}"] if unknown else []))
+            + f" (the keys of {chapter} are listed in widedeep.book.results.CHAPTERS)")
+    for table in schema.model_tables:
+        models = document[table]
+        if not isinstance(models, dict):
+            raise SchemaError(f"{source}: {table} must map run names to model entries; got a "
+                              f"{type(models).__name__}")
+        for name, entry in models.items():
+            _check_model(name, entry, f"{source}: {table}")
+    for pattern in schema.verdicts:
+        for where, value in _at(document, pattern.split("."), source):
+            if verdicts.head(value) is None:
+                raise SchemaError(f"{where}: {value!r} is not a verdict; spell it with widedeep.analyses.verdicts "
+                                  f"({', '.join(verdicts.VERDICTS)})")
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON values: NumPy and torch numbers and arrays, tuples and paths converted; NaN and inf as None."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):   # NumPy arrays/scalars, torch tensors
+        return _plain(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing and reading
+# ---------------------------------------------------------------------------------------------
+
+def write(profile: Profile, chapter: str, wall_time_s: float, **payload) -> Path:
+    """Check and write `<profile.results_dir>/<chapter>.json` with schema version and provenance; return its path."""
+    document = {"schema_version": SCHEMA_VERSION, "provenance": store.provenance(profile.name, wall_time_s),
+                **_plain(payload)}
+    path = Path(profile.results_dir) / f"{chapter}.json"
+    validate(document, chapter, f"the results of {chapter} (not written)")
+    store.write_json(path, document)
+    return path
+
+
+def read(path: str | Path) -> dict:
+    """A results file, checked against the schema of its chapter (the file's stem)."""
+    path = Path(path)
+    document = store.read_json(path)
+    validate(document, path.stem, str(path))
+    return document
+
+
+def load_all(results_dir: str | Path) -> dict[str, dict]:
+    """Every chapter's results in `results_dir` (checked), keyed by chapter (file stem)."""
+    return {path.stem: read(path) for path in sorted(Path(results_dir).glob("*.json")) if path.stem in CHAPTERS}

@@ -1,0 +1,7 @@
+"""Measures: how alike two sets of layer representations are, and what dominates one.
+
+Layer: measures (above `widedeep.capture`, below `widedeep.analyses`). `grams` reduces layers to
+Grams; `cka` holds the CKA estimators, the streaming minibatch engine and its model drivers; `pca`
+the first-PC statistics; `subspace` Wang et al.'s subspace match. Later measures (CCA, Procrustes,
+RSA, k-NN) belong here too.
+"""

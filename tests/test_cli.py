@@ -1,0 +1,73 @@
+"""The command line refuses bad requests before running or writing anything (issue 20's CLI cases)."""
+
+from pathlib import Path
+
+import pytest
+
+from widedeep import cli, profiles
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_overrides_are_read_as_yaml():
+    assert cli.parse_overrides([["widths", "[1, 2, 8]"], ["epochs", "3"]]) == {"widths": [1, 2, 8], "epochs": 3}
+
+
+def test_a_malformed_yaml_value_is_a_clear_error():
+    with pytest.raises(SystemExit, match=r"-p widths '\[1, 2' is not a YAML value .*quote it as YAML"):
+        cli.parse_overrides([["widths", "[1, 2"]])
+
+
+@pytest.fixture
+def isolated_root(tmp_path, monkeypatch):
+    """A repository root with the published profiles and chapter files, so nothing is written in the checkout."""
+    (tmp_path / "book" / "profiles").mkdir(parents=True)
+    for path in (REPO / "book" / "profiles").glob("*.yaml"):
+        (tmp_path / "book" / "profiles" / path.name).write_text(path.read_text())
+    (tmp_path / "book" / "01_training.md").write_text((REPO / "book" / "01_training.md").read_text())
+    (tmp_path / "README.md").write_text("not a chapter\n")
+    monkeypatch.setenv("WIDEDEEP_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("profile, overrides, message", [
+    ("laptop", {}, "unknown profile"),
+    ("../book/profiles/cpu", {}, "is not a profile"),
+    ("smoke", {"depht": [8]}, "unknown parameter 'depht'"),
+    ("smoke", {"epochs": "four"}, "'epochs' must be an integer; got 'four'"),
+    ("smoke", {"widths": 2}, "'widths' must be a list of numbers"),
+    ("smoke", {"depths": [9]}, "depth must be an integer of the form 6n"),
+])
+def test_the_chapter_pre_check_refuses_bad_profiles_and_values(isolated_root, profile, overrides, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.run_chapter("01_training", profile, overrides)
+    assert not (isolated_root / "runs").exists()  # nothing executed, nothing written
+
+
+def test_the_cli_refuses_a_string_epoch_count_from_the_command_line(isolated_root):
+    with pytest.raises(SystemExit, match="the override epochs='four'"):
+        cli.main(["chapter", "01_training", "--profile", "smoke", "-p", "epochs", '"four"'])
+    assert not (isolated_root / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["99_missing", "../README", "../../README.md", "intro"])
+def test_only_the_book_s_chapters_can_be_run(isolated_root, name):
+    with pytest.raises(SystemExit, match="no chapter"):
+        cli.run_chapter(name, "smoke", {})
+
+
+def test_shards_partition_the_runs_with_balanced_cost():
+    required = profiles.required_runs(profiles.load_profile("cpu"))
+    shards = [cli.shard_runs(required, i, 3) for i in range(3)]
+    assert sorted(c.name() for s in shards for c in s) == sorted(c.name() for c in required)
+    costs = [sum(map(cli.training_cost, s)) for s in shards]
+    # Greedy costliest-first keeps every shard within one model's cost of the others.
+    assert max(costs) - min(costs) <= max(map(cli.training_cost, required))
+    assert cli.shard_runs(required, 1, 3) == shards[1]  # deterministic
+    with pytest.raises(ValueError, match="shard index"):
+        cli.shard_runs(required, 3, 3)
+
+
+def test_cli_train_refuses_a_malformed_shard():
+    with pytest.raises(SystemExit, match="INDEX/COUNT"):
+        cli.main(["train", "--profile", "smoke", "--shard", "2/2"])

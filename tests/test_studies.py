@@ -1,0 +1,228 @@
+"""The chapters' multi-step computations, now in the library: grids, sweeps, verdicts, controls and records.
+
+Planted inputs with known answers (analysed models from test_structure's planted layout, synthetic
+predictions), so each verdict and sentence is checked without training a model.
+"""
+
+import dataclasses
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from test_structure import PARAMS, analysed
+from widedeep import labels, profiles
+from widedeep.analyses import checks, first_pc, matching, populations, pruning, structure, trends
+from widedeep.analyses import verdicts as v
+from widedeep.book import claims, notebook, results, tables
+from widedeep.train import TrainConfig
+
+SMOKE = profiles.load_profile("smoke")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 1-2: checks with known answers
+# ---------------------------------------------------------------------------------------------
+
+def test_cka_checks_on_random_data():
+    generator = torch.Generator().manual_seed(0)
+    x, invariances = checks.cka_invariances(generator, n=200, d=16)
+    assert all(invariances[k] == pytest.approx(1, abs=1e-10) for k in checks.CKA_INVARIANT_TO)
+    assert invariances["invertible linear map"] < 0.95 and invariances["independent noise"] < 0.3
+    y = checks.correlated_layer(x, generator, width=8)
+    full = pytest.importorskip("widedeep.measures.cka").linear_cka(x, y, debiased=True)
+    errors = checks.minibatch_errors(x, y, full, (10, 200), trials=3, generator=generator)
+    assert errors[200] == pytest.approx(0, abs=1e-10) and errors[10] > errors[200]  # one batch is the full estimate
+
+
+def test_parameter_ratios_and_planted_layers():
+    rows = [{"depth": 8, "width": w, "parameters": p} for w, p in ((1, 100), (2, 380))]
+    assert checks.width_parameter_ratios(rows, 8, [1, 2]) == [(1, 1.0, 1.0), (2, 3.8, 4.0)]
+    planted = checks.planted_layers(np.random.default_rng(0), samples=50)
+    assert planted["a"].shape == planted["b"].shape == (11, 50) and not planted["a"][-1].any()
+    np.testing.assert_allclose(planted["b"][:6], planted["mixing"] @ planted["shared"])
+
+
+def test_summaries_and_sentences_of_chapter_1():
+    rows = [{"test_acc": 0.8, "train_acc": 1.0}, {"test_acc": 0.6, "train_acc": 0.9}]
+    assert tables.accuracy_summary(rows) == pytest.approx({"min_test_acc": 0.6, "max_test_acc": 0.8, "mean_gap": 0.25})
+    assert tables.rising_sentence(0, 0).startswith("not tested here")
+    assert tables.rising_sentence(2, 3) == "in 2 of the 3 (architecture, seed) series with more than one training-set size"
+
+
+def test_labels_are_derived_in_one_place():
+    config = TrainConfig(depth=20, width=2, n_train=500, seed=3, epochs=1, batch_size=50, n_val=200, n_test=1000)
+    assert labels.run_label(config) == "ResNet-20 ×2, n=500, s3" == results.label(vars(config))
+    assert labels.architecture_of(config) == "ResNet-20 ×2"
+    assert labels.architecture_label(20, 1, residual=False) == "plain-20 ×1"
+
+
+def test_glue_all_glues_every_value_without_display(monkeypatch):
+    glued = []
+    import myst_nb
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: glued.append((key, value, display)))
+    notebook.glue_all({"a": 1, "b": "two"})
+    assert glued == [("a", 1, False), ("b", "two", False)]
+    assert notebook.Clock().elapsed() >= 0
+
+
+def test_show_wraps_long_output_at_the_page_width(capsys):
+    name = "fmnist16-resnet110x1-n500-s0-93fa3225"
+    notebook.show("profile 'cpu':", ", ".join(f"key_{i} {i}" for i in range(30)), "model", name)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= notebook.WIDTH for line in lines)
+    assert lines[1].startswith("  ") and any(name in line for line in lines)  # run names are not broken
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapters 3-4: the block structure
+# ---------------------------------------------------------------------------------------------
+
+def test_grid_layout_sweep_and_trend_verdicts():
+    blocked, plain = analysed(0), analysed(0, with_block=False, depth=20)
+    plain = dataclasses.replace(plain, cka=np.eye(len(plain.names)) * 0.6 + 0.4)  # uniform: no block at any setting
+    layout = structure.grid_layout([blocked, plain, analysed(1)], [(14, 1), (20, 1), (26, 1)], [1000, 500], seed=0)
+    assert layout == [[None, None, None], [blocked, plain, None]]   # only seed 0, at its own n_train
+    sweep = structure.threshold_sweep([blocked, plain], PARAMS)
+    name = blocked.run.config.name()
+    assert sweep[name] == {"with_pc1": [4], "cka_only": [4], "by_min_pc1": [4]}  # the planted 4-layer block
+    assert sweep[plain.run.config.name()]["with_pc1"] == [0]
+    assert structure.sweep_counts(sweep, [0.9], "with_pc1") == "1 at 0.9"
+    rows = [{**blocked.summary(), "depth": 26}, plain.summary()]   # a deeper model with the block
+    verdicts, incidence = trends.grid_verdicts(rows)
+    assert verdicts["capacity"] == v.SHOWN and verdicts["data"] == v.NOT_SHOWN
+    assert incidence["incidence"] == "at n_train = 500: ResNet-26 ×1 (1 of 2 models)"
+    assert blocked.stream_cka.shape == (len(blocked.stream),) * 2
+
+
+def test_first_pc_summaries_broken_blocks_and_records():
+    blocked, unblocked = analysed(0), analysed(1, with_block=False)
+    summary = first_pc.share_summary([blocked, unblocked])
+    assert summary["n_blocked"] == "1 of 2" and summary["pc1_inside"] == "0.70" and summary["pc1_max"] == "0.70"
+    assert first_pc.focus([blocked, unblocked]) == [blocked]
+    assert first_pc.focus([unblocked]) == [unblocked]
+    faded = np.where(blocked.stream_cka == 0.97, 0.6, blocked.stream_cka)
+    effects = [structure.removal_effect(m, faded, PARAMS) for m in (blocked, unblocked)]
+    tested, broken, change = first_pc.broken_blocks([blocked, unblocked], effects, PARAMS)
+    assert tested == broken == [blocked] and change == pytest.approx([0.0])
+    entries = first_pc.entries([blocked, unblocked], effects, {0: (0.3, 0.9)}, [blocked, unblocked])
+    assert entries[0]["cross_seed_cka_inside"] == 0.3 and "cross_seed_cka_inside" not in entries[1]
+    assert entries[0]["span_from"] == "block" and entries[0]["block_after_pc1_removal"] is None
+    assert first_pc.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
+    assert first_pc.split_sentence({}) == "no seed has a block"
+    assert first_pc.mean_matched({(0, 1): np.diag([0.5, 1.0])}) == 0.75
+    by_size = first_pc.by_data_size([blocked, unblocked], [500], seed=0)
+    assert by_size == {"n_train = 500": [blocked]}
+    assert "PC1 share inside block" in tables.pc_share_table([blocked, unblocked])
+    assert tables.removal_table([blocked], effects[:1]).count("\n") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 5: probes, deletions and their controls
+# ---------------------------------------------------------------------------------------------
+
+def probe_rows(m, accuracies):
+    return [{"layer": name, "l2": 0.1, "train_acc": 1.0, "val_acc": a, "test_acc": a}
+            for name, a in zip(m.stream_names, accuracies)]
+
+
+def effects(inside_cost, outside_cost, inside):
+    """Deletion effects: every block but the first of each stage deletable, costs by side."""
+    deletions = [{"block_index": i, "delta_acc": inside_cost if inside[i] else outside_cost,
+                  "delta_acc_repaired": 0.0, "inside_block": inside[i]} for i in range(len(inside))]
+    curve = [{"n_deleted": 0, "blocks": [], "delta_acc": 0.0, "delta_acc_repaired": 0.0}]
+    return {"baseline_acc": 0.8, "repair_only_delta": 0.0, "deletions": deletions,
+            "cumulative_inside": curve + [{"n_deleted": 1, "blocks": [2], "delta_acc": inside_cost,
+                                           "delta_acc_repaired": 0.0}],
+            "cumulative_outside": curve + [{"n_deleted": 1, "blocks": [0], "delta_acc": outside_cost,
+                                            "delta_acc_repaired": 0.0}]}
+
+
+def test_pruning_study_judges_plateau_position_and_deletion_cost():
+    blocked, control = analysed(0), analysed(1, with_block=False)
+    for m in (blocked, control):
+        m.run.test_acc = 0.8
+    study = pruning.PruningStudy([blocked, control], SMOKE)
+    assert study.with_block == [blocked.label] and study.controls == []
+    shown, note = study.focus()
+    assert shown == [blocked, control] and note.startswith("1 of 2 models have a block")
+    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]    # stream layers 2..5 are the block: a plateau
+    study.probe_rows = {blocked.label: probe_rows(blocked, flat),
+                        control.label: probe_rows(control, [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9])}
+    texts = study.judge_probes()
+    assert texts["probe_verdict"] == v.SHOWN and study.verdicts[blocked.label]["probe"] == v.PLATEAU
+    position = study.probe_position_control()
+    assert position["probe_specific"].startswith(v.SPECIFIC + ":")   # the control rises across the same layers
+    inside = [False, True, True, False, False, False]
+    assert study.inside_stream(blocked)[2:6] == [True] * 4 and not any(study.inside_stream(control))
+    study.effects = {blocked.label: effects(-0.01, -0.10, inside), control.label: effects(-0.09, -0.10, inside)}
+    assert study.judge_deletions()["single_verdict"] == v.SHOWN
+    texts = study.position_control()
+    # Inside costs 0.01 in the blocked model and 0.09 at the same positions without a block: beyond position.
+    assert texts["position_verdict"] == v.SHOWN and study.position[blocked.label]["control_inside"] == -0.09
+    assert study.cumulative()["cumulative_verdict"] == v.SHOWN
+    found = study.found()
+    assert set(found) == set(pruning.PruningStudy.CLAIMS) and all(v.head(x) for x in found.values())
+    record = study.record()
+    name, control_name = blocked.run.config.name(), control.run.config.name()
+    assert list(record["models"]) == [name, control_name]
+    assert record["position_control"][name]["controls"] == [control_name]
+    assert record["probe_position_control"] == {name: {control_name: pytest.approx(0.8 - 0.65)}}
+    assert "mean Δ in / out" in tables.deletion_table(study) and "CKA-only" not in tables.spans_table(study)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 6: populations
+# ---------------------------------------------------------------------------------------------
+
+def error_study(shift: int):
+    """An ErrorStudy on synthetic predictions: 4 deep seeds right on the first 150 of 200 examples, 2 wide seeds
+    that also get `shift` of the last 50 right and as many of the first 150 wrong."""
+    study = object.__new__(populations.ErrorStudy)
+    study.profile, study.settings = SMOKE, SMOKE.errors
+    labels_ = np.arange(200) % 10
+    wrong = (labels_ + 1) % 10
+    deep = np.stack([np.where(np.arange(200) < 150, labels_, wrong)] * 4)
+    wide_row = deep[0].copy()
+    wide_row[150:150 + shift], wide_row[:shift] = labels_[150:150 + shift], wrong[:shift]
+    study.wide, study.deep, study.labels = np.stack([wide_row] * 2), deep, labels_
+    study.classes, study.m = [str(c) for c in range(10)], 2
+    config = types.SimpleNamespace(depth=8, width=2, n_train=500)
+    study.grid = {"wide": [config], "deep": [types.SimpleNamespace(depth=14, width=1, n_train=500)]}
+    run = types.SimpleNamespace(config=types.SimpleNamespace(seed=0), test_acc=0.75, metrics={"parameters": 10})
+    study.populations = {"wide": [run, run], "deep": [run] * 4}
+    return study
+
+
+def test_error_study_finds_planted_differences_and_records_them():
+    same, different = error_study(0), error_study(40)
+    assert same.accuracy_match()["matched"] == "matched" and different.accuracy_match()["matched"] == "matched"
+    assert same.example_level()["example_verdict"] == v.NOT_SHOWN   # identical seeds everywhere: nothing to find
+    text = different.example_level()
+    assert text["beyond_difference"] == "exceeds" and v.head(text["example_verdict"]) in (v.SHOWN, v.SHOWN_IN_AGGREGATE)
+    assert different.p_floor() == pytest.approx(2 / 6)   # m = 2: all right against all wrong
+    assert different.count_demand()["count_demand"] == "a demanding statistic"
+    different.class_level()
+    assert v.head(different.class_texts()["class_verdict"]) in v.VERDICTS
+    record = different.record()
+    assert record["wide"]["depth"] == 8 and record["verdicts"]["example_level"] == text["example_verdict"]
+    results.validate({"schema_version": 1, "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""),
+                      **results._plain(record)}, "06_errors")
+    assert "test accuracy per seed" in tables.populations_table(different)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 7 and the claims
+# ---------------------------------------------------------------------------------------------
+
+def test_match_sentences_and_the_chapter_4_sentence(tmp_path):
+    assert matching.rank_sentence(-0.8).startswith("the two measures rank the layers alike")
+    assert matching.rank_sentence(0.7) == "they rank the layers in opposite orders"
+    assert matching.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
+    assert "react alike" in matching.truncation_sentence(0.97, 0.9)
+    assert claims.block_uniqueness(tmp_path).endswith("(its results are not here yet)")
+    assert claims.subspace_verdict is matching.subspace_verdict
+    table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f",
+                                  "chapter": "03_block_structure"}])
+    assert "**shown**" in table and "[Chapter 3](03_block_structure.md)" in table
