@@ -56,18 +56,4 @@ def test_only_the_book_s_chapters_can_be_run(isolated_root, name):
         cli.run_chapter(name, "smoke", {})
 
 
-def test_shards_partition_the_runs_with_balanced_cost():
-    required = profiles.required_runs(profiles.load_profile("cpu"))
-    shards = [cli.shard_runs(required, i, 3) for i in range(3)]
-    assert sorted(c.name() for s in shards for c in s) == sorted(c.name() for c in required)
-    costs = [sum(map(cli.training_cost, s)) for s in shards]
-    # Greedy costliest-first keeps every shard within one model's cost of the others.
-    assert max(costs) - min(costs) <= max(map(cli.training_cost, required))
-    assert cli.shard_runs(required, 1, 3) == shards[1]  # deterministic
-    with pytest.raises(ValueError, match="shard index"):
-        cli.shard_runs(required, 3, 3)
 
-
-def test_cli_train_refuses_a_malformed_shard():
-    with pytest.raises(SystemExit, match="INDEX/COUNT"):
-        cli.main(["train", "--profile", "smoke", "--shard", "2/2"])

@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from widedeep import grid, store
-from widedeep.train import TrainConfig, is_complete, train_grid, train_or_load
+from widedeep.grid import train_grid
+from widedeep.train import TrainConfig, is_complete, train_or_load
 
 pytest.importorskip("ray", reason="ray is pinned in requirements.txt; pip install -r requirements.txt")
 

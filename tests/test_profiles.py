@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from widedeep import profiles
+from widedeep import cli, profiles
 from widedeep.profiles import ProfileError
 from widedeep.train import TrainConfig
 

@@ -354,3 +354,13 @@ def _bind_loopback(ray, loopback: bool) -> None:
     # Read once when ray is imported: set it here too, in case ray was imported before this call.
     ray_constants.ENABLE_RAY_CLUSTER = not loopback
 
+
+def train_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", device=None, allow_train: bool = True,
+               progress: bool = True, **engine) -> list[TrainedRun]:
+    """Train what is missing through the grid engine (Ray on every core), then load every config in order.
+
+    `engine` goes to `run_grid` (e.g. `engine="in-process"`, `address="auto"`, `threads=1`).
+    """
+    if allow_train:
+        run_grid(configs, runs_dir, device=None if device is None else str(device), progress=progress, **engine)
+    return [train_or_load(c, runs_dir, device, allow_train=False, progress=False) for c in configs]

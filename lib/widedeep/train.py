@@ -453,19 +453,6 @@ def _progress(iterable: Iterable, enabled: bool, name: str, initial: int, total:
     return tqdm(iterable, desc=name, initial=initial, total=total, unit="epoch", leave=False)
 
 
-def train_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", device=None, allow_train: bool = True,
-               progress: bool = True, **engine) -> list[TrainedRun]:
-    """Train what is missing through the grid engine (`widedeep.grid`: Ray on every core), then load every config in order.
-
-    `engine` goes to `grid.run_grid` (e.g. `engine="in-process"`, `address="auto"`, `threads=1`).
-    """
-    if allow_train:
-        from widedeep import grid  # the engine sits above this module (it calls train_or_load)
-
-        grid.run_grid(configs, runs_dir, device=None if device is None else str(device), progress=progress, **engine)
-    return [train_or_load(c, runs_dir, device, allow_train=False, progress=False) for c in configs]
-
-
 def run_summary(run: TrainedRun) -> dict:
     """The row a results table or JSON file keeps for one trained model."""
     c, m = run.config, run.metrics

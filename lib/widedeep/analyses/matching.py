@@ -24,7 +24,7 @@ from widedeep.analyses.verdicts import fraction_verdict
 from widedeep.capture import capture_outputs
 from widedeep.measures import cka, subspace
 from widedeep.profiles import Profile
-from widedeep.train import train_grid
+from widedeep.grid import train_grid
 
 
 def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Sequence[float],

@@ -17,7 +17,7 @@ from widedeep import profiles
 from widedeep.analyses import errors, runs
 from widedeep.labels import architecture_of
 from widedeep.profiles import Profile
-from widedeep.train import train_grid
+from widedeep.grid import train_grid
 
 
 def spread(values: np.ndarray, digits: int) -> str:

@@ -16,7 +16,7 @@ from widedeep.analyses import blocks, runs, similarity
 from widedeep.labels import run_label
 from widedeep.models import STREAM
 from widedeep.profiles import CKA, Detector, Profile
-from widedeep.train import train_grid
+from widedeep.grid import train_grid
 
 
 @dataclass

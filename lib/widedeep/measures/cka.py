@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from widedeep.capture import image_batches
-from widedeep.measures.grams import (LAYER_CHUNK, ArrayLike, as_matrix, center_features, center_gram,
+from widedeep.measures.grams import (LAYER_CHUNK, MIN_EXAMPLES, ArrayLike, as_matrix, center_features, center_gram,
                                      check_examples, check_finite, check_finite_layers,
                                      check_same_examples, double_center, gram_capture, gram_linear,
                                      gram_rbf, layer_gram, u_center)
