@@ -112,14 +112,51 @@ class Grid(Section):
     n_trains: list[int]
     seeds: list[int]
     cross_seeds: list[int]        # seeds of Chapter 2's base model compared with each other
+    transition_cells: list[str]   # cells "DEPTHxWIDTH@N_TRAIN" near where blocks start, given the extra seeds below
+    transition_seeds: list[int]
     seed_study_depth: int         # the model whose seeds Chapters 3-4 compare inside vs outside its block
     seed_study_width: float
     seed_study_n_train: int
     seed_study_seeds: list[int]
+    seed_study_arm: Literal["main", "short"]   # which schedule the seed study trains with
+    reference_precision: Literal["auto", "float32", "bfloat16"]   # the seed study again in this precision (Chapter 1)
 
     def check(self) -> None:
         for name in ("widths", "depths", "n_trains", "seeds", "cross_seeds", "seed_study_seeds"):
             _require(len(getattr(self, name)) > 0, name, "must list at least one value")
+        cells = {(self.width_series_depth, float(w)) for w in self.widths} | {(d, float(self.depth_series_width))
+                                                                            for d in self.depths}
+        for text in self.transition_cells:
+            depth, width, n_train = parse_cell(text, "transition_cells")
+            _require((depth, width) in cells and n_train in self.n_trains, "transition_cells",
+                     f"{text!r} is not a cell of the grid (its architectures x n_trains)")
+        _require(not set(self.transition_seeds) & set(self.seeds), "transition_seeds",
+                 f"must not repeat the grid's seeds {self.seeds}")
+
+
+def parse_cell(text: str, key: str) -> tuple[int, float, int]:
+    """'110x1@250' -> (110, 1.0, 250): a grid cell as profiles write it (depth x width @ n_train)."""
+    match = re.fullmatch(r"(\d+)x([0-9.]+)@(\d+)", text)
+    _require(match is not None, key, f"cells are written DEPTHxWIDTH@N_TRAIN, e.g. '110x1@250'; got {text!r}")
+    return int(match[1]), float(match[2]), int(match[3])
+
+
+@dataclass(frozen=True)
+class Short(Section):
+    """The second arm: today's short schedule on the depth series at every n_train (what training length does)."""
+
+    PREFIX: ClassVar[str] = "short_"
+    epochs: int                   # epochs of the short schedule ...
+    min_steps: int                # ... and its minimum of steps (0: epochs alone)
+    depths: list[int]             # the depth series (width depth_series_width) trained with it
+    seeds: list[int]
+    transition_cells: list[str]   # cells given the extra seeds below
+    transition_seeds: list[int]
+
+    def check(self) -> None:
+        for text in self.transition_cells:
+            depth, width, _ = parse_cell(text, "short_transition_cells")
+            _require(depth in self.depths, "short_transition_cells", f"{text!r}: depth {depth} is not in short_depths")
 
 
 @dataclass(frozen=True)
@@ -238,7 +275,7 @@ class Subspace(Section):
         _require(0 < self.energy_kept < 1, "subspace_energy_kept", f"must lie in (0, 1); got {self.energy_kept}")
 
 
-SECTIONS: dict[str, type[Section]] = {"recipe": Recipe, "grid": Grid, "paths": Paths, "cka": CKA,
+SECTIONS: dict[str, type[Section]] = {"recipe": Recipe, "grid": Grid, "short": Short, "paths": Paths, "cka": CKA,
                                       "detector": Detector, "probes": Probes, "deletion": Deletion,
                                       "errors": Errors, "subspace": Subspace}
 
@@ -251,6 +288,7 @@ class Profile:
     path: Path
     recipe: Recipe
     grid: Grid
+    short: Short
     paths: Paths
     cka: CKA
     detector: Detector
@@ -481,17 +519,46 @@ def architectures(profile: Profile) -> list[tuple[int, float]]:
     return list(dict.fromkeys(pairs))
 
 
+def _cell_seeds(cells: list[str], extra: list[int], key: str) -> dict[tuple[int, float, int], list[int]]:
+    return {parse_cell(text, key): list(extra) for text in cells}
+
+
 def training_grid(profile: Profile) -> list[TrainConfig]:
-    """Every model of the profile's grid: architectures x n_train x seeds."""
-    return [train_config(profile, depth, width, n_train, seed) for n_train in profile.grid.n_trains
-            for depth, width in architectures(profile) for seed in profile.grid.seeds]
-
-
-def seed_study_grid(profile: Profile) -> list[TrainConfig]:
-    """The seeds of the model whose block Chapters 3-4 compare across seeds."""
+    """The main arm: architectures x n_train x seeds, plus the extra seeds of the transition cells."""
     g = profile.grid
-    return [train_config(profile, g.seed_study_depth, g.seed_study_width, g.seed_study_n_train, s)
+    extra = _cell_seeds(g.transition_cells, g.transition_seeds, "transition_cells")
+    return [train_config(profile, depth, width, n_train, seed) for n_train in g.n_trains
+            for depth, width in architectures(profile)
+            for seed in g.seeds + extra.get((depth, float(width), n_train), [])]
+
+
+def short_changes(profile: Profile) -> dict:
+    """The recipe changes of the short arm."""
+    return {"epochs": profile.short.epochs, "min_steps": profile.short.min_steps}
+
+
+def short_arm_grid(profile: Profile) -> list[TrainConfig]:
+    """The second arm: the short schedule on the depth series at every n_train, plus its transition seeds."""
+    s, width = profile.short, profile.grid.depth_series_width
+    extra = _cell_seeds(s.transition_cells, s.transition_seeds, "short_transition_cells")
+    return [train_config(profile, depth, width, n_train, seed, **short_changes(profile))
+            for n_train in profile.grid.n_trains for depth in s.depths
+            for seed in s.seeds + extra.get((depth, float(width), n_train), [])]
+
+
+def seed_study_grid(profile: Profile, precision: str | None = None) -> list[TrainConfig]:
+    """The seeds of the model whose block Chapters 3-4 compare across seeds (in its arm's schedule)."""
+    g = profile.grid
+    changes = short_changes(profile) if g.seed_study_arm == "short" else {}
+    if precision is not None:
+        changes["precision"] = precision
+    return [train_config(profile, g.seed_study_depth, g.seed_study_width, g.seed_study_n_train, s, **changes)
             for s in g.seed_study_seeds]
+
+
+def precision_reference_grid(profile: Profile) -> list[TrainConfig]:
+    """The seed study trained again in the reference precision (Chapter 1 compares the two)."""
+    return seed_study_grid(profile, profile.grid.reference_precision)
 
 
 def cka_base_grid(profile: Profile) -> list[TrainConfig]:
@@ -523,7 +590,8 @@ def errors_grid(profile: Profile) -> dict[str, list[TrainConfig]]:
 def required_runs(profile: Profile) -> list[TrainConfig]:
     """Every model any chapter of the book trains under this profile, without repeats."""
     errors = [c for configs in errors_grid(profile).values() for c in configs]
-    return list(dict.fromkeys(training_grid(profile) + cka_base_grid(profile) + seed_study_grid(profile)
+    return list(dict.fromkeys(training_grid(profile) + short_arm_grid(profile) + cka_base_grid(profile)
+                              + seed_study_grid(profile) + precision_reference_grid(profile)
                               + list(wide_and_deep(profile)) + errors))
 
 
