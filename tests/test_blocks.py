@@ -330,3 +330,23 @@ def test_every_layer_must_pass_the_first_pc_rule():
     shares[12] = 0.3  # one layer without a dominant PC splits the block: the mean (0.75) would not
     block = block_structure_span(s, kinds, pc1_share=shares, min_pc1=0.5, min_layers=3)
     assert (block.start, block.end) == (13, 19)
+
+
+def test_block_measures_grow_with_the_planted_square_and_read_the_largest_first_pc_share():
+    kinds = layout()
+    shares = np.full(len(kinds), 0.2)
+    sizes = []
+    for hi in (12, 16, 21):
+        full, _ = embed(plant(smooth(), 10, hi, 0.97))
+        for j in range(10, hi + 1):
+            shares[stream_index(j)] = 0.6
+        shares[0] = 0.99  # a non-analysed layer's share never counts
+        measures = blocks.block_measures(full, kinds, shares, threshold=0.9, min_contrast=0.2, min_pc1=0.45)
+        assert measures["max_pc1_share"] == pytest.approx(0.6)
+        sizes.append(measures["block_size"])
+    assert sizes == pytest.approx([3 / 30, 7 / 30, 12 / 30])
+    full, _ = embed(smooth())
+    none = blocks.block_measures(full, kinds, np.full(len(kinds), 0.2), threshold=0.9, min_contrast=0.2,
+                                 min_pc1=0.45)
+    assert none == {"block_size": 0.0, "max_pc1_share": pytest.approx(0.2)}
+    assert blocks.block_size(None) == 0.0

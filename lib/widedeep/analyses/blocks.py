@@ -40,6 +40,11 @@ layers. The reported start/end are full-matrix indices of the run's first and la
 (non-analysed layers between them are spanned but never counted). Condition (3) exists because on
 small-data runs conditions (1)-(2) alone also fire on ordinary stage-wise similarity, while the
 paper's blocks are dominated by their first principal component.
+
+Continuous measures (`block_measures`). Presence is a yes/no that one seed can flip, so every model
+also gets two numbers that move smoothly: the **block size**, the largest block's share of the
+analysed layers (its `fraction`; 0 when the detector finds none), and the **maximum first-PC share**
+over the analysed layers (the paper's mechanism, measured whether or not a block qualifies).
 """
 
 from __future__ import annotations
@@ -238,6 +243,20 @@ def block_structure_span(cka: np.ndarray, kinds: Sequence[str], *, threshold: fl
         fraction=float(k[best] / m), mean_cka=float(mean_cka[best]),
         outside_cka=float(outside_cka[best]), contrast=float(contrast[best]),
         mean_pc1=None if mean_pc1 is None else float(mean_pc1[best]))
+
+
+def block_size(block: Block | None) -> float:
+    """The continuous block measure: the block's share of the analysed layers, 0.0 without a block."""
+    return 0.0 if block is None else float(block.fraction)
+
+
+def block_measures(cka: np.ndarray, kinds: Sequence[str], pc1_share: np.ndarray, *,
+                   analysed_kinds: Sequence[str] = ("stream",), **detector) -> dict[str, float]:
+    """Block size (with the detector's settings) and maximum first-PC share over the analysed layers."""
+    idx, _ = _analysed_cka(cka, kinds, analysed_kinds)
+    shares = _layer_vector(pc1_share, len(kinds), "pc1_share", idx)[idx]
+    block = block_structure_span(cka, kinds, pc1_share=pc1_share, analysed_kinds=analysed_kinds, **detector)
+    return {"block_size": block_size(block), "max_pc1_share": float(np.nanmax(shares))}
 
 
 def threshold_sweep(cka: np.ndarray, kinds: Sequence[str], thresholds: Sequence[float],

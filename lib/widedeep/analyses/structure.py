@@ -89,6 +89,8 @@ class BlockAnalysis:
         inside, outside = blocks.inside_outside(self.pc1_share, self.block, self.kinds)
         return {"name": c.name(), "depth": c.depth, "width": c.width, "n_train": c.n_train, "seed": c.seed,
                 "test_acc": m["final"]["test_acc"], "train_acc": m["final"]["train_acc"],
+                "steps": c.total_steps, "epochs": c.total_epochs, "precision": c.precision,
+                "block_size": blocks.block_size(self.block), "block_size_cka_only": blocks.block_size(self.block_cka_only),
                 "n_layers": len(self.names), "n_stream_layers": int(len(self.stream)),
                 "block": None if self.block is None else self.block.as_dict(),
                 "block_cka_only": None if self.block_cka_only is None else self.block_cka_only.as_dict(),
