@@ -117,3 +117,24 @@ def test_direction_verdicts():
     assert incidence.direction_verdict([-1.0, -2.0, -0.2], +1) == "contradicted"
     assert incidence.direction_verdict([0.1, -0.5, 0.7], -1) == "not shown"
     assert incidence.direction_verdict([-1.0, -2.0, -0.2], -1) == "shown"
+
+
+def test_law_rows_record_and_prediction():
+    summaries = [{"depth": d, "width": w, "n_train": n, "parameters": 1e5 * w * w * d / 20, "seed": s,
+                  "block": {} if (d >= 56 and n <= 500) else None, "max_pc1_share": 0.2 + 0.001 * d - 1e-5 * n,
+                  "block_size": 0.0}
+                 for d, w in [(20, 1), (20, 2), (20, 4), (56, 1), (110, 1)] for n in (250, 500, 1000, 2000)
+                 for s in (0, 1)]
+    rows = incidence.law_rows(summaries, 20, 1)
+    assert {r["series"] for r in rows if r["depth"] == 20} == {"width"}
+    assert {r["series"] for r in rows if r["depth"] > 20} == {"depth"}
+    with pytest.raises(ValueError, match="neither series"):
+        incidence.series_of(56, 2, 20, 1)
+    fits = incidence.fit_laws(rows)
+    record = incidence.law_record(fits, rows)
+    assert record["incidence_fit"]["n_seeds_per_cell"]["110x1@250"] == 2
+    assert record["incidence_fit"]["estimable"] and record["incidence_fit"]["verdicts"]["data"] == "shown"
+    p_small = incidence.predict(fits["incidence_fit"], np.array([4e5]), np.array([250]), depth_series=True)
+    p_large = incidence.predict(fits["incidence_fit"], np.array([4e5]), np.array([2000]), depth_series=True)
+    assert 0 < p_large[0] < p_small[0] < 1
+    assert incidence.cell_incidence(rows)[(110, 1.0, 250)] == (2, 2)

@@ -22,6 +22,7 @@ presence fit is *not estimable* when too few models are on one side to say anyth
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -89,8 +90,8 @@ def firth_penalised_loglik(beta: np.ndarray, x: np.ndarray, y: np.ndarray) -> fl
     """Log-likelihood plus half the log-determinant of the Fisher information (the Jeffreys prior)."""
     eta = x @ beta
     loglik = np.sum(y * eta - np.logaddexp(0.0, eta))
-    p = stats.logistic.cdf(eta)
-    w = p * (1 - p)
+    # p(1 - p) without cancellation, floored so the information stays finite far out where separation pulls
+    w = np.clip(np.exp(-np.abs(eta) - 2 * np.logaddexp(0.0, -np.abs(eta))), 1e-300, None)
     sign, logdet = np.linalg.slogdet(x.T @ (x * w[:, None]))
     return loglik + 0.5 * logdet if sign > 0 else -np.inf
 
@@ -119,9 +120,12 @@ def _maximise(x: np.ndarray, y: np.ndarray, fixed: dict[int, float] | None = Non
         beta[free] = b_free
         return beta
 
-    result = optimize.minimize(lambda b: -firth_penalised_loglik(full(b), x, y), beta0[free],
-                               jac=lambda b: -_firth_gradient(full(b), x, y)[free], method="BFGS",
-                               options={"gtol": 1e-9, "maxiter": 1000})
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        # BFGS's line search may probe far into the separated direction; it backs off by itself.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = optimize.minimize(lambda b: -firth_penalised_loglik(full(b), x, y), beta0[free],
+                                   jac=lambda b: -_firth_gradient(full(b), x, y)[free], method="BFGS",
+                                   options={"gtol": 1e-9, "maxiter": 1000})
     beta = full(result.x)
     return beta, firth_penalised_loglik(beta, x, y)
 
@@ -220,7 +224,8 @@ def fit_presence(rows: Sequence[dict], outcome: str = "has_block", level: float 
     fit = firth_logit(x, y, level)
     coefficients = {n: [float(fit["beta"][j]), *map(float, fit["intervals"][j])] for j, n in enumerate(names) if j}
     p = firth_linear_test(x, y, _relative_contrast(names), fit["beta"], fit["max_penalised_loglik"])
-    return LawFit(coefficients, p, method, level, len(rows), extra={"events": events})
+    return LawFit(coefficients, p, method, level, len(rows),
+                  extra={"events": events, "intercept": float(fit["beta"][0]), "outcome": outcome})
 
 
 def fit_continuous(rows: Sequence[dict], outcome: str, level: float = 0.95, series_key: str = "series") -> LawFit:
@@ -232,7 +237,7 @@ def fit_continuous(rows: Sequence[dict], outcome: str, level: float = 0.95, seri
     method = (f"ordinary least squares of {outcome} on log(parameters), log(n_train)"
               + (", series" if "series" in names else "") + "; t intervals and t-test")
     return LawFit(coefficients, ols_linear_test(fit, _relative_contrast(names)), method, level, len(rows),
-                  extra={"outcome": outcome, "r2": float(fit["r2"])})
+                  extra={"outcome": outcome, "r2": float(fit["r2"]), "intercept": float(fit["beta"][0])})
 
 
 def direction_verdict(interval: Sequence[float], expected_sign: int) -> str:
@@ -264,3 +269,54 @@ def law_verdicts(fit: LawFit, alpha: float | None = None) -> dict[str, str]:
     else:
         relative = NOT_SHOWN
     return {"capacity": capacity, "data": data, "relative": relative}
+
+
+def predict(fit: LawFit, parameters: np.ndarray, n_train: np.ndarray, depth_series: bool = False) -> np.ndarray:
+    """The fitted law at given capacities and data sizes: a probability for presence, a value otherwise."""
+    if not fit.estimable:
+        raise ValueError(f"the fit is not estimable ({fit.reason}); there is no law to draw")
+    eta = (fit.extra["intercept"] + fit.coefficients["capacity"][0] * np.log(parameters)
+           + fit.coefficients["data"][0] * np.log(n_train))
+    if "series" in fit.coefficients and depth_series:
+        eta = eta + fit.coefficients["series"][0]
+    return 1 / (1 + np.exp(-eta)) if fit.method.startswith("Firth") else eta
+
+
+def series_of(depth: int, width: float, width_series_depth: int, depth_series_width: float) -> str:
+    """'width' for the width series (its base model included), 'depth' for the models that grew in depth."""
+    if depth == width_series_depth:
+        return "width"
+    if width == depth_series_width:
+        return "depth"
+    raise ValueError(f"ResNet-{depth} x{width:g} is on neither series (width series depth {width_series_depth}, "
+                     f"depth series width {depth_series_width:g})")
+
+
+def law_rows(summaries: Sequence[dict], width_series_depth: int, depth_series_width: float) -> list[dict]:
+    """Model summaries with their series attached: the rows the laws are fitted on."""
+    return [{**row, "series": series_of(row["depth"], row["width"], width_series_depth, depth_series_width),
+             "has_block": row["block"] is not None} for row in summaries]
+
+
+def fit_laws(rows: Sequence[dict], level: float = 0.95) -> dict[str, LawFit]:
+    """The three laws: presence (Firth), maximum first-PC share (the primary continuous outcome) and block size."""
+    return {"incidence_fit": fit_presence(rows, level=level),
+            "continuous_fit": fit_continuous(rows, "max_pc1_share", level),
+            "block_size_fit": fit_continuous(rows, "block_size", level)}
+
+
+def law_record(fits: dict[str, LawFit], rows: Sequence[dict]) -> dict:
+    """The results-file form of the fits, each with the paper's verdicts and the seeds per cell it rests on."""
+    seeds = {f"{d}x{w:g}@{n}": total for (d, w, n), (_, total) in cell_incidence(rows).items()}
+    return {key: {**fit.as_dict(), "verdicts": law_verdicts(fit), "n_seeds_per_cell": seeds}
+            for key, fit in fits.items()}
+
+
+def cell_incidence(rows: Sequence[dict]) -> dict[tuple[int, float, int], tuple[int, int]]:
+    """(depth, width, n_train) -> (models with a block, models) over the seeds of each cell."""
+    out: dict[tuple[int, float, int], list[int]] = {}
+    for row in rows:
+        key = (row["depth"], float(row["width"]), row["n_train"])
+        hit, total = out.get(key, (0, 0))
+        out[key] = (hit + (row["block"] is not None), total + 1)
+    return out
