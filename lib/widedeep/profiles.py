@@ -112,6 +112,7 @@ class Grid(Section):
     n_trains: list[int]
     seeds: list[int]
     cross_seeds: list[int]        # seeds of Chapter 2's base model compared with each other
+    min_train_acc: float | None   # the main arm's rule: every model reaches this clean train accuracy (null: none)
     transition_cells: list[str]   # cells "DEPTHxWIDTH@N_TRAIN" near where blocks start, given the extra seeds below
     transition_seeds: list[int]
     seed_study_depth: int         # the model whose seeds Chapters 3-4 compare inside vs outside its block

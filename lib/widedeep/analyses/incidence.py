@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-SHOWN, CONTRADICTED, NOT_SHOWN, NOT_ESTIMABLE = "shown", "contradicted", "not shown", "not estimable"
+from widedeep.analyses.verdicts import CONTRADICTED, NOT_ESTIMABLE, NOT_SHOWN, SHOWN
 # Fewer models than this on either side (with / without a block) and the presence fit is not estimable:
 # with one or two events the penalty, not the data, sets the coefficients.
 MIN_EVENTS = 3

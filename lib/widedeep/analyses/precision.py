@@ -31,7 +31,8 @@ def _by_seed(rows: Sequence[dict], name: str) -> dict[int, dict]:
     return {r["seed"]: r for r in rows}
 
 
-def compare(low: Sequence[dict], exact: Sequence[dict], quantities: Sequence[str] = QUANTITIES) -> dict:
+def compare(low: Sequence[dict], exact: Sequence[dict], quantities: Sequence[str] = QUANTITIES,
+            names: tuple[str, str] = ("bfloat16", "float32")) -> dict:
     """Per quantity: paired differences (low - exact), precision and seed effects, their ratio and a verdict."""
     low_rows, exact_rows = _by_seed(low, "the bfloat16 rows"), _by_seed(exact, "the float32 rows")
     if set(low_rows) != set(exact_rows):
@@ -40,7 +41,7 @@ def compare(low: Sequence[dict], exact: Sequence[dict], quantities: Sequence[str
     seeds = sorted(low_rows)
     if len(seeds) < 2:
         raise ValueError("the seed spread needs at least two seeds in each precision")
-    out = {"seeds": seeds, "quantities": {}}
+    out = {"seeds": seeds, "precisions": list(names), "quantities": {}}
     for q in quantities:
         a = np.array([float(low_rows[s][q]) for s in seeds])
         b = np.array([float(exact_rows[s][q]) for s in seeds])

@@ -16,6 +16,7 @@ SHOWN_IN_AGGREGATE = "shown in aggregate"   # the mean difference exceeds the nu
 CONTRADICTED = "contradicted"               # a trend goes the other way
 NOT_TESTABLE = "not testable"               # nothing to test it on (e.g. no model has a block)
 NOT_RUN = "not run"                         # the chapter has no results for this profile
+NOT_ESTIMABLE = "not estimable"             # a fitted law with too few events on one side to say anything
 # Probe accuracy across a block
 PLATEAU, RISES, FALLS, NO_BLOCK = "plateau", "rises", "falls", "no block"
 # Whether a plateau belongs to the block or to its position
@@ -23,7 +24,7 @@ SPECIFIC, NOT_SPECIFIC = "specific to the block", "not specific to the block"
 # Deleting residual blocks inside against outside the block
 CHEAPER_INSIDE, NO_DIFFERENCE, COSTLIER_INSIDE = "cheaper inside", "no clear difference", "costlier inside"
 
-VERDICTS = (SHOWN, PARTLY_SHOWN, NOT_SHOWN, SHOWN_IN_AGGREGATE, CONTRADICTED, NOT_TESTABLE, NOT_RUN,
+VERDICTS = (SHOWN, PARTLY_SHOWN, NOT_SHOWN, SHOWN_IN_AGGREGATE, CONTRADICTED, NOT_TESTABLE, NOT_RUN, NOT_ESTIMABLE,
             PLATEAU, RISES, FALLS, NO_BLOCK, SPECIFIC, NOT_SPECIFIC, CHEAPER_INSIDE, NO_DIFFERENCE,
             COSTLIER_INSIDE)
 

@@ -97,7 +97,7 @@ def outline_block(ax, block, colour: str = "cyan") -> None:
 
 
 def heatmap_grid(matrices: list[list], row_labels: list[str], col_labels: list[str],
-                 blocks: list[list] | None = None, cell_size: float = 2.4):
+                 blocks: list[list] | None = None, cell_size: float = 2.4, cell_titles: list[list] | None = None):
     """CKA heatmaps on a grid (rows e.g. n_train, columns architectures), detected blocks outlined.
 
     `matrices[r][c]` may be None for a missing model; one colour bar serves the whole grid.
@@ -118,8 +118,11 @@ def heatmap_grid(matrices: list[list], row_labels: list[str], col_labels: list[s
                               interpolation="nearest")
             if blocks is not None:
                 outline_block(ax, blocks[r][c])
-            if r == 0:
-                ax.set_title(col_labels[c], fontsize=9)
+            title = col_labels[c] if r == 0 else ""
+            if cell_titles is not None and cell_titles[r][c]:
+                title = f"{title}\n{cell_titles[r][c]}" if title else cell_titles[r][c]
+            if title:
+                ax.set_title(title, fontsize=8)
             if c == 0:
                 ax.set_ylabel(row_labels[r], fontsize=9)
     if image is not None:
@@ -275,11 +278,65 @@ def class_differences(classes: list[str], result: dict, null: dict, label: str =
     return fig or ax.figure
 
 
-def grid_of_blocks(layout: list[list], row_labels: list[str], architectures: list[tuple[int, float]]):
+def grid_of_blocks(layout: list[list], row_labels: list[str], architectures: list[tuple[int, float]],
+                   cell_titles: list[list] | None = None):
     """`heatmap_grid` of analysed models (`structure.grid_layout`: None where a model is missing), blocks outlined."""
     return heatmap_grid([[m.cka if m else None for m in row] for row in layout], row_labels,
                         [architecture_label(d, w) for d, w in architectures],
-                        blocks=[[m.block if m else None for m in row] for row in layout])
+                        blocks=[[m.block if m else None for m in row] for row in layout], cell_titles=cell_titles)
+
+
+def law_plane(rows: list[dict], fit, predict, outcome_label: str):
+    """The fitted law over (parameters, n_train), one panel per series, every model a point (filled: a block)."""
+    series = [s for s in ("width", "depth") if any(r["series"] == s for r in rows)]
+    fig, axes = plt.subplots(1, len(series), figsize=(5.2 * len(series), 3.9), squeeze=False)
+    params = np.array([r["parameters"] for r in rows], float)
+    n_trains = np.array([r["n_train"] for r in rows], float)
+    grid_p = np.geomspace(params.min() / 1.5, params.max() * 1.5, 80)
+    grid_n = np.geomspace(n_trains.min() / 1.5, n_trains.max() * 1.5, 80)
+    pp, nn = np.meshgrid(grid_p, grid_n)
+    image = None
+    for ax, name in zip(axes[0], series):
+        if fit is not None:
+            surface = predict(fit, pp, nn, depth_series=name == "depth")
+            image = ax.pcolormesh(pp, nn, surface, shading="auto", cmap="viridis", alpha=0.75,
+                                  vmin=0, vmax=max(1e-6, float(np.nanmax(surface))) if not fit.method.startswith("Firth") else 1)
+        sub = [r for r in rows if r["series"] == name]
+        jitter = np.linspace(0.97, 1.03, max(len(sub), 1))
+        for k, r in enumerate(sub):
+            ax.scatter(r["parameters"], r["n_train"] * jitter[k % len(jitter)], s=30, edgecolor="white",
+                       color="crimson" if r["block"] is not None else "none", linewidth=1.0, zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("n_train")
+        ax.set_title(f"{name} series", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02, label=outcome_label)
+    return fig
+
+
+def arms_by_data(rows: dict[str, list[dict]], value: str, ylabel: str):
+    """A value against n_train per depth, one line style per schedule arm (e.g. main solid, short dashed)."""
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    depths = sorted({r["depth"] for arm in rows.values() for r in arm})
+    colours = dict(zip(depths, plt.cm.plasma(np.linspace(0.1, 0.8, len(depths)))))
+    for style, (arm, members) in zip(("-", "--", ":"), rows.items()):
+        for depth in depths:
+            sub = sorted((r for r in members if r["depth"] == depth), key=lambda r: r["n_train"])
+            if not sub:
+                continue
+            by_n: dict[int, list[float]] = {}
+            for r in sub:
+                by_n.setdefault(r["n_train"], []).append(r[value])
+            xs = sorted(by_n)
+            ax.plot(xs, [np.mean(by_n[x]) for x in xs], style, marker="o", color=colours[depth],
+                    label=f"ResNet-{depth}, {arm}")
+    ax.set_xscale("log")
+    ax.set_xlabel("n_train")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
 
 
 def model_heatmap(m):

@@ -56,12 +56,18 @@ class ChapterSchema:
 MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
     "probe", "single", "single_repaired", "cumulative", "cumulative_repaired"))
 CHAPTERS = {
-    "01_training": ChapterSchema(("parameters", "models"), ("models",)),
+    "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
     "02_cka": ChapterSchema(("cka_examples", "cka_batch_size", "cka_passes", "property_checks",
                              "minibatch_error_by_batch_size", "checkerboard_contrast",
                              "cross_seed_matched_mean_per_pair", "wide_vs_deep_relative_depth_mean", "run_roles")),
-    "03_block_structure": ChapterSchema(("detector", "models", "seed_study", "trends", "threshold_sweep"),
-                                        ("models", "seed_study"), ("trends.*",)),
+    "03_block_structure": ChapterSchema(("detector", "models", "short_arm", "seed_study", "trends", "threshold_sweep",
+                                         "arms_compared", "training_length_effect", "incidence_fit", "continuous_fit",
+                                         "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
+                                         "short_arm_block_size_fit", "claims_fit"),
+                                        ("models", "short_arm", "seed_study"),
+                                        ("trends.*", "claims_fit.verdicts.*") + tuple(
+                                            f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")
+                                            for fit in ("incidence", "continuous", "block_size"))),
     "04_pca": ChapterSchema(("models", "detector", "blocks_broken", "cross_seed_matched_stream_mean"), ("models",)),
     "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
                                  "models"), ("models",),

@@ -86,15 +86,17 @@ def block_cell(m, block) -> str:
 
 def blocks_table(models: list, seed_column: bool = False) -> str:
     """Analysed models (`structure.BlockAnalysis`) with their accuracies, largest first-PC share and both blocks."""
-    header = (["seed"] if seed_column else ["model", "n_train"]) + ["test acc"] + ([] if seed_column else ["train acc"])
+    header = ((["seed"] if seed_column else ["model", "n_train"]) + ["test acc"]
+              + ([] if seed_column else ["train acc", "steps"]))
     rows = []
     for m in models:
         r = m.summary()
         first = [r["seed"]] if seed_column else [f"{architecture_label(r['depth'], r['width'])} s{r['seed']}",
                                                  r["n_train"]]
-        rows.append(first + [f"{r['test_acc']:.3f}"] + ([] if seed_column else [f"{r['train_acc']:.3f}"])
-                    + [f"{r['max_pc1_share']:.2f}", block_cell(m, m.block), block_cell(m, m.block_cka_only)])
-    return list_table(header + ["max PC1 share", "block (CKA + PC1)", "CKA-only block"], rows)
+        rows.append(first + [f"{r['test_acc']:.3f}"] + ([] if seed_column else [f"{r['train_acc']:.3f}", r["steps"]])
+                    + [f"{r['max_pc1_share']:.2f}", f"{r['block_size']:.2f}", block_cell(m, m.block),
+                       block_cell(m, m.block_cka_only)])
+    return list_table(header + ["max PC1 share", "block size", "block (CKA + PC1)", "CKA-only block"], rows)
 
 
 def sweep_table(models: list, sweep: dict, thresholds: list[float], min_pc1s: list[float]) -> str:
@@ -201,3 +203,14 @@ def block_match_table(study) -> str:
         [b["seed"], r["other_seed"], f"{r['score_inside']:.2f}", f"{r['score_outside']:.2f}",
          f"{r['half_eps_inside']:.2f}", f"{r['half_eps_outside']:.2f}"]
         for b in study.block.values() for r in b["pairs"]])
+
+
+def precision_table(check: dict) -> str:
+    """`precision.compare`'s result: per quantity and seed, bfloat16, float32 and their difference, then the effects."""
+    rows = []
+    for quantity, v in check["quantities"].items():
+        for seed, a, b, d in zip(check["seeds"], v["bfloat16"], v["float32"], v["difference"]):
+            rows.append([quantity, seed, f"{a:.3f}", f"{b:.3f}", f"{d:+.3f}", "", ""])
+        rows.append([quantity, "all", "", "", "", f"{v['precision_effect']:.3f}", f"{v['seed_effect']:.3f}"])
+    first, second = check.get("precisions", ("bfloat16", "float32"))
+    return list_table(["quantity", "seed", first, second, "difference", "precision effect", "seed effect"], rows)
