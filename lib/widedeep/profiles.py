@@ -557,6 +557,11 @@ def seed_study_grid(profile: Profile, precision: str | None = None) -> list[Trai
             for s in g.seed_study_seeds]
 
 
+def block_models(profile: Profile) -> list[TrainConfig]:
+    """Every model Chapters 4-5 search for blocks: both arms and the seed study, without repeats."""
+    return list(dict.fromkeys(training_grid(profile) + short_arm_grid(profile) + seed_study_grid(profile)))
+
+
 def precision_reference_grid(profile: Profile) -> list[TrainConfig]:
     """The seed study trained again in the reference precision (Chapter 1 compares the two)."""
     return seed_study_grid(profile, profile.grid.reference_precision)

@@ -31,6 +31,8 @@ def share_summary(models: list[BlockAnalysis]) -> dict[str, str]:
     inside = [r["pc1_share_inside"] for r in rows if r["block"] is not None]
     return {"n_blocked": f"{len(inside)} of {len(models)}",
             "pc1_inside": ", ".join(f"{v:.2f}" for v in inside) or "none (no block)",
+            "pc1_inside_spread": (f"mean {np.mean(inside):.2f}, sd {np.std(inside, ddof=1):.2f} over {len(inside)} models"
+                                  if len(inside) > 1 else "no spread (fewer than two models with a block)"),
             "pc1_outside_all": f"{np.median([r['pc1_share_outside'] for r in rows]):.2f}",
             "pc1_max": f"{max(r['max_pc1_share'] for r in rows):.2f}"}
 

@@ -30,11 +30,12 @@ class BlockAnalysis:
     pc_shares: np.ndarray            # (L, k) variance shares of the top-k PCs (residual-stream layers; NaN elsewhere)
     block: blocks.Block | None       # CKA and first-PC conditions (the book's definition)
     block_cka_only: blocks.Block | None
+    schedule: str = "main"           # "short" for the profile's second arm (its short schedule)
 
     @property
     def label(self) -> str:
-        """'ResNet-56 ×1, n=500, s0'."""
-        return run_label(self.run.config)
+        """'ResNet-56 ×1, n=500, s0' (with ', short schedule' for the second arm)."""
+        return run_label(self.run.config) + (", short schedule" if self.schedule == "short" else "")
 
     @property
     def pc1_share(self) -> np.ndarray:
@@ -89,7 +90,7 @@ class BlockAnalysis:
         inside, outside = blocks.inside_outside(self.pc1_share, self.block, self.kinds)
         return {"name": c.name(), "depth": c.depth, "width": c.width, "n_train": c.n_train, "seed": c.seed,
                 "test_acc": m["final"]["test_acc"], "train_acc": m["final"]["train_acc"],
-                "steps": c.total_steps, "epochs": c.total_epochs, "precision": c.precision,
+                "steps": c.total_steps, "epochs": c.total_epochs, "precision": c.precision, "schedule": self.schedule,
                 "parameters": m["parameters"],
                 "block_size": blocks.block_size(self.block), "block_size_cka_only": blocks.block_size(self.block_cka_only),
                 "n_layers": len(self.names), "n_stream_layers": int(len(self.stream)),
@@ -130,7 +131,9 @@ def analyse(run, profile: Profile) -> BlockAnalysis:
     shares = np.full((len(names), stream_shares.shape[1]), np.nan)
     shares[stream] = stream_shares
     block, block_cka_only = detect(matrix, kinds, shares[:, 0], profile.detector)
-    return BlockAnalysis(run, matrix, names, kinds, shares, block, block_cka_only)
+    c, recipe = run.config, profile.recipe
+    schedule = "main" if (c.epochs, c.min_steps) == (recipe.epochs, recipe.min_steps) else "short"
+    return BlockAnalysis(run, matrix, names, kinds, shares, block, block_cka_only, schedule)
 
 
 def removal_effect(m: BlockAnalysis, removed: np.ndarray, detector: Detector) -> dict:
