@@ -91,7 +91,7 @@ class BlockAnalysis:
         return {"name": c.name(), "depth": c.depth, "width": c.width, "n_train": c.n_train, "seed": c.seed,
                 "test_acc": m["final"]["test_acc"], "train_acc": m["final"]["train_acc"],
                 "steps": c.total_steps, "epochs": c.total_epochs, "precision": c.precision, "schedule": self.schedule,
-                "parameters": m["parameters"],
+                "parameters": m.get("parameters"),
                 "block_size": blocks.block_size(self.block), "block_size_cka_only": blocks.block_size(self.block_cka_only),
                 "n_layers": len(self.names), "n_stream_layers": int(len(self.stream)),
                 "block": None if self.block is None else self.block.as_dict(),
