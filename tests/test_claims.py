@@ -26,13 +26,22 @@ def provenance():
             "versions": {"torch": "2.14"}}
 
 
-def test_block_incidence_and_trends_come_from_chapter_3():
+def test_capacity_and_data_claims_come_from_chapter_3s_fitted_law():
+    law = {"capacity_coef": [0.8, 0.2, 1.4], "data_coef": [-0.9, -1.5, -0.3], "relative_test_p": 0.6}
     chapter = {"models": table(entry(20, 500), entry(110, 500, block=BLOCK), entry(110, 1000, block=BLOCK)),
-               "trends": {"capacity": "shown", "data": "not shown"}}
+               "claims_fit": {"fit": "incidence_fit",
+                              "verdicts": {"capacity": "shown", "data": "shown", "relative": "shown"}},
+               "incidence_fit": law}
     verdict, evidence = claims.judge_capacity(chapter)
-    assert verdict == "shown" and "2 of 3 grid models" in evidence and "ResNet-110 ×1, n=1000, s0" in evidence
+    assert verdict == "shown" and "blocks in 2 of 3 models" in evidence and "+0.800 [+0.200, +1.400]" in evidence
     verdict, evidence = claims.judge_data(chapter)
-    assert verdict == "not shown" and evidence.endswith("500: 1, 1000: 1")
+    assert verdict == "shown" and "-0.900 [-1.500, -0.300]" in evidence and "p = 0.6" in evidence
+    chapter["claims_fit"] = {"fit": "continuous_fit",
+                             "verdicts": {"capacity": "shown", "data": "contradicted", "relative": "not shown"}}
+    chapter["continuous_fit"] = law
+    assert claims.judge_data(chapter)[0] == "contradicted"
+    chapter["claims_fit"] = {"fit": "none", "verdicts": {}}
+    assert claims.judge_capacity(chapter)[0] == "not testable"
 
 
 def test_first_pc_verdict_needs_both_conditions_in_the_same_block():

@@ -39,19 +39,40 @@ def _blocked(models: dict[str, dict]) -> dict[str, dict]:
     return {name: e for name, e in models.items() if e.get("block") is not None}
 
 
+def _law(results: dict) -> tuple[str, dict, dict]:
+    """Chapter 3's fit that carries the claims (presence where estimable, else the continuous one), its record."""
+    key = results["claims_fit"]["fit"]
+    return key, results["claims_fit"]["verdicts"], results.get(key) or {}
+
+
+def _coefficient(fit: dict, name: str) -> str:
+    value = fit.get(f"{name}_coef")
+    if not value or value[0] is None or np.isnan(value[0]):
+        return f"{name} coefficient not estimable"
+    return f"{name} coefficient {value[0]:+.3f} [{value[1]:+.3f}, {value[2]:+.3f}]"
+
+
 def judge_capacity(results: dict) -> tuple[str, str]:
-    """Chapter 3's capacity trend, with the models that carry a block."""
+    """Chapter 3's fitted law: the capacity coefficient (> 0 in the paper's direction), with the models that carry a block."""
+    key, verdicts, fit = _law(results)
+    if not verdicts:
+        return NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)"
     blocked = _blocked(results["models"]).values()
-    names = "; ".join(results_schema.label(e) for e in blocked) or "none"
-    return results["trends"]["capacity"], f"blocks in {len(blocked)} of {len(results['models'])} grid models ({names})"
+    return verdicts["capacity"], (f"{key.replace('_', ' ')}: {_coefficient(fit, 'capacity')} per log-parameter; "
+                                  f"blocks in {len(blocked)} of {len(results['models'])} models trained to "
+                                  f"interpolation")
 
 
 def judge_data(results: dict) -> tuple[str, str]:
-    """Chapter 3's data-size trend."""
-    sizes = sorted({e["n_train"] for e in results["models"].values()})
-    by_size = {n: sum(1 for e in _blocked(results["models"]).values() if e["n_train"] == n) for n in sizes}
-    return results["trends"]["data"], "models with a block by n_train: " + ", ".join(
-        f"{n}: {k}" for n, k in by_size.items())
+    """Chapter 3's fitted law: data coefficient < 0 and capacity + data = 0 not rejected ("relative to data")."""
+    key, verdicts, fit = _law(results)
+    if not verdicts:
+        return NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)"
+    verdict = verdicts["data"] if verdicts["data"] in ("contradicted", "not estimable") else verdicts["relative"]
+    p = fit.get("relative_test_p")
+    return verdict, (f"{key.replace('_', ' ')}: {_coefficient(fit, 'data')} per log-n_train (paper: < 0); "
+                     f"capacity + data = 0: p = {'—' if p is None else f'{p:.3g}'}; data claim {verdicts['data']}, "
+                     f"relative claim {verdicts['relative']}")
 
 
 def judge_first_pc(results: dict) -> tuple[str, str]:
