@@ -73,7 +73,11 @@ def test_missing_chapters_are_marked_not_run_and_rows_keep_the_findings_order(tm
     store.write_json(tmp_path / "03_block_structure.json", {
         "schema_version": results.SCHEMA_VERSION, "provenance": provenance(), "models": table(entry(20, 500)),
         "trends": {"capacity": "not shown", "data": "not shown"}, "detector": {}, "seed_study": {},
-        "threshold_sweep": {}})
+        "threshold_sweep": {}, "short_arm": {}, "arms_compared": [], "training_length_effect": {},
+        **dict.fromkeys([f"{arm}{fit}_fit" for arm in ("", "short_arm_") for fit in ("incidence", "continuous",
+                                                                                   "block_size")]),
+        "claims_fit": {"fit": "continuous_fit", "verdicts": {"capacity": "not shown", "data": "not shown",
+                                                             "relative": "not shown"}}})
     loaded = claims.load_results(tmp_path)
     rows = claims.claims_rows(loaded)
     assert [r["claim"] for r in rows] == [f.claim for f in claims.FINDINGS]
@@ -92,7 +96,8 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
     result = results.read(path)
     verdict, evidence = finding.judge(result)
     assert verdict and evidence
-    recorded = {**result.get("trends", {}), **result.get("verdicts", {})}
+    recorded = {**result.get("trends", {}), **result.get("verdicts", {}),
+                **result.get("claims_fit", {}).get("verdicts", {})}
     if recorded:  # chapters that record their verdicts: the table repeats one of them
         assert verdict in recorded.values()
 

@@ -187,6 +187,7 @@ def error_study(shift: int):
     wide_row = deep[0].copy()
     wide_row[150:150 + shift], wide_row[:shift] = labels_[150:150 + shift], wrong[:shift]
     study.wide, study.deep, study.labels = np.stack([wide_row] * 2), deep, labels_
+    study.val_predictions, study.val_labels = {"wide": study.wide, "deep": study.deep}, labels_
     study.classes, study.m = [str(c) for c in range(10)], 2
     config = types.SimpleNamespace(depth=8, width=2, n_train=500)
     study.grid = {"wide": [config], "deep": [types.SimpleNamespace(depth=14, width=1, n_train=500)]}
@@ -203,10 +204,18 @@ def test_error_study_finds_planted_differences_and_records_them():
     assert text["beyond_difference"] == "exceeds" and v.head(text["example_verdict"]) in (v.SHOWN, v.SHOWN_IN_AGGREGATE)
     assert different.p_floor() == pytest.approx(2 / 6)   # m = 2: all right against all wrong
     assert different.count_demand()["count_demand"] == "a demanding statistic"
+    power_texts = different.power_analysis()
+    assert float(power_texts["power_null"]) < 1 and different.curve[0]["m_a"] == SMOKE.errors.power_seeds[0]
+    main = different.main_test()
+    # 2 wide against 4 deep seeds: the floor 1/C(6, 2) lies above q, so no example is even testable.
+    assert main["main_found"] == "0" and main["main_kept"] == "0" and v.head(main["main_verdict"]) in v.VERDICTS
+    assert set(different.scatter_pairs()) == {"ResNet-8 ×2 vs ResNet-14 ×1", "deep half 1 vs deep half 2"}
+    assert same.power_analysis() and same.main_test()["main_found"] == "0"
     different.class_level()
     assert v.head(different.class_texts()["class_verdict"]) in v.VERDICTS
     record = different.record()
-    assert record["wide"]["depth"] == 8 and record["verdicts"]["example_level"] == text["example_verdict"]
+    assert record["wide"]["depth"] == 8 and record["verdicts"]["example_level_half_splits"] == text["example_verdict"]
+    assert record["verdicts"]["example_level"] == main["main_verdict"]
     results.validate({"schema_version": 1, "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""),
                       **results._plain(record)}, "06_errors")
     assert "test accuracy per seed" in tables.populations_table(different)

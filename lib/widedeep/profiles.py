@@ -246,6 +246,9 @@ class Errors(Section):
     level: float
     match_tolerance: float
     null_quantile: float
+    power_seeds: list[int]        # seeds of the wide side (the deep side has twice as many) the power curve covers
+    power_draws: int              # simulated experiments per point of the curve
+    power_wanted: float           # expected discoveries that a population should reach "if the effect is real"
 
     def check(self) -> None:
         _require(len(self.deep_seeds) == 2 * len(self.wide_seeds) >= 4, "errors_deep_seeds",

@@ -42,6 +42,7 @@ the accuracies of the compared models are.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -279,13 +280,22 @@ def class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes: int
 
 
 def _bootstrap_difference(acc_a: np.ndarray, acc_b: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
-    """Mean difference of per-seed class accuracies with a percentile bootstrap over seeds in each group."""
-    rng = np.random.default_rng(seed)
-    m_a, m_b = acc_a.shape[0], acc_b.shape[0]
-    boot = (acc_a[rng.integers(0, m_a, (n_boot, m_a))].mean(axis=1)
-            - acc_b[rng.integers(0, m_b, (n_boot, m_b))].mean(axis=1))
-    tail = (1 - level) / 2
-    ci_low, ci_high = np.quantile(boot, [tail, 1 - tail], axis=0)
+    """Mean difference of per-seed class accuracies with a percentile bootstrap over seeds in each group.
+
+    `scipy.stats.bootstrap` with two independent samples resamples each side's seeds with replacement,
+    every class at once (axis 0 is the seed axis).
+    """
+    def difference(a, b, axis):
+        return a.mean(axis=axis) - b.mean(axis=axis)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class every seed gets right: a degenerate, zero-width CI
+        result = stats.bootstrap((acc_a, acc_b), difference, n_resamples=n_boot, method="percentile",
+                                 confidence_level=level, axis=0, vectorized=True,
+                                 rng=np.random.default_rng(seed))
+    ci_low, ci_high = result.confidence_interval.low, result.confidence_interval.high
+    ci_low, ci_high = np.where(np.isnan(ci_low), difference(acc_a, acc_b, 0), ci_low), \
+        np.where(np.isnan(ci_high), difference(acc_a, acc_b, 0), ci_high)
     return {
         "diff": acc_a.mean(axis=0) - acc_b.mean(axis=0),  # per class: mean over A's seeds - mean over B's
         "ci_low": ci_low,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from widedeep import profiles
-from widedeep.analyses import errors, runs
+from widedeep.analyses import errors, power, runs, verdicts
 from widedeep.labels import architecture_of
 from widedeep.profiles import Profile
 from widedeep.grid import train_grid
@@ -36,11 +36,16 @@ class ErrorStudy:
         self.profile, self.settings = profile, profile.errors
         self.grid = profiles.errors_grid(profile)
         self.populations = {side: train_grid(configs, runs_dir=profile.runs_dir) for side, configs in self.grid.items()}
-        test = self.grid["wide"][0].splits().test
+        splits = self.grid["wide"][0].splits()
+        test, val = splits.test, splits.val
         self.labels, self.classes = test.labels.numpy(), list(test.classes)
+        self.val_labels = val.labels.numpy()
         predictions = {side: np.stack([runs.run_predictions(run, test) for run in members])
                        for side, members in self.populations.items()}
         self.wide, self.deep = predictions["wide"], predictions["deep"]   # (seeds, examples) each
+        # Accuracies are matched on the validation split, never on the test set the tests then use.
+        self.val_predictions = {side: np.stack([runs.run_predictions(run, val) for run in members])
+                                for side, members in self.populations.items()}
         self.m = self.deep.shape[0] // 2   # seeds a side in every half-split comparison
 
     def describe(self, side: str) -> str:
@@ -50,8 +55,10 @@ class ErrorStudy:
     # -- accuracy --------------------------------------------------------------------------------
 
     def accuracy_match(self) -> dict[str, str]:
-        """Mean test accuracies over seeds, their gap and Welch p-value, and whether they count as matched."""
-        self.match = errors.accuracy_match(self.wide, self.deep, self.labels)
+        """Mean validation accuracies over seeds (the match), their gap and Welch p-value; test accuracies beside."""
+        self.match = errors.accuracy_match(self.val_predictions["wide"], self.val_predictions["deep"],
+                                           self.val_labels)
+        self.test_match = errors.accuracy_match(self.wide, self.deep, self.labels)
         self.matched = abs(self.match["diff"]) <= self.settings.match_tolerance
         m = self.match
         return {"wide_model": self.describe("wide"), "deep_model": self.describe("deep"),
@@ -59,7 +66,59 @@ class ErrorStudy:
                 "acc_deep": f"{m['acc_b']:.3f} ± {m['std_b']:.3f}",
                 "acc_gap": f"{m['diff']:+.3f}", "acc_p": f"{m['p_value']:.2g}",
                 "matched": "matched" if self.matched else "not matched",
-                "match_tolerance": f"{self.settings.match_tolerance:g}"}
+                "match_tolerance": f"{self.settings.match_tolerance:g}",
+                "test_acc_wide": f"{self.test_match['acc_a']:.3f}", "test_acc_deep": f"{self.test_match['acc_b']:.3f}"}
+
+    # -- power -----------------------------------------------------------------------------------
+
+    def correct_counts(self) -> dict[str, np.ndarray]:
+        """Seeds of each side that classify each test example correctly."""
+        return {"wide": (self.wide == self.labels).sum(axis=0), "deep": (self.deep == self.labels).sum(axis=0)}
+
+    def power_analysis(self) -> dict[str, str]:
+        """The power curve over population sizes under the alternative of shrunk per-example rates."""
+        s, counts = self.settings, self.correct_counts()
+        self.rates = {side: power.shrunk_rates(counts[side], len(self.populations[side])) for side in counts}
+        self.curve = power.power_curve(self.rates["wide"], self.rates["deep"], s.power_seeds, ratio=2, fdr=s.fdr,
+                                       draws=s.power_draws, seed=0)
+        self.enough = power.smallest_population(self.curve, s.power_wanted)
+        here = min(self.curve, key=lambda p: abs(p["m_a"] - self.wide.shape[0]))
+        return {"power_m": str(self.wide.shape[0]), "power_wanted": f"{s.power_wanted:g}",
+                "power_here": f"{here['expected_discoveries']:.1f} (at m = {here['m_a']})",
+                "power_enough": (f"{self.enough} wide and {2 * self.enough} deep seeds" if self.enough is not None
+                                 else f"more than {max(s.power_seeds)} wide seeds (no point of the curve reaches it)"),
+                "power_null": f"{max(p['expected_false_discoveries_under_null'] for p in self.curve):.2f}"}
+
+    def scatter_pairs(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The paper's example-level figure: wide against deep (main test), and two halves of the deep seeds."""
+        counts, s = self.correct_counts(), self.settings
+        first, second = errors.half_splits(self.deep.shape[0], 1, seed=1)[0]
+        a, b = ((self.deep[half] == self.labels).sum(axis=0) for half in (first, second))
+        null = power.filtered_fisher_test(a, len(first), b, len(second), s.fdr)["significant"]
+        return {f"{self.describe('wide')} vs {self.describe('deep')}":
+                    (counts["wide"] / self.wide.shape[0], counts["deep"] / self.deep.shape[0], self.main["significant"]),
+                f"deep half 1 vs deep half 2": (a / len(first), b / len(second), null)}
+
+    # -- the main test: all seeds of both sides, filtered ----------------------------------------
+
+    def main_test(self) -> dict[str, str]:
+        """m wide seeds against all 2m deep seeds, margins filtered before BH; half-splits of the deep side as calibration."""
+        s, counts = self.settings, self.correct_counts()
+        m_w, m_d = self.wide.shape[0], self.deep.shape[0]
+        self.main = power.filtered_fisher_test(counts["wide"], m_w, counts["deep"], m_d, s.fdr)
+        calibration = []
+        for first, second in errors.half_splits(m_d, s.splits, seed=1):
+            a, b = ((self.deep[half] == self.labels).sum(axis=0) for half in (first, second))
+            calibration.append(power.filtered_fisher_test(a, len(first), b, len(second), s.fdr)["n_significant"])
+        self.calibration = np.array(calibration)
+        found = self.main["n_significant"]
+        beyond = found > np.quantile(self.calibration, s.null_quantile)
+        self.main_verdict = (errors.difference_verdict(beyond, self.beyond_difference, self.matched)
+                             if hasattr(self, "beyond_difference") else verdicts.NOT_TESTABLE)
+        return {"main_found": str(found), "main_kept": f"{self.main['n_kept']:,}",
+                "main_floor": f"{power.p_floor(m_w, m_d):.2g}", "split_floor": f"{power.p_floor(self.m, self.m):.2g}",
+                "calibration": spread(self.calibration, 0), "main_verdict": self.main_verdict,
+                "main_beyond": exceeds(beyond)}
 
     # -- example level ---------------------------------------------------------------------------
 
@@ -161,7 +220,15 @@ class ErrorStudy:
         return {
             "settings": self.profile.section_values("errors"), "wide": self.side_entry("wide"),
             "deep": self.side_entry("deep"),
-            "accuracy_match": {**self.match, "tolerance": s.match_tolerance, "matched": self.matched},
+            "accuracy_match": {**self.match, "split": "validation", "tolerance": s.match_tolerance,
+                               "matched": self.matched, "test": self.test_match},
+            "power": {"curve": self.curve, "populations": {"wide": self.wide.shape[0], "deep": self.deep.shape[0]},
+                      "smallest_population": self.enough, "wanted": s.power_wanted,
+                      "alternative": "per-example rates shrunk towards each population's mean by a beta-binomial fit",
+                      "filter": self.main["filter"]},
+            "main_test": {"n_significant": self.main["n_significant"], "n_kept": self.main["n_kept"],
+                          "p_floor": power.p_floor(self.wide.shape[0], self.deep.shape[0]),
+                          "calibration_n_significant": self.calibration, "verdict": self.main_verdict},
             "example_level": {
                 "n_significant": float(np.median(paired["test_n_significant"])),
                 "n_significant_per_split": paired["test_n_significant"],
@@ -183,4 +250,5 @@ class ErrorStudy:
                 "paired_mean_abs_diff_per_split": pc["test_mean_abs_diff"],
                 "paired_null_mean_abs_diff": pc["null_mean_abs_diff"],
                 "beyond_null_count": self.class_beyond_count, "beyond_null_difference": self.class_beyond_mean},
-            "verdicts": {"example_level": self.example_verdict, "class_level": self.class_verdict}}
+            "verdicts": {"example_level": self.main_verdict, "example_level_half_splits": self.example_verdict,
+                         "class_level": self.class_verdict}}

@@ -121,18 +121,19 @@ def judge_deletion(results: dict) -> tuple[str, str]:
 
 
 def judge_errors(results: dict) -> tuple[str, str]:
-    """Chapter 6's example- and class-level verdicts with the accuracy match."""
-    verdicts, match, example = results["verdicts"], results["accuracy_match"], results["example_level"]
+    """Chapter 6: the main test (all seeds, filtered) against its half-split calibration, with the power it had."""
+    verdicts, match, main, power = results["verdicts"], results["accuracy_match"], results["main_test"], results["power"]
     wide, deep = (architecture_label(results[side]["depth"], results[side]["width"]) for side in ("wide", "deep"))
-    # the very numbers the chapter's verdict compared: the test's median against the null's quantile
-    differences = (f"; mean per-example difference in correct fraction {example['mean_abs_diff_median']:.3f} vs "
-                   f"the null's {100 * example['null_quantile']:g}th percentile "
-                   f"{example['null_mean_abs_diff_quantile']:.3f}")
+    sizes = power["populations"]
+    here = min(power["curve"], key=lambda p: abs(p["m_a"] - sizes["wide"]))
+    enough = power["smallest_population"]
     return verdicts["example_level"], (
-        f"{wide} vs {deep}, accuracy "
-        f"{match['acc_a']:.3f} vs {match['acc_b']:.3f}; median {example['n_significant']:g} significant examples "
-        f"vs a null of {min(example['null_n_significant'])}–{max(example['null_n_significant'])}{differences}; "
-        f"class level: {verdicts['class_level']}")
+        f"{wide} vs {deep} ({sizes['wide']} and {sizes['deep']} seeds), validation accuracy {match['acc_a']:.3f} vs "
+        f"{match['acc_b']:.3f}; {main['n_significant']} significant examples vs "
+        f"{min(main['calibration_n_significant'])}–{max(main['calibration_n_significant'])} between halves of the "
+        f"deep seeds; the power curve expects {here['expected_discoveries']:.1f} here and "
+        f"{power['wanted']:g} at {enough if enough is not None else 'more than ' + str(power['curve'][-1]['m_a'])} "
+        f"wide seeds; class level: {verdicts['class_level']}")
 
 
 def judge_subspace(results: dict) -> tuple[str, str]:

@@ -439,3 +439,42 @@ def match_by_layer(study):
     ax_eps.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def power_curve(curve: list[dict], trained: int, wanted: float):
+    """Expected discoveries (and under the null) against the wide population's seeds m (deep: 2m), ours marked."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    m = [p["m_a"] for p in curve]
+    mean = np.array([p["expected_discoveries"] for p in curve])
+    sd = np.array([p["sd_discoveries"] for p in curve])
+    ax.plot(m, mean, "o-", label="expected discoveries (alternative)")
+    ax.fill_between(m, np.clip(mean - sd, 0, None), mean + sd, alpha=0.2)
+    ax.plot(m, [p["expected_false_discoveries_under_null"] for p in curve], "s--", color="grey",
+            label="under the null")
+    ax.axhline(wanted, color="black", lw=0.8, ls=":", label=f"{wanted:g} discoveries")
+    ax.axvline(trained, color="crimson", lw=1.2, label=f"trained here: m = {trained}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(m, [str(v) for v in m])
+    ax.set_xlabel("wide seeds m (deep seeds 2m)")
+    ax.set_ylabel("significant examples")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def example_scatter(pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]):
+    """Per-example correct fraction of one population against another, discoveries highlighted, one panel a pair."""
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.4 * len(pairs), 4.0), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, (title, (x, y, significant)) in zip(axes[0], pairs.items()):
+        jx, jy = (rng.uniform(-0.012, 0.012, len(x)) for _ in range(2))
+        ax.scatter(x[~significant] + jx[~significant], y[~significant] + jy[~significant], s=3, alpha=0.15,
+                   color="grey", rasterized=True)
+        ax.scatter(x[significant], y[significant], s=14, color="crimson",
+                   label=f"{int(significant.sum())} significant")
+        ax.plot([0, 1], [0, 1], color="black", lw=0.6)
+        ax.set_xlabel(title.split(" vs ")[0] + ": fraction of seeds right")
+        ax.set_ylabel(title.split(" vs ")[1] + ": fraction of seeds right")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig

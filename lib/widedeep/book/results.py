@@ -72,8 +72,8 @@ CHAPTERS = {
     "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
                                  "models"), ("models",),
                                 ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
-    "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "example_level", "class_level",
-                                "verdicts"), (), ("verdicts.*",)),
+    "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "power", "main_test", "example_level",
+                                "class_level", "verdicts"), (), ("verdicts.*", "main_test.verdict")),
     "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
                                         "block", "verdicts"), (), ("verdicts.*",)),
 }
