@@ -38,8 +38,9 @@ def test_every_profile_builds_a_valid_grid():
 
 def test_the_recipe_covers_every_training_option():
     """Every TrainConfig field but the grid coordinates is a profile key, so none silently takes its default."""
-    options = {f.name for f in fields(TrainConfig)} - set(profiles.GRID_COORDINATES)
+    options = {f.name for f in fields(TrainConfig)} - set(profiles.GRID_COORDINATES) - set(profiles.EXPERIMENT_OPTIONS)
     assert options <= {f.name for f in fields(profiles.Recipe)}
+    assert not set(profiles.EXPERIMENT_OPTIONS) & {f.name for f in fields(profiles.Recipe)}
 
 
 def test_sections_map_keys_one_to_one_and_values_round_trip():

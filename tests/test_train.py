@@ -135,10 +135,12 @@ def test_bfloat16_run_resumed_after_a_kill_ends_bit_identical(tmp_path):
 def test_precision_names_a_different_run_and_float32_keeps_the_legacy_name():
     from dataclasses import asdict
 
+    from widedeep import train as train_module
+
     exact, mixed = TrainConfig(**TINY), TrainConfig(**{**TINY, "precision": "bfloat16"})
     assert exact.name() != mixed.name()
     # A float32 run with no minimum of steps hashes exactly as runs stored before these fields existed.
-    legacy = {k: v for k, v in asdict(exact).items() if k not in ("precision", "min_steps")}
+    legacy = {k: v for k, v in asdict(exact).items() if k not in train_module.LEGACY_DEFAULTS}
     assert exact.name().endswith(store.config_hash(legacy)) and exact.stored() == legacy
     assert mixed.stored()["precision"] == "bfloat16"
     with pytest.raises(ValueError, match="precision must be one of"):
@@ -399,3 +401,59 @@ def test_a_run_whose_trainer_was_killed_mid_epoch_is_taken_over_and_ends_bit_ide
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert resumed.metrics["final"] == straight.metrics["final"]
+
+
+def test_first_pc_regulariser_lowers_the_share_it_penalises_and_resumes_bit_identical(tmp_path):
+    from widedeep import train
+    from widedeep.measures import pca  # noqa: F401  (the analyses' first-PC share is computed independently below)
+
+    base = {**TINY, "epochs": 4}
+    plain = train_or_load(TrainConfig(**base), tmp_path / "plain", device="cpu", progress=False)
+    config = TrainConfig(**{**base, "pc_reg_strength": 10.0, "pc_reg_threshold": 0.05, "pc_reg_layers": "stream"})
+    assert config.name() != plain.config.name()
+    regularised = train_or_load(config, tmp_path / "reg", device="cpu", progress=False)
+    assert all("pc_reg_loss" in h for h in regularised.metrics["epochs"])
+    images = config.splits().test.images[:200]
+
+    def mean_share(model):
+        shares = []
+        with torch.inference_mode():
+            outputs = {}
+            hooks = [dict(model.named_modules())[n].register_forward_hook(
+                lambda m, i, o, n=n: outputs.__setitem__(n, o)) for n in train.pc_layers(model, "stream")]
+            model.eval()(images)
+            for h in hooks:
+                h.remove()
+        for x in outputs.values():
+            x = x.flatten(1).double()
+            s = torch.linalg.svdvals(x - x.mean(0))
+            shares.append(float(s[0] ** 2 / (s ** 2).sum()))
+        return sum(shares) / len(shares)
+
+    assert mean_share(regularised.model) < mean_share(plain.model)
+    with pytest.raises(Killed):
+        train_or_load(config, tmp_path / "killed", device="cpu", progress=False, on_epoch_end=_kill_after(2))
+    resumed = train_or_load(config, tmp_path / "killed", device="cpu", progress=False)
+    for key, value in regularised.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    with pytest.raises(ValueError, match="pc_reg_layers"):
+        TrainConfig(**{**base, "pc_reg_layers": "convs"})
+
+
+def test_snapshots_keep_the_weights_of_their_epoch_and_do_not_change_the_run(tmp_path):
+    base = {**TINY, "epochs": 3}
+    straight = train_or_load(TrainConfig(**{**base, "epochs": 2}), tmp_path / "two", device="cpu", progress=False)
+    config = TrainConfig(**{**base, "snapshot_epochs": [1, 2]})
+    assert config.snapshot_epochs == (1, 2) and config.name() != TrainConfig(**base).name()
+    run = train_or_load(config, tmp_path / "snap", device="cpu", progress=False)
+    plain = train_or_load(TrainConfig(**base), tmp_path / "plain", device="cpu", progress=False)
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(value, run.model.state_dict()[key]), key  # snapshots change nothing
+    snapshot = store.load_checkpoint(run.run_dir / "snapshots" / "epoch-2.pt")["model"]
+    assert sorted(p.name for p in (run.run_dir / "snapshots").iterdir()) == ["epoch-1.pt", "epoch-2.pt"]
+    assert train_or_load(config, tmp_path / "snap", device="cpu", progress=False).config == config  # config.json ok
+    with pytest.raises(ValueError, match="snapshot_epochs"):
+        TrainConfig(**{**base, "snapshot_epochs": [0]})
+    # A 3-epoch cosine schedule differs from a 2-epoch one, so epoch 2 of it is not the 2-epoch run's end:
+    assert any(not torch.equal(snapshot[k], v) for k, v in straight.model.state_dict().items()
+               if v.dtype.is_floating_point)

@@ -505,11 +505,15 @@ def load_profile(name: str, overrides: dict | None = None) -> Profile:
 # ---------------------------------------------------------------------------------------------
 
 GRID_COORDINATES = ("depth", "width", "n_train", "seed")
+# Run options that only an experiment sets, through `train_config(..., **changes)` with values from its
+# profile section (Chapter 8's regulariser and snapshots); every other option is a Recipe key.
+EXPERIMENT_OPTIONS = ("pc_reg_strength", "pc_reg_threshold", "pc_reg_layers", "snapshot_epochs")
 
 
 def train_config(profile: Profile, depth: int, width: float, n_train: int, seed: int, **changes) -> TrainConfig:
     """The TrainConfig of one model under the profile's recipe (`auto` precision resolved for this machine)."""
-    recipe = {f.name: getattr(profile.recipe, f.name) for f in fields(TrainConfig) if f.name not in GRID_COORDINATES}
+    recipe = {f.name: getattr(profile.recipe, f.name) for f in fields(TrainConfig)
+              if f.name not in GRID_COORDINATES + EXPERIMENT_OPTIONS}
     recipe.update(changes)
     recipe["precision"] = resolve_precision(recipe["precision"])  # a run's config names what it trains in
     return TrainConfig.from_dict({"depth": depth, "width": width, "n_train": n_train, "seed": seed, **recipe})

@@ -45,7 +45,9 @@ SHORT_DATASET = {"fashion_mnist": "fmnist", "cifar10": "c10", "cifar100": "c100"
 PRECISIONS = ("float32", "bfloat16")
 # Fields added after runs were stored: at these values they are left out of the run's hash and
 # config file, so every run stored before they existed keeps its name.
-LEGACY_DEFAULTS = {"precision": "float32", "min_steps": 0}
+LEGACY_DEFAULTS = {"precision": "float32", "min_steps": 0, "pc_reg_strength": 0.0, "pc_reg_threshold": 0.1,
+                   "pc_reg_layers": "relu", "snapshot_epochs": ()}
+PC_REG_LAYERS = ("relu", "stream", "add", "all")
 MIN_IMAGE_SIZE = 4  # the network halves the image twice: 4 px leaves a 1 x 1 map in the last stage
 # The keys a complete run's metrics.json must have (what loading and the chapters read).
 COMPLETE_METRICS = ("epochs", "final", "parameters", "wall_time_s", "hardware")
@@ -76,8 +78,13 @@ class TrainConfig:
     eval_every: int = 10             # epochs between validation/test evaluations (and always the last)
     precision: str = "float32"       # "bfloat16": autocast matrix products in training (see the module doc)
     min_steps: int = 0               # train at least this many SGD steps (more epochs on small subsets)
+    pc_reg_strength: float = 0.0     # first-PC regulariser (Nguyen et al. 2022): loss += strength * relu(share - threshold)
+    pc_reg_threshold: float = 0.1    # ... per layer, share = the first PC's share of variance on the minibatch
+    pc_reg_layers: str = "relu"      # ... over these layers: relu (every ReLU), stream, add, all (see pc_layers)
+    snapshot_epochs: tuple = ()      # epochs after which the weights are also kept in snapshots/ (Chapter 8)
 
     def __post_init__(self):
+        object.__setattr__(self, "snapshot_epochs", tuple(self.snapshot_epochs))
         validate_architecture(self.depth, self.width)
         info = data_module.dataset_info(self.dataset)
         data_module._check_counts(self.n_train, self.n_val, info, self.n_test)
@@ -96,6 +103,16 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS} in a run's config (profiles may also say "
                              f"'auto'); got {self.precision!r}")
+        if not (isinstance(self.pc_reg_strength, (int, float)) and math.isfinite(self.pc_reg_strength)
+                and self.pc_reg_strength >= 0):
+            raise ValueError(f"pc_reg_strength must be a non-negative number (0: off); got {self.pc_reg_strength!r}")
+        if not (isinstance(self.pc_reg_threshold, (int, float)) and 0 <= self.pc_reg_threshold < 1):
+            raise ValueError(f"pc_reg_threshold must lie in [0, 1); got {self.pc_reg_threshold!r}")
+        if self.pc_reg_layers not in PC_REG_LAYERS:
+            raise ValueError(f"pc_reg_layers must be one of {PC_REG_LAYERS}; got {self.pc_reg_layers!r}")
+        bad = [e for e in self.snapshot_epochs if isinstance(e, bool) or not isinstance(e, int) or e < 1]
+        if bad or len(set(self.snapshot_epochs)) != len(self.snapshot_epochs):
+            raise ValueError(f"snapshot_epochs must be distinct positive epochs; got {list(self.snapshot_epochs)}")
         if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
             raise ValueError(f"min_steps must be a non-negative integer (0: epochs alone set the length); "
                              f"got {self.min_steps!r}")
@@ -112,7 +129,10 @@ class TrainConfig:
     def stored(self) -> dict:
         """The config as hashed and written to `config.json`: fields at their legacy default left out."""
         values = asdict(self)
-        return {k: v for k, v in values.items() if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
+        values["snapshot_epochs"] = list(values["snapshot_epochs"])  # as JSON keeps it
+        return {k: v for k, v in values.items()
+                if not (k in LEGACY_DEFAULTS and v == (list(LEGACY_DEFAULTS[k]) if k == "snapshot_epochs"
+                                                       else LEGACY_DEFAULTS[k]))}
 
     @property
     def steps_per_epoch(self) -> int:
@@ -247,14 +267,96 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
                             {"params": others, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
 
 
+def pc_layers(model: CifarResNet, which: str) -> list[str]:
+    """The layers the first-PC regulariser reads: every ReLU, the residual stream, the additions, or all."""
+    layers = model.layers()
+    if which == "all":
+        return [layer.name for layer in layers if layer.kind != "input"]
+    if which == "stream":
+        return [layer.name for layer in layers if layer.kind == "stream"]
+    suffix = (".add",) if which == "add" else ("relu", "relu1", "relu2")
+    return [layer.name for layer in layers if layer.name.split(".")[-1] in (s.lstrip(".") for s in suffix)]
+
+
+class FirstPCRegulariser:
+    """The authors' first-PC regulariser (`resnet_cifar_pc_regularize.py`, Nguyen, Raghu & Kornblith 2022).
+
+    Per regularised layer and training step: flatten the minibatch's activations to X (n x p), centre
+    each feature, take one power-iteration step v = X^T X u from a persistent, stop-gradient unit
+    vector u (one per layer, kept across steps and in the checkpoint), and estimate the first PC's
+    share of variance as ||v|| / ||X||_F^2; the loss adds strength * relu(share - threshold). The
+    gradient flows through X in both norms, not through u. As in their code, the share is computed in
+    float32 (here also under bfloat16 autocast) and u starts from a seeded Gaussian.
+    """
+
+    def __init__(self, model: CifarResNet, config: "TrainConfig"):
+        self.strength, self.threshold = float(config.pc_reg_strength), float(config.pc_reg_threshold)
+        modules = dict(model.named_modules())
+        self.names = pc_layers(model, config.pc_reg_layers)
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.vectors: dict[str, torch.Tensor] = {}
+        self.generator = torch.Generator().manual_seed(config.seed * 7919 + 17)
+        self.handles = [modules[name].register_forward_hook(self._keep(name)) for name in self.names]
+        self.total, self.steps = 0.0, 0
+
+    def _keep(self, name: str):
+        def hook(module, inputs, output):
+            if module.training:
+                self.outputs[name] = output
+        return hook
+
+    def penalty(self) -> torch.Tensor:
+        """The regulariser's loss for the last training forward pass (and one power-iteration step per layer)."""
+        total = torch.zeros((), dtype=torch.float32)
+        for name in self.names:
+            x = self.outputs.pop(name).flatten(1).float()
+            x = x - x.mean(dim=0, keepdim=True)
+            u = self.vectors.get(name)
+            if u is None:
+                u = torch.randn(x.shape[1], generator=self.generator).to(x.device)
+                u = u / u.norm()
+            v = x.T @ (x @ u.detach())
+            share = v.norm() / (x * x).sum().clamp_min(1e-30)
+            self.vectors[name] = (v / v.norm().clamp_min(1e-30)).detach()
+            total = total.to(x.device) + torch.relu(share - self.threshold)
+        loss = self.strength * total
+        self.total, self.steps = self.total + float(loss.detach()), self.steps + 1
+        return loss
+
+    def epoch_mean(self) -> float:
+        """Mean regulariser loss over the steps since the last call."""
+        mean = self.total / max(self.steps, 1)
+        self.total, self.steps = 0.0, 0
+        return mean
+
+    def close(self) -> None:
+        """Remove the hooks (the trained model is returned without them)."""
+        for handle in self.handles:
+            handle.remove()
+        self.outputs.clear()
+
+    def state(self) -> dict:
+        """The persistent vectors and generator state, for an exact resume."""
+        return {"vectors": dict(self.vectors), "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.vectors = {k: v for k, v in state["vectors"].items()}
+        self.generator.set_state(state["generator"])
+
+
 def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-             precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
-    """One training step (forward under the run's precision, float32 loss, backward, update): (logits, loss)."""
+             precision: str = "float32", regulariser: "FirstPCRegulariser | None" = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step (forward under the run's precision, float32 loss, backward, update): (logits, loss).
+
+    The returned loss is the cross-entropy; a regulariser's penalty is added to what is minimised.
+    """
     with _autocast(images.device, precision):
         logits = model(images)
         loss = F.cross_entropy(logits.float(), labels)
+    objective = loss + regulariser.penalty() if regulariser is not None else loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     optimizer.step()
     return logits, loss
 
@@ -373,6 +475,9 @@ def _train(config: TrainConfig, run_dir: Path, splits: data_module.Splits, devic
     steps_per_epoch, total_steps, total_epochs = config.steps_per_epoch, config.total_steps, config.total_epochs
     pad = data_module.crop_padding(splits.train.images.shape[-1]) if config.augment else 0
     flip = config.augment and splits.info.flip
+    regulariser = FirstPCRegulariser(model, config) if config.pc_reg_strength > 0 else None
+    if regulariser is not None and checkpoint_path.exists():
+        regulariser.load_state(state["pc_reg"])
     resumed_at = len(history)
     bar = _progress(range(resumed_at, total_epochs), progress, config.name(), resumed_at, total_epochs)
     for epoch in bar:
@@ -388,7 +493,7 @@ def _train(config: TrainConfig, run_dir: Path, splits: data_module.Splits, devic
             lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits, loss = sgd_step(model, optimizer, images, labels, config.precision)
+            logits, loss = sgd_step(model, optimizer, images, labels, config.precision, regulariser)
             loss_sum += loss.detach().double() * len(labels)
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += len(labels)
@@ -404,13 +509,20 @@ def _train(config: TrainConfig, run_dir: Path, splits: data_module.Splits, devic
             record["test_acc"] = accuracy(model, splits.test)
         record["wall_s"] = time.perf_counter() - start
         history.append(record)
+        if regulariser is not None:
+            record["pc_reg_loss"] = regulariser.epoch_mean()
+        if epoch + 1 in config.snapshot_epochs:  # before the checkpoint, so a resumed run never lacks one
+            store.save_checkpoint(run_dir / "snapshots" / f"epoch-{epoch + 1}.pt", {"model": model.state_dict()})
         store.save_checkpoint(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                "epoch": epoch + 1, "history": history})
+                                                "epoch": epoch + 1, "history": history,
+                                                **({"pc_reg": regulariser.state()} if regulariser else {})})
         _write_metrics(config, model, history, splits, run_dir)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc_augmented']:.3f}")
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
+    if regulariser is not None:
+        regulariser.close()
     if resumed_at == total_epochs:
         # Trained to the end but its metrics are not complete (killed between the last checkpoint and
         # its metrics, or metrics.json deleted): rebuilt from the checkpoint, nothing retrained.
