@@ -279,9 +279,31 @@ class Subspace(Section):
         _require(0 < self.energy_kept < 1, "subspace_energy_kept", f"must lie in (0, 1); got {self.energy_kept}")
 
 
+@dataclass(frozen=True)
+class Origins(Section):
+    """Where the block comes from (Chapter 8): dominant datapoints, the block during training, the regulariser."""
+
+    PREFIX: ClassVar[str] = "origins_"
+    examples: int                 # first test images whose full Grams the dominant-datapoint analysis uses
+    fraction: float               # the top fraction of examples called dominant (and removed)
+    draws: int                    # random removals of as many examples (the control's spread)
+    snapshot_fractions: list[float]   # the seed study keeps its weights at these fractions of training
+    reg_strength: float           # the authors' first-PC regulariser: strength ...
+    reg_thresholds: list[float]   # ... thresholds swept (theirs: 0.1) ...
+    reg_layers: Literal["relu", "stream", "add", "all"]   # ... and the layers it sums over
+    top_images: int               # dominant images shown per seed
+
+    def check(self) -> None:
+        _require(0 < self.fraction < 0.5, "origins_fraction", f"must lie in (0, 0.5); got {self.fraction}")
+        _require(all(0 < f < 1 for f in self.snapshot_fractions), "origins_snapshot_fractions",
+                 f"list fractions of training in (0, 1); got {self.snapshot_fractions}")
+        _require(all(0 <= t < 1 for t in self.reg_thresholds), "origins_reg_thresholds",
+                 f"list thresholds in [0, 1); got {self.reg_thresholds}")
+
+
 SECTIONS: dict[str, type[Section]] = {"recipe": Recipe, "grid": Grid, "short": Short, "paths": Paths, "cka": CKA,
                                       "detector": Detector, "probes": Probes, "deletion": Deletion,
-                                      "errors": Errors, "subspace": Subspace}
+                                      "errors": Errors, "subspace": Subspace, "origins": Origins}
 
 
 @dataclass(frozen=True)
@@ -300,6 +322,7 @@ class Profile:
     deletion: Deletion
     errors: Errors
     subspace: Subspace
+    origins: Origins
 
     @property
     def runs_dir(self) -> Path:
@@ -554,14 +577,36 @@ def short_arm_grid(profile: Profile) -> list[TrainConfig]:
             for seed in s.seeds + extra.get((depth, float(width), n_train), [])]
 
 
-def seed_study_grid(profile: Profile, precision: str | None = None) -> list[TrainConfig]:
-    """The seeds of the model whose block Chapters 3-4 compare across seeds (in its arm's schedule)."""
+def _seed_study(profile: Profile, **changes) -> list[TrainConfig]:
     g = profile.grid
-    changes = short_changes(profile) if g.seed_study_arm == "short" else {}
+    arm = short_changes(profile) if g.seed_study_arm == "short" else {}
+    return [train_config(profile, g.seed_study_depth, g.seed_study_width, g.seed_study_n_train, s, **arm, **changes)
+            for s in g.seed_study_seeds]
+
+
+def snapshot_epochs(profile: Profile) -> tuple[int, ...]:
+    """The seed study's snapshot epochs: the profile's fractions of its schedule (distinct, at least epoch 1)."""
+    total = _seed_study(profile)[0].total_epochs
+    return tuple(sorted({max(1, min(total - 1, round(f * total))) for f in profile.origins.snapshot_fractions}))
+
+
+def seed_study_grid(profile: Profile, precision: str | None = None) -> list[TrainConfig]:
+    """The seeds of the model whose block Chapters 3-4 compare across seeds (in its arm's schedule).
+
+    They keep snapshots of their weights during training (Chapter 8), which changes nothing they learn:
+    the same seed without snapshots ends with identical weights.
+    """
+    changes = {"snapshot_epochs": snapshot_epochs(profile)}
     if precision is not None:
         changes["precision"] = precision
-    return [train_config(profile, g.seed_study_depth, g.seed_study_width, g.seed_study_n_train, s, **changes)
-            for s in g.seed_study_seeds]
+    return _seed_study(profile, **changes)
+
+
+def regularised_grid(profile: Profile) -> dict[float, list[TrainConfig]]:
+    """The seed study trained with the first-PC regulariser, by threshold (Chapter 8's intervention)."""
+    o = profile.origins
+    return {t: _seed_study(profile, pc_reg_strength=o.reg_strength, pc_reg_threshold=t, pc_reg_layers=o.reg_layers)
+            for t in o.reg_thresholds}
 
 
 def block_models(profile: Profile) -> list[TrainConfig]:
@@ -603,9 +648,10 @@ def errors_grid(profile: Profile) -> dict[str, list[TrainConfig]]:
 def required_runs(profile: Profile) -> list[TrainConfig]:
     """Every model any chapter of the book trains under this profile, without repeats."""
     errors = [c for configs in errors_grid(profile).values() for c in configs]
+    regularised = [c for configs in regularised_grid(profile).values() for c in configs]
     return list(dict.fromkeys(training_grid(profile) + short_arm_grid(profile) + cka_base_grid(profile)
                               + seed_study_grid(profile) + precision_reference_grid(profile)
-                              + list(wide_and_deep(profile)) + errors))
+                              + list(wide_and_deep(profile)) + errors + regularised))
 
 
 def with_values(profile: Profile, **values) -> Profile:

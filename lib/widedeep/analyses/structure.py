@@ -84,6 +84,11 @@ class BlockAnalysis:
         position = {index: i / max(len(self.stream) - 1, 1) for i, index in enumerate(self.stream)}
         return position[block.start], position[block.end]
 
+    def block_measures(self) -> dict[str, float]:
+        """The continuous measures: block size (0 without a block) and the largest first-PC share on the stream."""
+        return {"block_size": blocks.block_size(self.block),
+                "max_pc1_share": float(np.nanmax(self.pc1_share[self.stream]))}
+
     def summary(self) -> dict:
         """The JSON entry for this model (the shape the results files share)."""
         c, m = self.run.config, self.run.metrics
@@ -156,6 +161,13 @@ def removal_effect(m: BlockAnalysis, removed: np.ndarray, detector: Detector) ->
     return {"span": None if span is None else span.as_dict(), "span_from": span_from,
             "cka_inside_before": before_in, "cka_outside_before": before_out,
             "cka_inside_after": after_in, "cka_outside_after": after_out, "block_after_pc1_removal": after_block}
+
+
+def analyse_snapshot(run, model, epoch: int, profile: Profile) -> BlockAnalysis:
+    """A run's weights at a snapshot epoch, analysed like a run (cached in its snapshot folder)."""
+    snapshot_dir = run.run_dir / "snapshots" / f"epoch-{epoch}"
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    return analyse(replace(run, model=model, run_dir=snapshot_dir), profile)
 
 
 def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, tuple]:

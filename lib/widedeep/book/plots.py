@@ -478,3 +478,50 @@ def example_scatter(pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]])
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def image_grid(rows: dict[str, np.ndarray], captions: dict[str, list[str]] | None = None, size: float = 0.9):
+    """Rows of small grey images (e.g. each seed's dominant examples), one row per key."""
+    cols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * cols, size * len(rows) + 0.4), squeeze=False)
+    for r, (title, images) in enumerate(rows.items()):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(np.asarray(images[c]).squeeze(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                if captions is not None:
+                    ax.set_title(captions[title][c], fontsize=6)
+        axes[r][0].text(-0.5, 0.5, title, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=7)
+    return fig
+
+
+def class_bars(counts: dict[str, list[int]], classes: list[str], expected: list[float]):
+    """Class histogram of each model's dominant examples, beside the count the class's share would give."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.4))
+    width = 0.8 / (len(counts) + 1)
+    x = np.arange(len(classes))
+    for k, (name, values) in enumerate(counts.items()):
+        ax.bar(x + k * width, values, width, label=name)
+    ax.bar(x + len(counts) * width, expected, width, color="lightgrey", label="by class share")
+    ax.set_xticks(x + 0.4 - width / 2, classes, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("dominant examples")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_progress(snapshots: dict[str, list[dict]]):
+    """Block size and maximum first-PC share against training progress, one line per seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4))
+    for name, rows in snapshots.items():
+        epochs = np.array([r["epoch"] for r in rows], float)
+        progress = epochs / epochs.max()
+        for ax, key in zip(axes, ("block_size", "max_pc1_share")):
+            ax.plot(progress, [r[key] for r in rows], "o-", label=name)
+    for ax, label in zip(axes, ("block size (share of stream layers)", "maximum first-PC share")):
+        ax.set_xlabel("fraction of training")
+        ax.set_ylabel(label)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -74,6 +74,9 @@ CHAPTERS = {
                                 ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
     "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "power", "main_test", "example_level",
                                 "class_level", "verdicts"), (), ("verdicts.*", "main_test.verdict")),
+    "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
+                                 "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
+                                 "regularised", "verdicts"), ("models",), ("verdicts.*",)),
     "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
                                         "block", "verdicts"), (), ("verdicts.*",)),
 }

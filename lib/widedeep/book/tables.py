@@ -214,3 +214,37 @@ def precision_table(check: dict) -> str:
         rows.append([quantity, "all", "", "", "", f"{v['precision_effect']:.3f}", f"{v['seed_effect']:.3f}"])
     first, second = check.get("precisions", ("bfloat16", "float32"))
     return list_table(["quantity", "seed", first, second, "difference", "precision effect", "seed effect"], rows)
+
+
+def concentration_table(concentration: dict[str, dict], gaussian: dict[str, float], within: dict[str, float],
+                        across: dict[str, float], chance: float, label) -> str:
+    """Share of the first PC carried by the top examples, overlaps within the model and across seeds."""
+    rows = [[label(name), *(f"{v[k]:.2f}" for k in gaussian), f"{within.get(name, float('nan')):.2f}"]
+            for name, v in concentration.items()]
+    rows.append(["Gaussian scores", *(f"{g:.2f}" for g in gaussian.values()), f"{chance:.3f} (chance)"])
+    table = list_table(["model", *(k.replace("_", " ").replace("pct", "%") for k in gaussian),
+                        "Jaccard between block layers"], rows)
+    seeds = list_table(["other seed", "Jaccard with the first blocked seed's dominant set"],
+                       [[label(n), f"{v:.3f}"] for n, v in across.items()] + [["chance", f"{chance:.3f}"]])
+    return table + "\n\n" + seeds
+
+
+def example_removal_table(removal: dict[str, dict], label) -> str:
+    """Block contrast before and after removing the dominant examples, random ones and the controls."""
+    return list_table(["model", "removed", "contrast before", "after dominant", "after random (mean ± sd)",
+                       "after outside-layer control", "after other seed's"], [
+        [label(name), e["removed"], f"{e['contrast_before']:.3f}", f"{e['contrast_after_dominant']:.3f}",
+         f"{e['contrast_before'] - e['drop_random_mean']:.3f} ± {e['drop_random_sd']:.3f}",
+         f"{e['contrast_after_control']:.3f}",
+         f"{e['contrast_before'] - e['drop_other_seed']:.3f}" if "drop_other_seed" in e else "—"]
+        for name, e in removal.items()])
+
+
+def regulariser_table(reg: dict[str, list[dict]]) -> str:
+    """Per threshold and seed: test accuracy, block size and first-PC share with and without the regulariser."""
+    return list_table(["threshold", "seed", "test acc (reg / plain)", "block size (reg / plain)",
+                       "max PC1 share (reg / plain)"], [
+        [t, r["seed"], f"{r['test_acc']:.3f} / {r['test_acc_unregularised']:.3f}",
+         f"{r['block_size']:.2f} / {r['block_size_unregularised']:.2f}",
+         f"{r['max_pc1_share']:.2f} / {r['max_pc1_share_unregularised']:.2f}"]
+        for t, rows in reg.items() for r in rows])

@@ -1,0 +1,220 @@
+"""Chapter 8's study: the seed study's blocks traced to dominant datapoints, over training, and under the regulariser.
+
+Layer: analyses (on `origins` for the statistics, `structure` for each model's block, the run store for
+snapshots and regularised runs). Every model is the seed study's architecture in its schedule arm, so
+the seeds with and without a block are the comparison the follow-up paper draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from widedeep import profiles, store
+from widedeep.analyses import origins, runs, structure, verdicts
+from widedeep.analyses.structure import BlockAnalysis
+from widedeep.capture import capture_outputs
+from widedeep.grid import train_grid
+from widedeep.profiles import Profile
+
+
+def stream_grams(m: BlockAnalysis, images: torch.Tensor) -> list[np.ndarray]:
+    """Each residual-stream layer's Gram (float64) over all the images at once (for the whole-set first PC)."""
+    outputs = capture_outputs(m.run.model, images, m.stream_names, batch_size=250)
+    return [(x.flatten(1).double() @ x.flatten(1).double().T).numpy() for x in outputs]
+
+
+def image_statistics(images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image: mean brightness and foreground area (share of pixels above 0.1), the cues the paper looks for."""
+    flat = images.flatten(1).float()
+    return {"brightness": flat.mean(1).numpy(), "foreground": (flat > 0.1).float().mean(1).numpy()}
+
+
+class OriginsStudy:
+    """Dominant datapoints of every seed-study model, their overlaps, removal with controls, snapshots, regulariser."""
+
+    def __init__(self, profile: Profile):
+        self.profile, self.settings = profile, profile.origins
+        configs = profiles.seed_study_grid(profile)
+        self.models = structure.analyse_all(configs, profile)
+        data = runs.cka_images(self.models[0].run, self.settings.examples)
+        self.images, self.labels, self.classes = data.images, data.labels.numpy(), list(data.classes)
+        self.grams = {m.run.config.seed: stream_grams(m, self.images) for m in self.models}
+        self.blocked = [m for m in self.models if m.block is not None]
+        self.without = [m for m in self.models if m.block is None]
+        self._snapshots: dict[tuple[str, int], BlockAnalysis] = {}
+
+    # -- which examples dominate -----------------------------------------------------------------
+
+    def inside(self, m: BlockAnalysis, span_of: BlockAnalysis | None = None) -> np.ndarray:
+        """Residual-stream layers inside `span_of`'s block (default: m's own), as a boolean mask."""
+        block = (span_of or m).on_stream((span_of or m).block)
+        mask = np.zeros(len(m.stream), bool)
+        mask[block.start:block.end + 1] = True
+        return mask
+
+    def contributions(self, m: BlockAnalysis, span_of: BlockAnalysis | None = None) -> np.ndarray:
+        """Each example's share of the first PC, averaged over the block's layers (another model's span allowed)."""
+        grams = self.grams[m.run.config.seed]
+        return origins.pc1_contributions([g for g, inside in zip(grams, self.inside(m, span_of)) if inside])
+
+    def concentration(self) -> dict[str, dict]:
+        """Per model with a block: the share of the first PC's variance its top 1/5/10% carry, beside Gaussian."""
+        out = {}
+        for m in self.blocked:
+            scores = self.contributions(m)
+            out[m.run.config.name()] = {f"top_{int(100 * f)}pct": origins.top_share(scores, f)
+                                        for f in origins.TOP_FRACTIONS}
+        return out
+
+    def gaussian(self) -> dict[str, float]:
+        """The same shares for Gaussian scores (no dominance)."""
+        return {f"top_{int(100 * f)}pct": origins.gaussian_top_share(f) for f in origins.TOP_FRACTIONS}
+
+    def within_model_overlap(self) -> dict[str, float]:
+        """Per model with a block: mean Jaccard of the top sets between pairs of its block's layers."""
+        out, f = {}, self.settings.fraction
+        for m in self.blocked:
+            grams = [g for g, inside in zip(self.grams[m.run.config.seed], self.inside(m)) if inside]
+            sets = [origins.top_set(origins.first_pc(g)[1] ** 2, f) for g in grams]
+            pairs = [origins.jaccard(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+            out[m.run.config.name()] = float(np.mean(pairs)) if pairs else float("nan")
+        return out
+
+    def across_seed_overlap(self) -> dict[str, float]:
+        """Jaccard of the dominant sets of two seeds, each on the first blocked seed's block layers."""
+        if not self.blocked:
+            return {}
+        reference, f = self.blocked[0], self.settings.fraction
+        mine = origins.top_set(self.contributions(reference), f)
+        return {m.run.config.name(): origins.jaccard(mine, origins.top_set(self.contributions(m, reference), f))
+                for m in self.models if m is not reference}
+
+    def chance_overlap(self) -> float:
+        return origins.chance_jaccard(self.settings.fraction, len(self.labels))
+
+    # -- removing them ---------------------------------------------------------------------------
+
+    def removal(self) -> dict[str, dict]:
+        """Per model with a block: the contrast before/after removing its dominant examples, random removals, and
+        the stronger controls (a layer outside the block's dominant examples; a seed without a block's)."""
+        out = {}
+        for m in self.blocked:
+            grams, inside = self.grams[m.run.config.seed], self.inside(m)
+            choose, measure = origins.split_halves(len(self.labels), seed=0)
+            outside_layer = int(np.flatnonzero(~inside)[np.argmax(m.pc1_share[m.stream][~inside])])
+            effect = origins.removal_effect(grams, inside, self.settings.fraction, 0, self.settings.draws,
+                                            control_scores=origins.cross_half_projections(grams[outside_layer],
+                                                                                          choose, measure))
+            effect["control"] = f"dominant examples of the outside layer {m.stream_names[outside_layer]}"
+            if self.without:
+                other = self.without[0]
+                scores = np.mean([origins.cross_half_projections(g, choose, measure)
+                                  for g, i in zip(self.grams[other.run.config.seed], inside) if i], axis=0)
+                seed_effect = origins.removal_effect(grams, inside, self.settings.fraction, 0, 1, control_scores=scores)
+                effect["drop_other_seed"] = seed_effect["drop_control"]
+                effect["other_seed"] = other.run.config.name()
+            effect.pop("dominant_positions")
+            out[m.run.config.name()] = effect
+        return out
+
+    # -- what they look like ---------------------------------------------------------------------
+
+    def dominant_images(self) -> dict[str, dict]:
+        """Per model with a block: its top images, their classes, and their brightness and area against the rest."""
+        stats, out = image_statistics(self.images), {}
+        for m in self.blocked:
+            top = origins.top_set(self.contributions(m), self.settings.fraction)
+            rest = np.setdiff1d(np.arange(len(self.labels)), top)
+            order = top[np.argsort(-self.contributions(m)[top])]
+            out[m.run.config.name()] = {
+                "indices": order[: self.settings.top_images].tolist(),
+                "class_counts": np.bincount(self.labels[top], minlength=len(self.classes)).tolist(),
+                **{f"{k}_top": float(v[top].mean()) for k, v in stats.items()},
+                **{f"{k}_rest": float(v[rest].mean()) for k, v in stats.items()}}
+        return out
+
+    # -- the block during training ---------------------------------------------------------------
+
+    def snapshot_analysis(self, m: BlockAnalysis, epoch: int) -> BlockAnalysis:
+        """The model of `m` at a snapshot epoch, analysed (its CKA and PC statistics cached beside the snapshot)."""
+        key = (m.run.config.name(), epoch)
+        if key not in self._snapshots:
+            state = store.load_checkpoint(m.run.run_dir / "snapshots" / f"epoch-{epoch}.pt")["model"]
+            model = m.run.config.build_model()
+            model.load_state_dict(state)
+            model.to(next(m.run.model.parameters()).device).eval()
+            self._snapshots[key] = structure.analyse_snapshot(m.run, model, epoch, self.profile)
+        return self._snapshots[key]
+
+    def snapshots(self) -> dict[str, list[dict]]:
+        """Per seed: at each snapshot epoch and at the end, block size, maximum first-PC share, and (for a seed with
+        a block) the overlap of its dominant set at that epoch with the final one, on the final block's layers."""
+        out = {}
+        for m in self.models:
+            final_scores = self.contributions(m) if m.block is not None else None
+            rows = []
+            for epoch in m.run.config.snapshot_epochs:
+                snap = self.snapshot_analysis(m, epoch)
+                row = {"epoch": epoch, **snap.block_measures()}
+                if final_scores is not None:
+                    grams = stream_grams(snap, self.images)
+                    mask = self.inside(m)
+                    scores = origins.pc1_contributions([g for g, i in zip(grams, mask) if i])
+                    row["overlap_with_final"] = origins.jaccard(origins.top_set(scores, self.settings.fraction),
+                                                                origins.top_set(final_scores, self.settings.fraction))
+                rows.append(row)
+            rows.append({"epoch": m.run.config.total_epochs, **m.block_measures(),
+                         **({"overlap_with_final": 1.0} if final_scores is not None else {})})
+            out[m.run.config.name()] = rows
+        self.snapshot_models = out
+        return out
+
+    # -- the intervention ------------------------------------------------------------------------
+
+    def regularised(self) -> dict[str, list[dict]]:
+        """Per threshold: each seed's test accuracy, block size and maximum first-PC share beside the unregularised."""
+        grids = profiles.regularised_grid(self.profile)
+        base = {m.run.config.seed: m for m in self.models}
+        out = {}
+        for threshold, configs in grids.items():
+            analysed = structure.analyse_all(configs, self.profile)
+            out[f"{threshold:g}"] = [{"seed": r.run.config.seed, "test_acc": r.run.test_acc,
+                                      "test_acc_unregularised": base[r.run.config.seed].run.test_acc,
+                                      **r.block_measures(),
+                                      **{f"{k}_unregularised": v
+                                         for k, v in base[r.run.config.seed].block_measures().items()},
+                                      "has_block": r.block is not None,
+                                      "has_block_unregularised": base[r.run.config.seed].block is not None}
+                                     for r in analysed]
+        self.reg = out
+        return out
+
+    # -- verdicts --------------------------------------------------------------------------------
+
+    def verdicts(self) -> dict[str, str]:
+        """The follow-up's four claims on these runs (shown / partly shown / not shown / not testable)."""
+        if not self.blocked:
+            return dict.fromkeys(("dominant_datapoints", "differ_across_seeds", "removal_breaks_block",
+                                  "forms_early", "regulariser_removes_block"), verdicts.NOT_TESTABLE)
+        gaussian = self.gaussian()["top_5pct"]
+        concentrated = sum(v["top_5pct"] > 2 * gaussian for v in self.concentration().values())
+        within = self.within_model_overlap()
+        across = self.across_seed_overlap()
+        chance = self.chance_overlap()
+        shared = sum(v > 3 * chance for v in within.values())
+        different = (sum(v < np.mean(list(within.values())) / 2 for v in across.values()), len(across))
+        removal = self.removal()
+        breaks = sum(e["drop_dominant"] > e["drop_random_mean"] + 2 * e["drop_random_sd"]
+                     and e["drop_dominant"] > e.get("drop_control", -np.inf) for e in removal.values())
+        early = [rows for name, rows in self.snapshot_models.items()
+                 if any(m.run.config.name() == name for m in self.blocked)]
+        formed = sum(rows[len(rows) // 2 - 1]["block_size"] > 0 for rows in early) if early else 0
+        reg = [row for rows in self.reg.values() for row in rows if row["has_block_unregularised"]]
+        removed = sum(not row["has_block"] for row in reg)
+        return {"dominant_datapoints": verdicts.fraction_verdict(min(concentrated, shared), len(self.blocked)),
+                "differ_across_seeds": verdicts.fraction_verdict(*different) if across else verdicts.NOT_TESTABLE,
+                "removal_breaks_block": verdicts.fraction_verdict(breaks, len(removal)),
+                "forms_early": verdicts.fraction_verdict(formed, len(early)) if early else verdicts.NOT_TESTABLE,
+                "regulariser_removes_block": verdicts.fraction_verdict(removed, len(reg)) if reg
+                else verdicts.NOT_TESTABLE}
