@@ -114,3 +114,23 @@ def test_subspace_verdict_counts_layers_below_one_half_at_the_loosest_eps():
     assert claims.subspace_verdict(one_high, base["eps"]) == ("partly shown", 1, 2)
     assert claims.subspace_verdict(one_high, base["eps"], threshold=0.6) == ("shown", 2, 2)
     assert claims.subspace_verdict([[[0.7], [0.9]]], [0.5])[0] == "not shown"
+
+
+def test_origins_rows_need_both_dominant_datapoints_and_a_broken_block():
+    name = "fmnist16-resnet110x1-n500-s1-1a2b3c4d"
+    effect = {"contrast_before": 0.6, "contrast_after_dominant": 0.1, "drop_random_mean": 0.05}
+    document = {"models": {name: {"depth": 110, "width": 1, "n_train": 500, "seed": 1}}, "removal": {name: effect},
+                "regularised": {"0.2": [{"has_block": False, "has_block_unregularised": True},
+                                        {"has_block": True, "has_block_unregularised": True},
+                                        {"has_block": False, "has_block_unregularised": False}]},
+                "verdicts": {"dominant_datapoints": "shown", "differ_across_seeds": "shown",
+                             "removal_breaks_block": "not shown", "forms_early": "shown",
+                             "regulariser_removes_block": "partly shown"}}
+    verdict, evidence = claims.judge_dominant_datapoints(document)
+    assert verdict == "partly shown" and "contrast 0.60 to 0.10 (random 0.55)" in evidence
+    document["verdicts"]["removal_breaks_block"] = "shown"
+    assert claims.judge_dominant_datapoints(document)[0] == "shown"
+    document["verdicts"] |= {"dominant_datapoints": "not testable", "removal_breaks_block": "not testable"}
+    assert claims.judge_dominant_datapoints(document)[0] == "not testable"
+    verdict, evidence = claims.judge_regulariser(document)
+    assert verdict == "partly shown" and evidence.startswith("1 of 2 (seed, threshold) runs")

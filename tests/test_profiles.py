@@ -19,7 +19,9 @@ def test_every_published_profile_keeps_its_run_names():
 
     First computed at 433138d from the untyped profiles (the typed ones reproduced them exactly), then
     re-pinned when issue 16 gave the profiles a second arm and the cpu profile its bfloat16 grid trained
-    to interpolation; smoke, paper and paper-fmnist kept every earlier name. Change it only on purpose.
+    to interpolation; smoke, paper and paper-fmnist kept every earlier name. Re-pinned again when Chapter 8
+    gave the seed study weight snapshots (a config field, so those seeds were renamed) and added the
+    regulariser's runs: no store of any profile but smoke held those models. Change it only on purpose.
     """
     pinned = json.loads(RUN_NAMES.read_text())
     assert set(pinned) == set(profiles.available_profiles())

@@ -17,12 +17,29 @@ NAME = "fmnist16-resnet20x1-n500-s0-1a2b3c4d"
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_committed_results_file_follows_the_schema(path):
     document = results.read(path)
-    assert document["schema_version"] == results.SCHEMA_VERSION
+    assert document["schema_version"] in (1, results.SCHEMA_VERSION)
     assert path.stem in results.CHAPTERS
 
 
-def test_the_committed_cpu_results_cover_every_chapter():
-    assert {p.stem for p in COMMITTED if p.parent.name == "cpu"} == set(results.CHAPTERS)
+def test_the_committed_cpu_results_cover_every_chapter_of_their_run():
+    """The published cpu run covers every chapter it had; Chapters 8-9 join when `make book` rewrites it."""
+    committed = {p.stem: results.read(p)["schema_version"] for p in COMMITTED if p.parent.name == "cpu"}
+    current = [c for c, version in committed.items() if version == results.SCHEMA_VERSION]
+    expected = set(results.CHAPTERS) - (set() if current else set(results.NEW_IN_VERSION_2))
+    assert set(committed) == expected
+
+
+def test_version_1_files_lack_only_the_keys_version_2_added():
+    v1 = minimal("06_errors", schema_version=1)
+    for key in results.ADDED_IN_VERSION_2["06_errors"]:
+        del v1[key]
+    results.validate(v1, "06_errors")
+    with pytest.raises(results.SchemaError, match="lacks"):
+        results.validate({**v1, "schema_version": results.SCHEMA_VERSION}, "06_errors")
+    with pytest.raises(results.SchemaError, match="unknown keys"):  # a version-1 file cannot hold a new key
+        results.validate({**v1, "power": {}}, "06_errors")
+    with pytest.raises(results.SchemaError, match="schema_version is 1"):  # Chapter 8 is new in version 2
+        results.validate(minimal("08_origins", schema_version=1), "08_origins")
 
 
 def minimal(chapter: str, **changes) -> dict:

@@ -216,8 +216,8 @@ def test_error_study_finds_planted_differences_and_records_them():
     record = different.record()
     assert record["wide"]["depth"] == 8 and record["verdicts"]["example_level_half_splits"] == text["example_verdict"]
     assert record["verdicts"]["example_level"] == main["main_verdict"]
-    results.validate({"schema_version": 1, "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""),
-                      **results._plain(record)}, "06_errors")
+    results.validate({"schema_version": results.SCHEMA_VERSION,
+                      "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "06_errors")
     assert "test accuracy per seed" in tables.populations_table(different)
 
 

@@ -193,28 +193,76 @@ class OriginsStudy:
     # -- verdicts --------------------------------------------------------------------------------
 
     def verdicts(self) -> dict[str, str]:
-        """The follow-up's four claims on these runs (shown / partly shown / not shown / not testable)."""
-        if not self.blocked:
-            return dict.fromkeys(("dominant_datapoints", "differ_across_seeds", "removal_breaks_block",
-                                  "forms_early", "regulariser_removes_block"), verdicts.NOT_TESTABLE)
-        gaussian = self.gaussian()["top_5pct"]
-        concentrated = sum(v["top_5pct"] > 2 * gaussian for v in self.concentration().values())
-        within = self.within_model_overlap()
-        across = self.across_seed_overlap()
-        chance = self.chance_overlap()
-        shared = sum(v > 3 * chance for v in within.values())
-        different = (sum(v < np.mean(list(within.values())) / 2 for v in across.values()), len(across))
-        removal = self.removal()
-        breaks = sum(e["drop_dominant"] > e["drop_random_mean"] + 2 * e["drop_random_sd"]
-                     and e["drop_dominant"] > e.get("drop_control", -np.inf) for e in removal.values())
-        early = [rows for name, rows in self.snapshot_models.items()
-                 if any(m.run.config.name() == name for m in self.blocked)]
-        formed = sum(rows[len(rows) // 2 - 1]["block_size"] > 0 for rows in early) if early else 0
-        reg = [row for rows in self.reg.values() for row in rows if row["has_block_unregularised"]]
-        removed = sum(not row["has_block"] for row in reg)
-        return {"dominant_datapoints": verdicts.fraction_verdict(min(concentrated, shared), len(self.blocked)),
-                "differ_across_seeds": verdicts.fraction_verdict(*different) if across else verdicts.NOT_TESTABLE,
-                "removal_breaks_block": verdicts.fraction_verdict(breaks, len(removal)),
-                "forms_early": verdicts.fraction_verdict(formed, len(early)) if early else verdicts.NOT_TESTABLE,
-                "regulariser_removes_block": verdicts.fraction_verdict(removed, len(reg)) if reg
-                else verdicts.NOT_TESTABLE}
+        """The follow-up's claims on these runs (`claims_verdicts` of this study's statistics)."""
+        blocked = [m.run.config.name() for m in self.blocked]
+        snapshots = self.snapshot_models if hasattr(self, "snapshot_models") else self.snapshots()
+        reg = self.reg if hasattr(self, "reg") else self.regularised()
+        return claims_verdicts(blocked, self.concentration(), self.gaussian(), self.within_model_overlap(),
+                               self.across_seed_overlap(), self.chance_overlap(), self.removal(),
+                               {n: rows for n, rows in snapshots.items() if n in blocked}, reg)
+
+
+CLAIMS = ("dominant_datapoints", "differ_across_seeds", "removal_breaks_block", "forms_early",
+          "regulariser_removes_block")
+
+
+def claims_verdicts(blocked: list[str], concentration: dict[str, dict], gaussian: dict[str, float],
+                    within: dict[str, float], across: dict[str, float], chance: float, removal: dict[str, dict],
+                    snapshots: dict[str, list[dict]], regularised: dict[str, list[dict]]) -> dict[str, str]:
+    """The follow-up's five claims, each a `fraction_verdict` over the seeds it can be judged on.
+
+    - dominant datapoints: the top 5% carry over twice their Gaussian share, and the block's layers
+      share their top sets (Jaccard over three times chance);
+    - they differ across seeds: another seed's top set overlaps under half the mean within-model overlap;
+    - removing them breaks the block: the contrast drops more than random removals' mean + 2 sd and more
+      than the outside-layer control's;
+    - the block forms early: it is present at the snapshot nearest half of training or before;
+    - the regulariser removes it: a seed with a block has none when regularised (any threshold).
+    """
+    if not blocked:
+        return dict.fromkeys(CLAIMS, verdicts.NOT_TESTABLE)
+    concentrated = {n for n, v in concentration.items() if v["top_5pct"] > 2 * gaussian["top_5pct"]}
+    shared = {n for n, v in within.items() if v > 3 * chance}
+    mean_within = np.mean(list(within.values())) if within else np.nan
+    different = sum(v < mean_within / 2 for v in across.values())
+    breaks = sum(e["drop_dominant"] > e["drop_random_mean"] + 2 * e["drop_random_sd"]
+                 and e["drop_dominant"] > e.get("drop_control", -np.inf) for e in removal.values())
+    formed = sum(any(r["block_size"] > 0 for r in rows if r["epoch"] <= rows[-1]["epoch"] / 2)
+                 for rows in snapshots.values())
+    reg = [row for rows in regularised.values() for row in rows if row["has_block_unregularised"]]
+    return {"dominant_datapoints": verdicts.fraction_verdict(len(concentrated & shared & set(blocked)), len(blocked)),
+            "differ_across_seeds": verdicts.fraction_verdict(different, len(across)),
+            "removal_breaks_block": verdicts.fraction_verdict(breaks, len(removal)),
+            "forms_early": verdicts.fraction_verdict(formed, len(snapshots)),
+            "regulariser_removes_block": verdicts.fraction_verdict(sum(not r["has_block"] for r in reg), len(reg))}
+
+
+# -- sentences for the chapter's prose (glued, so the numbers are the ones computed) -----------------
+
+def removal_sentence(removal: dict[str, dict], label) -> str:
+    """Per blocked model: block contrast before, after removing the dominant examples, and after random ones."""
+    return "; ".join(f"{label(n)}: {e['contrast_before']:.2f} to {e['contrast_after_dominant']:.2f} (random "
+                     f"{e['contrast_before'] - e['drop_random_mean']:.2f} ± {e['drop_random_sd']:.2f})"
+                     for n, e in removal.items()) or "no block to remove"
+
+
+def looks_sentence(images: dict[str, dict], label) -> str:
+    """Per blocked model: mean brightness and foreground area of its dominant images against the rest."""
+    return "; ".join(f"{label(n)}: brightness {v['brightness_top']:.2f} vs {v['brightness_rest']:.2f}, foreground "
+                     f"{v['foreground_top']:.2f} vs {v['foreground_rest']:.2f}"
+                     for n, v in images.items()) or "no block"
+
+
+def regulariser_sentence(regularised: dict[str, list[dict]]) -> str:
+    """Per threshold: seeds with a block with and without the regulariser, and mean test accuracy of each."""
+    return "; ".join(
+        f"threshold {t}: blocks in {sum(r['has_block'] for r in rows)} of {len(rows)} seeds (without: "
+        f"{sum(r['has_block_unregularised'] for r in rows)}), test accuracy "
+        f"{np.mean([r['test_acc'] for r in rows]):.3f} vs {np.mean([r['test_acc_unregularised'] for r in rows]):.3f}"
+        for t, rows in regularised.items()) or "no regularised runs"
+
+
+def progress_sentence(snapshots: dict[str, list[dict]], label) -> str:
+    """Per seed: block size at each snapshot and at the end."""
+    return "; ".join(f"{label(n)}: block size " + ", ".join(f"{r['block_size']:.2f}" for r in rows)
+                     for n, rows in snapshots.items())

@@ -52,8 +52,18 @@ def _coefficient(fit: dict, name: str) -> str:
     return f"{name} coefficient {value[0]:+.3f} [{value[1]:+.3f}, {value[2]:+.3f}]"
 
 
+def _version_1(results: dict) -> bool:
+    """A results file of the cpu run published before schema version 2 (no fitted law, no power curve)."""
+    return results.get("schema_version") == 1
+
+
 def judge_capacity(results: dict) -> tuple[str, str]:
     """Chapter 3's fitted law: the capacity coefficient (> 0 in the paper's direction), with the models that carry a block."""
+    if _version_1(results):  # judged as that run's Chapter 3 did: its yes/no cells
+        blocked = _blocked(results["models"]).values()
+        names = "; ".join(results_schema.label(e) for e in blocked) or "none"
+        return results["trends"]["capacity"], (f"blocks in {len(blocked)} of {len(results['models'])} grid models "
+                                               f"({names})")
     key, verdicts, fit = _law(results)
     if not verdicts:
         return NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)"
@@ -65,6 +75,11 @@ def judge_capacity(results: dict) -> tuple[str, str]:
 
 def judge_data(results: dict) -> tuple[str, str]:
     """Chapter 3's fitted law: data coefficient < 0 and capacity + data = 0 not rejected ("relative to data")."""
+    if _version_1(results):
+        sizes = sorted({e["n_train"] for e in results["models"].values()})
+        by_size = {n: sum(1 for e in _blocked(results["models"]).values() if e["n_train"] == n) for n in sizes}
+        return results["trends"]["data"], "models with a block by n_train: " + ", ".join(
+            f"{n}: {k}" for n, k in by_size.items())
     key, verdicts, fit = _law(results)
     if not verdicts:
         return NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)"
@@ -122,8 +137,14 @@ def judge_deletion(results: dict) -> tuple[str, str]:
 
 def judge_errors(results: dict) -> tuple[str, str]:
     """Chapter 6: the main test (all seeds, filtered) against its half-split calibration, with the power it had."""
-    verdicts, match, main, power = results["verdicts"], results["accuracy_match"], results["main_test"], results["power"]
     wide, deep = (architecture_label(results[side]["depth"], results[side]["width"]) for side in ("wide", "deep"))
+    if _version_1(results):  # no main test yet: the median over half splits against the seed-split null
+        verdicts, match, example = results["verdicts"], results["accuracy_match"], results["example_level"]
+        return verdicts["example_level"], (
+            f"{wide} vs {deep}, accuracy {match['acc_a']:.3f} vs {match['acc_b']:.3f}; median "
+            f"{example['n_significant']:g} significant examples vs a null of {min(example['null_n_significant'])}–"
+            f"{max(example['null_n_significant'])}; class level: {verdicts['class_level']}")
+    verdicts, match, main, power = results["verdicts"], results["accuracy_match"], results["main_test"], results["power"]
     sizes = power["populations"]
     here = min(power["curve"], key=lambda p: abs(p["m_a"] - sizes["wide"]))
     enough = power["smallest_population"]
@@ -147,6 +168,37 @@ def judge_subspace(results: dict) -> tuple[str, str]:
                      f"while linear CKA of the same layers is {cka_mean:.2f}")
 
 
+def _weaker(first: str, second: str) -> str:
+    """Two verdicts as one claim: shown only if both are, not testable if either is, not shown if neither holds."""
+    pair = {first, second}
+    if NOT_TESTABLE in pair:
+        return NOT_TESTABLE
+    if pair == {"shown"}:
+        return "shown"
+    return "not shown" if pair == {"not shown"} else "partly shown"
+
+
+def judge_dominant_datapoints(results: dict) -> tuple[str, str]:
+    """Chapter 8: dominant datapoints (concentrated and shared across the block) whose removal breaks the block."""
+    v = results["verdicts"]
+    removal = results["removal"]
+    drops = "; ".join(f"{results_schema.label(results['models'][n])}: contrast {e['contrast_before']:.2f} to "
+                      f"{e['contrast_after_dominant']:.2f} (random {e['contrast_before'] - e['drop_random_mean']:.2f})"
+                      for n, e in removal.items()) or "no seed with a block"
+    return _weaker(v["dominant_datapoints"], v["removal_breaks_block"]), (
+        f"dominant datapoints {v['dominant_datapoints']}, differ across seeds {v['differ_across_seeds']}, "
+        f"removal breaks the block {v['removal_breaks_block']}; {drops}")
+
+
+def judge_regulariser(results: dict) -> tuple[str, str]:
+    """Chapter 8: seeds with a block that have none when trained with the first-PC regulariser."""
+    rows = [r for rows in results["regularised"].values() for r in rows if r["has_block_unregularised"]]
+    v = results["verdicts"]
+    return v["regulariser_removes_block"], (
+        f"{sum(not r['has_block'] for r in rows)} of {len(rows)} (seed, threshold) runs of seeds with a block have "
+        f"none when regularised; the block forms early: {v['forms_early']}")
+
+
 FINDINGS = [
     Finding("Wider or deeper ResNets develop a block structure", "03_block_structure",
             "heatmap grid", judge_capacity),
@@ -164,6 +216,10 @@ FINDINGS = [
             "correct-fraction grids and seed-split null", judge_errors),
     Finding("(Wang et al. 2018) The same layers of two seeds match in fewer than half their neurons, even at "
             "the loosest ε", "07_subspace_match", "match score and CKA by layer", judge_subspace),
+    Finding("(Nguyen et al. 2022) A few dominant datapoints carry the block; removing them breaks it",
+            "08_origins", "concentration and removal tables", judge_dominant_datapoints),
+    Finding("(Nguyen et al. 2022) The first-PC regulariser removes the block", "08_origins",
+            "regulariser table", judge_regulariser),
 ]
 
 
@@ -212,6 +268,8 @@ def provenance_lines(results: dict[str, dict]) -> list[str]:
     for chapter, result in results.items():
         p = result["provenance"]
         versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
+        older = (" (schema 1: the run published before the bfloat16 book; `make book` rewrites it)"
+                 if _version_1(result) else "")
         lines.append(f"{chapter}: profile {p['profile']}, commit {p['commit']}, {p['hardware']}, "
-                     f"{p['wall_time_s']:.0f} s; {versions}")
+                     f"{p['wall_time_s']:.0f} s; {versions}{older}")
     return lines

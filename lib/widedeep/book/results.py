@@ -5,7 +5,9 @@ for the verdict vocabulary and `widedeep.labels` for display labels).
 
 Every results file is one JSON object:
 
-- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read);
+- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read), or 1 for
+  the files of the cpu run published before version 2 (`ADDED_IN_VERSION_2`: they lack those keys and
+  are read as they are until `make book` rewrites them; the claims table says which rows they carry);
 - `provenance`: profile, commit, hardware, wall time and package versions (`store.provenance`);
 - the chapter's own keys, listed in `CHAPTERS` (all required, none unknown);
 - models keyed by their run name (`TrainConfig.name()`, the config hash at its end) wherever a
@@ -34,7 +36,17 @@ from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
+# lacks them and is otherwise checked as before. Chapters new in version 2 have no version-1 files.
+ADDED_IN_VERSION_2 = {
+    "01_training": ("precision_check", "rule"),
+    "03_block_structure": ("short_arm", "arms_compared", "training_length_effect", "incidence_fit",
+                           "continuous_fit", "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
+                           "short_arm_block_size_fit", "claims_fit"),
+    "06_errors": ("power", "main_test"),
+}
+NEW_IN_VERSION_2 = ("08_origins", "09_measures")
 RUN_NAME = re.compile(r"(?P<data>[a-z0-9]+)-(?P<family>resnet|plain)(?P<depth>\d+)x(?P<width>[0-9.e+-]+)"
                       r"-n(?P<n_train>\d+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})")
 PROVENANCE_KEYS = ("profile", "commit", "hardware", "wall_time_s", "versions")
@@ -141,20 +153,21 @@ def validate(document: dict, chapter: str, source: str = "results") -> None:
     if not isinstance(document, dict):
         raise SchemaError(f"{source}: a results file is a JSON object")
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION}; rebuild the "
-                          f"chapter (make chapter NB={chapter}) to rewrite it")
+    if version not in (1, SCHEMA_VERSION) or (version == 1 and chapter in NEW_IN_VERSION_2):
+        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION} (and 1 for "
+                          f"chapters 1-7); rebuild the chapter (make chapter NB={chapter}) to rewrite it")
     provenance = document.get("provenance")
     if not isinstance(provenance, dict) or any(k not in provenance for k in PROVENANCE_KEYS):
         raise SchemaError(f"{source}: provenance must hold {list(PROVENANCE_KEYS)}")
     schema = CHAPTERS[chapter]
+    keys = [k for k in schema.keys if version == SCHEMA_VERSION or k not in ADDED_IN_VERSION_2.get(chapter, ())]
     present = set(document) - {"schema_version", "provenance"}
-    missing, unknown = sorted(set(schema.keys) - present), sorted(present - set(schema.keys))
+    missing, unknown = sorted(set(keys) - present), sorted(present - set(keys))
     if missing or unknown:
         raise SchemaError(f"{source}: " + "; ".join(
             ([f"lacks {missing}"] if missing else []) + ([f"has unknown keys {unknown}"] if unknown else []))
             + f" (the keys of {chapter} are listed in widedeep.book.results.CHAPTERS)")
-    for table in schema.model_tables:
+    for table in (t for t in schema.model_tables if t in keys):
         models = document[table]
         if not isinstance(models, dict):
             raise SchemaError(f"{source}: {table} must map run names to model entries; got a "
