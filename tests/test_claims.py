@@ -116,21 +116,25 @@ def test_subspace_verdict_counts_layers_below_one_half_at_the_loosest_eps():
     assert claims.subspace_verdict([[[0.7], [0.9]]], [0.5])[0] == "not shown"
 
 
-def test_origins_rows_need_both_dominant_datapoints_and_a_broken_block():
+def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behind_them():
     name = "fmnist16-resnet110x1-n500-s1-1a2b3c4d"
     effect = {"contrast_before": 0.6, "contrast_after_dominant": 0.1, "drop_random_mean": 0.05}
     document = {"models": {name: {"depth": 110, "width": 1, "n_train": 500, "seed": 1}}, "removal": {name: effect},
+                "concentration": {name: {"top_5pct": 0.7}}, "gaussian": {"top_5pct": 0.25},
+                "snapshots": {name: [{"epoch": 15, "block_size": 0.3}, {"epoch": 150, "block_size": 0.5}]},
                 "regularised": {"0.2": [{"has_block": False, "has_block_unregularised": True},
                                         {"has_block": True, "has_block_unregularised": True},
                                         {"has_block": False, "has_block_unregularised": False}]},
-                "verdicts": {"dominant_datapoints": "shown", "differ_across_seeds": "shown",
-                             "removal_breaks_block": "not shown", "forms_early": "shown",
+                "verdicts": {"dominant_datapoints": "shown", "differ_across_seeds": "not shown",
+                             "removal_breaks_block": "shown", "forms_early": "shown",
                              "regulariser_removes_block": "partly shown"}}
     verdict, evidence = claims.judge_dominant_datapoints(document)
-    assert verdict == "partly shown" and "contrast 0.60 to 0.10 (random 0.55)" in evidence
-    document["verdicts"]["removal_breaks_block"] = "shown"
+    assert verdict == "partly shown" and "top 5% carry 0.70" in evidence and "(Gaussian scores: 0.25)" in evidence
+    document["verdicts"]["differ_across_seeds"] = "shown"
     assert claims.judge_dominant_datapoints(document)[0] == "shown"
-    document["verdicts"] |= {"dominant_datapoints": "not testable", "removal_breaks_block": "not testable"}
+    document["verdicts"]["differ_across_seeds"] = "not testable"
     assert claims.judge_dominant_datapoints(document)[0] == "not testable"
+    assert claims.judge_removal(document) == ("shown", "ResNet-110 ×1, n=500, s1: contrast 0.60 to 0.10 (random 0.55)")
+    assert claims.judge_forms_early(document)[1].endswith("0.30 (epoch 15), 0.50 (epoch 150)")
     verdict, evidence = claims.judge_regulariser(document)
     assert verdict == "partly shown" and evidence.startswith("1 of 2 (seed, threshold) runs")

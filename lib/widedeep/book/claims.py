@@ -178,25 +178,43 @@ def _weaker(first: str, second: str) -> str:
     return "not shown" if pair == {"not shown"} else "partly shown"
 
 
+def _origins_models(results: dict, names) -> str:
+    return ", ".join(results_schema.label(results["models"][n]) for n in names) or "no seed with a block"
+
+
 def judge_dominant_datapoints(results: dict) -> tuple[str, str]:
-    """Chapter 8: dominant datapoints (concentrated and shared across the block) whose removal breaks the block."""
+    """Chapter 8: a few examples carry the block's first PC, shared by its layers and different between seeds."""
     v = results["verdicts"]
-    removal = results["removal"]
+    top = "; ".join(f"{results_schema.label(results['models'][n])}: top 5% carry {c['top_5pct']:.2f}"
+                    for n, c in results["concentration"].items()) or "no seed with a block"
+    return _weaker(v["dominant_datapoints"], v["differ_across_seeds"]), (
+        f"{top} (Gaussian scores: {results['gaussian']['top_5pct']:.2f}); concentrated and shared across the "
+        f"block's layers: {v['dominant_datapoints']}; different between seeds: {v['differ_across_seeds']}")
+
+
+def judge_removal(results: dict) -> tuple[str, str]:
+    """Chapter 8: the block's contrast after removing its dominant examples, against random removals."""
     drops = "; ".join(f"{results_schema.label(results['models'][n])}: contrast {e['contrast_before']:.2f} to "
                       f"{e['contrast_after_dominant']:.2f} (random {e['contrast_before'] - e['drop_random_mean']:.2f})"
-                      for n, e in removal.items()) or "no seed with a block"
-    return _weaker(v["dominant_datapoints"], v["removal_breaks_block"]), (
-        f"dominant datapoints {v['dominant_datapoints']}, differ across seeds {v['differ_across_seeds']}, "
-        f"removal breaks the block {v['removal_breaks_block']}; {drops}")
+                      for n, e in results["removal"].items()) or "no seed with a block"
+    return results["verdicts"]["removal_breaks_block"], drops
+
+
+def judge_forms_early(results: dict) -> tuple[str, str]:
+    """Chapter 8: block size at the snapshots of the seeds that end with a block."""
+    blocked = results["removal"].keys()
+    sizes = "; ".join(f"{results_schema.label(results['models'][n])}: block size "
+                      + ", ".join(f"{r['block_size']:.2f} (epoch {r['epoch']})" for r in rows)
+                      for n, rows in results["snapshots"].items() if n in blocked) or "no seed with a block"
+    return results["verdicts"]["forms_early"], sizes
 
 
 def judge_regulariser(results: dict) -> tuple[str, str]:
     """Chapter 8: seeds with a block that have none when trained with the first-PC regulariser."""
     rows = [r for rows in results["regularised"].values() for r in rows if r["has_block_unregularised"]]
-    v = results["verdicts"]
-    return v["regulariser_removes_block"], (
+    return results["verdicts"]["regulariser_removes_block"], (
         f"{sum(not r['has_block'] for r in rows)} of {len(rows)} (seed, threshold) runs of seeds with a block have "
-        f"none when regularised; the block forms early: {v['forms_early']}")
+        f"none when regularised, over thresholds {', '.join(results['regularised']) or 'none'}")
 
 
 FINDINGS = [
@@ -216,8 +234,12 @@ FINDINGS = [
             "correct-fraction grids and seed-split null", judge_errors),
     Finding("(Wang et al. 2018) The same layers of two seeds match in fewer than half their neurons, even at "
             "the loosest ε", "07_subspace_match", "match score and CKA by layer", judge_subspace),
-    Finding("(Nguyen et al. 2022) A few dominant datapoints carry the block; removing them breaks it",
-            "08_origins", "concentration and removal tables", judge_dominant_datapoints),
+    Finding("(Nguyen et al. 2022) A few dominant datapoints carry the block's first PC; they differ between seeds",
+            "08_origins", "concentration table", judge_dominant_datapoints),
+    Finding("(Nguyen et al. 2022) Removing the dominant datapoints breaks the block", "08_origins",
+            "removal table", judge_removal),
+    Finding("(Nguyen et al. 2022) The block forms early in training", "08_origins",
+            "block size over training", judge_forms_early),
     Finding("(Nguyen et al. 2022) The first-PC regulariser removes the block", "08_origins",
             "regulariser table", judge_regulariser),
 ]
