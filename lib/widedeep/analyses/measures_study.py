@@ -5,12 +5,13 @@ CKA block, the measures layer for the measures themselves). Every measure sees t
 images (the first `measures_examples` test images) and every `measures_stride`-th residual-stream
 layer of every seed of the seed study.
 
-Inputs of the measures. The Euclidean measures (the CKA family, the CCA family, Procrustes, mutual
+Inputs of the measures. The Euclidean measures (the CKA family, mean CCA, SVCCA, Procrustes, mutual
 k-NN) depend on a layer only through the centred examples' pairwise geometry, so each layer is first
 written in its *principal coordinates* U S (centred X = U S V^T: at most n columns, exactly the same
 inner products), which makes a 16 000-feature layer as cheap as a 300-feature one and changes no
-value (tested). RSA (correlations across each example's own features) and the subspace match (raw,
-uncentred channels over examples x positions) are not rotation-invariant and see the raw layer.
+value (tested). RSA (correlations across each example's own features), PWCCA (its weights sum
+absolute projections over the layer's own neurons) and the subspace match (raw, uncentred channels
+over examples x positions) are not rotation-invariant and see the raw layer.
 Where features outnumber examples, the CCA family reduces each side further to its top principal
 components (`widedeep.measures.similarity.principal_basis`): SVCCA keeps those holding 99% of the
 variance, mean CCA and PWCCA all, each capped at n / 4 directions, because every canonical
@@ -91,7 +92,7 @@ def lenses(knn_k: int = 10, eps: float = 0.5) -> dict[str, Lens]:
             "RBF CKA": Lens(cka.rbf_cka, COORDS),
             "mean CCA": Lens(similarity.mean_cca, COORDS),
             "SVCCA": Lens(similarity.svcca, COORDS),
-            "PWCCA": Lens(similarity.pwcca, COORDS),
+            "PWCCA": Lens(similarity.pwcca, RAW),
             "Procrustes": Lens(similarity.procrustes_similarity, COORDS),
             "RSA": Lens(similarity.rsa, RAW),
             "mutual k-NN": Lens(lambda x, y: similarity.mutual_knn(x, y, knn_k), COORDS),
