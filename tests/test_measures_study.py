@@ -143,3 +143,17 @@ def test_the_shuffled_null_keeps_a_layers_shape():
     measure_tests.shuffled_best_match(lambda a, b: seen.append(b.shape) or 0.0, np.ones((6, 2, 3)),
                                       [np.ones((6, 4, 3))], draws=1)
     assert seen == [(6, 4, 3)]
+
+
+def test_the_table_has_a_row_per_measure_and_a_dash_where_a_test_could_not_run():
+    from widedeep.book import tables
+
+    found = {"linear CKA": "shown", "RSA": "not testable: no seed without a block to compare with"}
+    details = {"linear CKA": {"m": {"contrast": 0.12}}, "RSA": {}}
+    rows = ms.summary_rows({"linear CKA": 0.75, "RSA": None}, {"linear CKA": {"calibrated": 0.5}},
+                           {"linear CKA": {"rho": 0.9, "specificity_margin": 0.2}}, {}, found, details)
+    assert [r["measure"] for r in rows] == ["linear CKA", "RSA"]
+    assert rows[0]["block_contrast"] == 0.12 and rows[1]["block_contrast"] is None
+    lines = tables.lens_table(rows).splitlines()
+    assert len(lines) == 4 and "| linear CKA | 0.75 | 0.50 | 0.90 | +0.20 | — | +0.120 | shown |" == lines[2]
+    assert lines[3].startswith("| RSA | — | — | — | — | — | — | not testable")
