@@ -108,8 +108,8 @@ def principal_coordinates(x) -> np.ndarray:
 
 
 def prepared(layers: list[np.ndarray], form: str) -> list[np.ndarray]:
-    """Each layer in the form a lens reads."""
-    return [principal_coordinates(x) if form == COORDS else np.asarray(x, np.float64) for x in layers]
+    """Each layer in the form a lens reads (raw layers as they are: every measure works in float64 itself)."""
+    return [principal_coordinates(x) if form == COORDS else np.asarray(x) for x in layers]
 
 
 def one_blas_thread(function):
@@ -242,7 +242,8 @@ class MeasuresStudy:
         self.images, self.labels = data.images, data.labels
         self.positions = np.arange(0, len(self.models[0].stream), self.settings.stride)
         self.layer_names = [self.models[0].stream_names[i] for i in self.positions]
-        self.layers = {m.run.config.name(): [x.double().numpy() for x in capture_outputs(
+        # float32 as captured (a deep seed's layers at 500 images would take gigabytes in float64)
+        self.layers = {m.run.config.name(): [x.float().numpy() for x in capture_outputs(
             m.run.model, self.images, self.layer_names, batch_size=250)] for m in self.models}
         self.lenses = lenses(self.settings.knn_k, profile.subspace.eps[-1])
         self.blocked = [m for m in self.models if m.block is not None]
