@@ -138,3 +138,23 @@ def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behin
     assert claims.judge_forms_early(document)[1].endswith("0.30 (epoch 15), 0.50 (epoch 150)")
     verdict, evidence = claims.judge_regulariser(document)
     assert verdict == "partly shown" and evidence.startswith("1 of 2 (seed, threshold) runs")
+
+
+def lens_results(found: dict, seen: list, unseen: list, verdict: str) -> dict:
+    return {"verdicts": found, "claim": {"verdict": verdict, "seen_by": seen, "not_seen_by": unseen}}
+
+
+def test_the_lens_row_counts_the_other_measures_that_see_the_block():
+    found = {"linear CKA": "shown", "Procrustes": "shown", "RSA": "not shown", "SVCCA": "partly shown"}
+    verdict, evidence = claims.judge_lenses(lens_results(found, ["Procrustes"], ["RSA", "SVCCA"], "partly shown"))
+    assert verdict == "partly shown"
+    assert "seen by 1 of 3 other measures (Procrustes)" in evidence and "not by RSA, SVCCA" in evidence
+    assert "under linear CKA: shown" in evidence
+    untestable = dict.fromkeys(found, "not testable: no seed has a block")
+    verdict, evidence = claims.judge_lenses(lens_results(untestable, [], [], "not testable"))
+    assert verdict == "not testable" and "no seed has a block" in evidence
+
+
+def test_the_lens_row_reads_as_not_run_without_chapter_9():
+    row = [r for r in claims.claims_rows({}) if r["chapter"] == "09_measures"]
+    assert len(row) == 1 and row[0]["verdict"] == "not run"

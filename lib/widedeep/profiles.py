@@ -10,8 +10,8 @@ that folder, and a grid that `TrainConfig` refuses are each a `ProfileError` nam
 file (or the override) and what to do.
 
 The keys are grouped by concern into frozen dataclasses, one per concern: `Recipe` (how each model
-trains), `Grid` (which models), `Paths`, `CKA`, `Detector`, `Probes`, `Deletion`, `Errors` and
-`Subspace`. A section's YAML keys are its `PREFIX` followed by its field names (`Detector.threshold`
+trains), `Grid` (which models), `Paths`, `CKA`, `Detector`, `Probes`, `Deletion`, `Errors`,
+`Subspace`, `Origins` and `Measures`. A section's YAML keys are its `PREFIX` followed by its field names (`Detector.threshold`
 is `block_threshold`), so adding a key is one line in one dataclass (and the key in every profile,
 or in the one that the others extend). The functions below turn a profile into the models each
 chapter needs; run names (config hashes) are exactly those of the untyped profiles before them.
@@ -301,9 +301,33 @@ class Origins(Section):
                  f"list thresholds in [0, 1); got {self.reg_thresholds}")
 
 
+@dataclass(frozen=True)
+class Measures(Section):
+    """Does the block depend on the lens (Chapter 9): the field's tests of a measure on the seed study."""
+
+    PREFIX: ClassVar[str] = "measures_"
+    examples: int                 # first test images every measure compares
+    stride: int                   # every stride-th residual-stream layer (all from 1)
+    draws: int                    # shuffles of the other seed's examples per calibrated best match
+    pc_ks: list[int]              # top principal components deleted (Ding et al.'s perturbation)
+    deletion_layers: int          # evenly spaced stream layers whose PCs are deleted
+    outlier_fractions: list[float]   # Davari et al.: share of examples translated ...
+    outlier_scales: list[float]   # ... by c times the layer's spread
+    knn_k: int                    # neighbours of the mutual k-NN measure
+    null_quantile: float          # a block contrast above this quantile of block-free runs is seen
+
+    def check(self) -> None:
+        _require(self.stride >= 1, "measures_stride", f"must be a positive integer; got {self.stride}")
+        _require(all(k >= 1 for k in self.pc_ks), "measures_pc_ks", f"list positive integers; got {self.pc_ks}")
+        _require(all(0 < f < 1 for f in self.outlier_fractions), "measures_outlier_fractions",
+                 f"list fractions in (0, 1); got {self.outlier_fractions}")
+        _require(0 < self.null_quantile < 1, "measures_null_quantile", f"must lie in (0, 1); got {self.null_quantile}")
+
+
 SECTIONS: dict[str, type[Section]] = {"recipe": Recipe, "grid": Grid, "short": Short, "paths": Paths, "cka": CKA,
                                       "detector": Detector, "probes": Probes, "deletion": Deletion,
-                                      "errors": Errors, "subspace": Subspace, "origins": Origins}
+                                      "errors": Errors, "subspace": Subspace, "origins": Origins,
+                                      "measures": Measures}
 
 
 @dataclass(frozen=True)
@@ -323,6 +347,7 @@ class Profile:
     errors: Errors
     subspace: Subspace
     origins: Origins
+    measures: Measures
 
     @property
     def runs_dir(self) -> Path:

@@ -51,13 +51,18 @@ def identification_accuracy(matrix: np.ndarray) -> float:
 
 
 def shuffled_best_match(measure: Measure, layer, others: Sequence, draws: int = 5, seed: int = 0) -> np.ndarray:
-    """The best match of `layer` among `others` after shuffling the others' examples, per draw."""
-    layer = _features(layer)
+    """The best match of `layer` among `others` after shuffling the others' examples, per draw.
+
+    The examples (first axis) are shuffled and the trailing axes kept, so a measure that reads a
+    layer's shape (the subspace match's channels) sees the shuffled layer as it saw the original.
+    """
+    layer = np.asarray(layer)
+    _features(layer)  # checks the shape
     rng = np.random.default_rng(seed)
     out = np.empty(draws)
     for d in range(draws):
         order = rng.permutation(len(layer))
-        out[d] = max(measure(layer, _features(o)[order]) for o in others)
+        out[d] = max(measure(layer, np.asarray(o)[order]) for o in others)
     return out
 
 

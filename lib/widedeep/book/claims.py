@@ -217,6 +217,19 @@ def judge_regulariser(results: dict) -> tuple[str, str]:
         f"none when regularised, over thresholds {', '.join(results['regularised']) or 'none'}")
 
 
+def judge_lenses(results: dict) -> tuple[str, str]:
+    """Chapter 9: the measures other than linear CKA whose inside-outside contrast on the CKA block's layers
+    beats same-length runs of layers in seeds without a block."""
+    claim, found = results["claim"], results["verdicts"]
+    if claim["verdict"] == NOT_TESTABLE:
+        return NOT_TESTABLE, f"{found.get('linear CKA', 'no verdict')} (Chapter 9)"
+    judged = len(claim["seen_by"]) + len(claim["not_seen_by"])
+    return claim["verdict"], (f"seen by {len(claim['seen_by'])} of {judged} other measures "
+                              f"({', '.join(claim['seen_by']) or 'none'}); not by "
+                              f"{', '.join(claim['not_seen_by']) or 'none'}; under linear CKA: "
+                              f"{found.get('linear CKA', '—')}")
+
+
 FINDINGS = [
     Finding("Wider or deeper ResNets develop a block structure", "03_block_structure",
             "heatmap grid", judge_capacity),
@@ -242,6 +255,9 @@ FINDINGS = [
             "block size over training", judge_forms_early),
     Finding("(Nguyen et al. 2022) The first-PC regulariser removes the block", "08_origins",
             "regulariser table", judge_regulariser),
+    Finding("(Chapter 9) The block is seen by other measures (CCA, Procrustes, RSA, k-NN, subspace match)",
+            "09_measures", "heatmaps under every measure; block contrast against block-free seeds",
+            judge_lenses),
 ]
 
 

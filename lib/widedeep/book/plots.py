@@ -525,3 +525,31 @@ def training_progress(snapshots: dict[str, list[dict]]):
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def lens_heatmaps(matrices: dict[str, np.ndarray], title: str, span: tuple[int, int] | None = None,
+                  columns: int = 5, cell_size: float = 2.2):
+    """One model's layer-by-layer similarity under each measure (colour 0-1), the CKA block outlined."""
+    rows = -(-len(matrices) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(cell_size * columns + 0.9, cell_size * rows + 0.6),
+                             squeeze=False)
+    image = None
+    for ax, (name, matrix) in zip(axes.ravel(), matrices.items()):
+        image = ax.imshow(np.clip(np.asarray(matrix), 0, 1), origin="lower", vmin=0, vmax=1, cmap="magma",
+                          interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if span is not None:
+            from matplotlib.patches import Rectangle
+
+            side = span[1] - span[0] + 1
+            ax.add_patch(Rectangle((span[0] - 0.5, span[0] - 0.5), side, side, fill=False, edgecolor="cyan",
+                                   linewidth=1.2, linestyle="--"))
+    for ax in axes.ravel()[len(matrices):]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="similarity")
+    fig.suptitle(title, fontsize=9)
+    return fig

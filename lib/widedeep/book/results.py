@@ -89,6 +89,9 @@ CHAPTERS = {
     "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
                                  "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
                                  "regularised", "verdicts"), ("models",), ("verdicts.*",)),
+    "09_measures": ChapterSchema(("settings", "models", "layers", "identification", "calibration", "accuracy_drops",
+                                  "sensitivity", "outliers", "block", "table", "verdicts", "claim"), ("models",),
+                                 ("verdicts.*", "claim.verdict")),
     "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
                                         "block", "verdicts"), (), ("verdicts.*",)),
 }

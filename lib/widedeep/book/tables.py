@@ -248,3 +248,15 @@ def regulariser_table(reg: dict[str, list[dict]]) -> str:
          f"{r['block_size']:.2f} / {r['block_size_unregularised']:.2f}",
          f"{r['max_pc1_share']:.2f} / {r['max_pc1_share_unregularised']:.2f}"]
         for t, rows in reg.items() for r in rows])
+
+
+def lens_table(rows: list[dict]) -> str:
+    """One row per measure, one column per test of a measure (Chapter 9); — where a test could not run."""
+    def cell(value, spec: str = ".2f") -> str:
+        return "—" if value is None or value != value else format(value, spec)
+
+    return list_table(["measure", "layer identification", "calibrated best match", "ρ with accuracy drop",
+                       "seed − costliest deletion", "outlier change", "block contrast", "block seen"], [
+        [r["measure"], cell(r["identification"]), cell(r["calibrated"]), cell(r["rho"]),
+         cell(r["specificity_margin"], "+.2f"), cell(r["outlier_change"]), cell(r["block_contrast"], "+.3f"),
+         r["block"]] for r in rows])

@@ -1,0 +1,394 @@
+"""Chapter 9's study: does the block depend on the lens? Ten similarity measures on the seed study's models.
+
+Layer: analyses (on `measure_tests` for the field's tests of a measure, `structure` for each model's
+CKA block, the measures layer for the measures themselves). Every measure sees the same analysis
+images (the first `measures_examples` test images) and every `measures_stride`-th residual-stream
+layer of every seed of the seed study.
+
+Inputs of the measures. The Euclidean measures (the CKA family, mean CCA, SVCCA, Procrustes, mutual
+k-NN) depend on a layer only through the centred examples' pairwise geometry, so each layer is first
+written in its *principal coordinates* U S (centred X = U S V^T: at most n columns, exactly the same
+inner products), which makes a 16 000-feature layer as cheap as a 300-feature one and changes no
+value (tested). RSA (correlations across each example's own features), PWCCA (its weights sum
+absolute projections over the layer's own neurons) and the subspace match (raw, uncentred channels
+over examples x positions) are not rotation-invariant and see the raw layer.
+Where features outnumber examples, the CCA family reduces each side further to its top principal
+components (`widedeep.measures.similarity.principal_basis`): SVCCA keeps those holding 99% of the
+variance, mean CCA and PWCCA all, each capped at n / 4 directions, because every canonical
+correlation reaches 1 once the two sides' dimensions add up to n.
+
+The tests, per measure:
+- identification: for each analysed layer of the first seed, is its best match in another seed the
+  same layer (Kornblith et al. 2019)? The share of layers, both directions, over seed pairs;
+- calibrated best match: that best match against the same maximum with the other seed's examples
+  shuffled, (best - null) / (1 - null) (Groger et al. 2026);
+- sensitivity (Ding et al. 2021): delete a layer's top-k PCs in the first seed, run the rest of the
+  network on the perturbed layer, and correlate (Spearman) the measure's fall 1 - s(X, X_k) with the
+  fall of the model's own accuracy on the analysis images; specificity: the similarity between two
+  seeds' same layer (the same function, different weights) beside the similarity after the deletion
+  that costs the most accuracy;
+- outliers (Davari et al. 2022): a fraction of the examples translated along one random direction
+  by c times the layer's spread, each measure's change against the unperturbed layer and its neighbour;
+- the block under every lens: for each seed with a (CKA) block, the measure's mean similarity
+  inside the block's layers minus from them to the others, against the same statistic over every
+  run of as many consecutive layers in the seeds without a block: seen when above the null's
+  `measures_null_quantile`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import functools
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from widedeep import profiles
+from widedeep.analyses import measure_tests, runs, structure, verdicts
+from widedeep.analyses.structure import BlockAnalysis
+from widedeep.capture import capture_outputs
+from widedeep.measures import cka, similarity
+from widedeep.measures.subspace import LayerPair, neuron_matrix
+from widedeep.profiles import Profile
+
+COORDS, RAW = "principal coordinates", "raw"
+
+
+@dataclass(frozen=True)
+class Lens:
+    """A measure (larger = more similar) and the form of the layer it reads."""
+
+    function: Callable[[np.ndarray, np.ndarray], float]
+    form: str
+
+
+def common_positions(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two (N, C, H, W) maps average-pooled to their common (smaller) spatial size; others unchanged."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 4 or y.ndim != 4 or x.shape[2:] == y.shape[2:]:
+        return x, y
+    size = tuple(min(a, b) for a, b in zip(x.shape[2:], y.shape[2:]))
+    pool = torch.nn.functional.adaptive_avg_pool2d
+    return tuple(pool(torch.from_numpy(np.ascontiguousarray(z)), size).numpy() for z in (x, y))
+
+
+def subspace_score(x: np.ndarray, y: np.ndarray, eps: float) -> float:
+    """Wang et al.'s maximum-match score at eps, neurons = channels over (example, position) coordinates.
+
+    Layers of different stages have different spatial sizes; their channels are compared over common
+    coordinates after average-pooling the larger map to the smaller's size.
+    """
+    x, y = common_positions(x, y)
+    return LayerPair.from_activations(neuron_matrix(x), neuron_matrix(y)).score(eps)
+
+
+def lenses(knn_k: int = 10, eps: float = 0.5) -> dict[str, Lens]:
+    """The chapter's measures by name, in the table's order."""
+    return {"linear CKA": Lens(cka.linear_cka, COORDS),
+            "debiased CKA": Lens(lambda x, y: cka.linear_cka(x, y, debiased=True), COORDS),
+            "RBF CKA": Lens(cka.rbf_cka, COORDS),
+            "mean CCA": Lens(similarity.mean_cca, COORDS),
+            "SVCCA": Lens(similarity.svcca, COORDS),
+            "PWCCA": Lens(similarity.pwcca, RAW),
+            "Procrustes": Lens(similarity.procrustes_similarity, COORDS),
+            "RSA": Lens(similarity.rsa, RAW),
+            "mutual k-NN": Lens(lambda x, y: similarity.mutual_knn(x, y, knn_k), COORDS),
+            "subspace match": Lens(lambda x, y: subspace_score(x, y, eps), RAW)}
+
+
+def principal_coordinates(x) -> np.ndarray:
+    """Centred X in its principal coordinates U S (n x rank): the same Gram, distances and spans as X."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    u, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+    keep = s > s.max() * max(x.shape) * np.finfo(float).eps if s.size else s > 0
+    return u[:, keep] * s[keep]
+
+
+def prepared(layers: list[np.ndarray], form: str) -> list[np.ndarray]:
+    """Each layer in the form a lens reads (raw layers as they are: every measure works in float64 itself)."""
+    return [principal_coordinates(x) if form == COORDS else np.asarray(x) for x in layers]
+
+
+def one_blas_thread(function):
+    """Run `function` on one BLAS thread: thousands of small SVDs are up to 70x slower when OpenBLAS
+    threads compete for two busy cores (measured), and no faster on free ones."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return function(*args, **kwargs)
+    return wrapper
+
+
+def cross_matrix(lens: Lens, layers_a: list, layers_b: list) -> np.ndarray:
+    """The lens's (len(a), len(b)) similarity matrix, each layer prepared once."""
+    return measure_tests.similarity_matrix(lens.function, prepared(layers_a, lens.form),
+                                           prepared(layers_b, lens.form))
+
+
+def identification(cross: np.ndarray) -> float:
+    """Layer identification in both directions (rows of A in B, rows of B in A)."""
+    return (measure_tests.identification_accuracy(cross) + measure_tests.identification_accuracy(cross.T)) / 2
+
+
+def calibrated(lens: Lens, a: list, b: list, cross: np.ndarray, draws: int, seed: int = 0) -> dict:
+    """Per prepared layer of A: its best match in B (`cross`), the shuffled-examples null of that maximum, and
+    the calibrated score (best - null) / (1 - null); means over layers."""
+    best = cross.max(axis=1)
+    null = np.array([measure_tests.shuffled_best_match(lens.function, x, b, draws, seed + i).mean()
+                     for i, x in enumerate(a)])
+    score = np.where(null < 1, (best - null) / np.where(null < 1, 1 - null, 1), np.nan)
+    return {"best": float(best.mean()), "null": float(null.mean()), "calibrated": float(np.nanmean(score))}
+
+
+def deletion_similarities(lens: Lens, layers: dict[str, np.ndarray], ks: list[int]) -> dict[str, list[float]]:
+    """Per layer: the lens's similarity between the layer and itself with its top-k PCs deleted, per k."""
+    return {name: [lens.function(*prepared([x, measure_tests.remove_top_pcs(x, k).reshape(x.shape)], lens.form))
+                   for k in ks] for name, x in layers.items()}
+
+
+def sensitivity(similarities: dict[str, list[float]], drops: dict[str, list[float]], seed_similarity: float) -> dict:
+    """Spearman of the lens's fall with the accuracy's fall over every (layer, k); seed vs the costliest deletion."""
+    sims = np.concatenate([similarities[n] for n in drops])
+    falls = np.concatenate([drops[n] for n in drops])
+    costliest = float(sims[np.argmax(falls)])
+    return {"rho": measure_tests.rank_agreement(1 - sims, falls), "seed_similarity": seed_similarity,
+            "costliest_deletion_similarity": costliest, "specificity_margin": seed_similarity - costliest}
+
+
+def outlier_changes(lens: Lens, x: np.ndarray, neighbour: np.ndarray, fractions: list[float],
+                    scales: list[float]) -> dict:
+    """Per (fraction, scale): 1 - s(X, X moved) and |s(X moved, neighbour) - s(X, neighbour)| (Davari et al.)."""
+    base = lens.function(*prepared([x, neighbour], lens.form))
+    self_change, neighbour_change = [], []
+    for f in fractions:
+        rows_self, rows_nb = [], []
+        for c in scales:
+            moved = measure_tests.translate_outliers(x, f, c).reshape(x.shape)
+            rows_self.append(1 - lens.function(*prepared([x, moved], lens.form)))
+            rows_nb.append(abs(lens.function(*prepared([moved, neighbour], lens.form)) - base))
+        self_change.append(rows_self)
+        neighbour_change.append(rows_nb)
+    return {"self_change": self_change, "neighbour_change": neighbour_change,
+            "max_self_change": float(np.max(self_change)), "max_neighbour_change": float(np.max(neighbour_change))}
+
+
+def block_contrast(blocked: dict[str, tuple[np.ndarray, np.ndarray]], free: list[np.ndarray],
+                   quantile: float) -> tuple[dict[str, dict], str]:
+    """Each blocked model's inside-outside contrast against same-length runs of the block-free matrices.
+
+    `blocked[name] = (self-similarity matrix, inside mask)`. Returns per model the contrast, the
+    null's quantile and whether it is seen, and the lens's verdict over the models.
+    """
+    if not blocked:
+        return {}, verdicts.NOT_TESTABLE + ": no seed has a block"
+    if not free:
+        return {}, verdicts.NOT_TESTABLE + ": no seed without a block to compare with"
+    out = {}
+    for name, (matrix, inside) in blocked.items():
+        length = int(np.sum(inside))
+        if length < 2 or length == len(inside) or length >= min(len(m) for m in free):
+            continue
+        null = np.concatenate([measure_tests.run_contrasts(m, length) for m in free])
+        contrast = measure_tests.inside_outside_contrast(matrix, inside)
+        threshold = float(np.quantile(null, quantile))
+        out[name] = {"contrast": contrast, "null_quantile": threshold, "null_max": float(null.max()),
+                     "layers": length, "seen": bool(contrast > threshold)}
+    if not out:
+        return out, verdicts.NOT_TESTABLE + ": no block spans 2 or more analysed layers with some outside"
+    return out, verdicts.fraction_verdict(sum(e["seen"] for e in out.values()), len(out))
+
+
+def lens_claim(block_verdicts: dict[str, str], reference: str = "linear CKA") -> tuple[str, list[str], list[str]]:
+    """Whether the measures other than `reference` see the block: verdict, the measures that do, those that don't."""
+    others = {k: v for k, v in block_verdicts.items() if k != reference}
+    judged = {k: v for k, v in others.items() if verdicts.head(v) != verdicts.NOT_TESTABLE}
+    seen = [k for k, v in judged.items() if v == verdicts.SHOWN]
+    unseen = [k for k in judged if k not in seen]
+    if not judged:
+        return verdicts.NOT_TESTABLE, seen, unseen
+    return verdicts.fraction_verdict(len(seen), len(judged)), seen, unseen
+
+
+def accuracy_with_layer(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                        layer: str | None = None, k: int = 0) -> float:
+    """The model's accuracy on `images` (one batch) with `layer`'s output stripped of its top-k PCs (over them)."""
+    handle = None
+    if layer is not None and k > 0:
+        def hook(module, inputs, output):
+            flat = output.detach().cpu().double().flatten(1).numpy()
+            removed = measure_tests.remove_top_pcs(flat, k)
+            return torch.from_numpy(removed).to(output.dtype).to(output.device).reshape(output.shape)
+        handle = dict(model.named_modules())[layer].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            logits = model(images.to(device))
+    finally:
+        if handle is not None:
+            handle.remove()
+    return float((logits.argmax(1).cpu() == labels.cpu()).float().mean())
+
+
+class MeasuresStudy:
+    """Every seed of the seed study under every lens: the field's tests of a measure and the block test."""
+
+    def __init__(self, profile: Profile):
+        self.profile, self.settings = profile, profile.measures
+        self.models = structure.analyse_all(profiles.seed_study_grid(profile), profile)
+        data = runs.cka_images(self.models[0].run, self.settings.examples)
+        self.images, self.labels = data.images, data.labels
+        self.positions = np.arange(0, len(self.models[0].stream), self.settings.stride)
+        self.layer_names = [self.models[0].stream_names[i] for i in self.positions]
+        # float32 as captured (a deep seed's layers at 500 images would take gigabytes in float64)
+        self.layers = {m.run.config.name(): [x.float().numpy() for x in capture_outputs(
+            m.run.model, self.images, self.layer_names, batch_size=250)] for m in self.models}
+        self.lenses = lenses(self.settings.knn_k, profile.subspace.eps[-1])
+        self.blocked = [m for m in self.models if m.block is not None]
+        self.free = [m for m in self.models if m.block is None]
+        self._self: dict[tuple[str, str], np.ndarray] = {}
+        self._cross: dict[tuple[str, str], np.ndarray] = {}
+        self._forms: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def form(self, m: BlockAnalysis, form: str) -> list[np.ndarray]:
+        """m's analysed layers in one form (computed once)."""
+        key = (self.name(m), form)
+        if key not in self._forms:
+            self._forms[key] = prepared(self.layers[self.name(m)], form)
+        return self._forms[key]
+
+    def name(self, m: BlockAnalysis) -> str:
+        return m.run.config.name()
+
+    def inside(self, m: BlockAnalysis) -> np.ndarray:
+        """The analysed layers inside m's block."""
+        span = m.on_stream(m.block)
+        return (self.positions >= span.start) & (self.positions <= span.end)
+
+    def self_matrix(self, lens: str, m: BlockAnalysis) -> np.ndarray:
+        key = (lens, self.name(m))
+        if key not in self._self:
+            layers = self.form(m, self.lenses[lens].form)
+            self._self[key] = measure_tests.similarity_matrix(self.lenses[lens].function, layers, layers)
+        return self._self[key]
+
+    def cross(self, lens: str, other: BlockAnalysis) -> np.ndarray:
+        """The lens between the first seed's analysed layers and another seed's."""
+        key = (lens, self.name(other))
+        if key not in self._cross:
+            form = self.lenses[lens].form
+            self._cross[key] = measure_tests.similarity_matrix(self.lenses[lens].function,
+                                                               self.form(self.models[0], form), self.form(other, form))
+        return self._cross[key]
+
+    # -- the field's tests -------------------------------------------------------------------------
+
+    @one_blas_thread
+    def identification(self) -> dict[str, float | None]:
+        """Per lens: layer identification between the first seed and each other (mean), None with one seed."""
+        return {lens: float(np.mean([identification(self.cross(lens, o)) for o in self.models[1:]]))
+                if len(self.models) > 1 else None for lens in self.lenses}
+
+    @one_blas_thread
+    def calibration(self) -> dict[str, dict]:
+        """Per lens: mean best match, its shuffled null and the calibrated score (first seed vs the second)."""
+        if len(self.models) < 2:
+            return {}
+        a, b = self.models[:2]
+        return {lens: calibrated(v, self.form(a, v.form), self.form(b, v.form), self.cross(lens, b),
+                                 self.settings.draws) for lens, v in self.lenses.items()}
+
+    def deletion_layers(self) -> list[int]:
+        """Evenly spaced analysed layers (indices) whose top PCs are deleted."""
+        count = min(self.settings.deletion_layers, len(self.positions))
+        return sorted(set(np.linspace(0, len(self.positions) - 1, count).round().astype(int).tolist()))
+
+    @one_blas_thread
+    def accuracy_drops(self) -> dict[str, list[float]]:
+        """Per deletion layer: the first seed's accuracy drop on the analysis images per k."""
+        model = self.models[0].run.model.eval()
+        clean = accuracy_with_layer(model, self.images, self.labels)
+        self.clean_accuracy = clean
+        return {self.layer_names[i]: [clean - accuracy_with_layer(model, self.images, self.labels,
+                                                                  self.layer_names[i], k)
+                                      for k in self.settings.pc_ks] for i in self.deletion_layers()}
+
+    @one_blas_thread
+    def sensitivity(self, drops: dict[str, list[float]]) -> dict[str, dict]:
+        """Per lens: Ding et al.'s rank correlation and the seed-vs-deletion margin."""
+        layers = self.layers[self.name(self.models[0])]
+        chosen = {self.layer_names[i]: layers[i] for i in self.deletion_layers()}
+        out = {}
+        for lens in self.lenses:
+            seed = (float(np.mean([np.diag(self.cross(lens, self.models[1]))[i] for i in self.deletion_layers()]))
+                    if len(self.models) > 1 else float("nan"))
+            sims = deletion_similarities(self.lenses[lens], chosen, self.settings.pc_ks)
+            out[lens] = {**sensitivity(sims, drops, seed), "similarities": sims}
+        return out
+
+    def outlier_layer(self) -> int:
+        return len(self.positions) // 2
+
+    @one_blas_thread
+    def outliers(self) -> dict[str, dict]:
+        """Per lens: Davari et al.'s changes at the middle analysed layer of the first seed (neighbour: the next)."""
+        layers, i = self.layers[self.name(self.models[0])], self.outlier_layer()
+        neighbour = layers[i + 1] if i + 1 < len(layers) else layers[i - 1]
+        s = self.settings
+        return {lens: outlier_changes(self.lenses[lens], layers[i], neighbour, s.outlier_fractions, s.outlier_scales)
+                for lens in self.lenses}
+
+    # -- the block under every lens ----------------------------------------------------------------
+
+    @one_blas_thread
+    def block(self) -> tuple[dict[str, dict], dict[str, str]]:
+        """Per lens: each blocked seed's contrast against the block-free seeds' runs, and the verdict."""
+        details, found = {}, {}
+        for lens in self.lenses:
+            blocked = {self.name(m): (self.self_matrix(lens, m), self.inside(m)) for m in self.blocked}
+            free = [self.self_matrix(lens, m) for m in self.free] if self.blocked else []
+            details[lens], found[lens] = block_contrast(blocked, free, self.settings.null_quantile)
+        return details, found
+
+    def shown_model(self) -> BlockAnalysis:
+        """The model whose heatmaps the chapter shows: the first with a block, else the first seed."""
+        return (self.blocked or self.models)[0]
+
+    @one_blas_thread
+    def heatmaps(self) -> dict[str, np.ndarray]:
+        """The shown model's self-similarity matrix under every lens."""
+        return {lens: self.self_matrix(lens, self.shown_model()) for lens in self.lenses}
+
+    def shown_span(self) -> tuple[int, int] | None:
+        """The shown model's block as (first, last) analysed-layer index, None without one."""
+        m = self.shown_model()
+        if m.block is None or not self.inside(m).any():
+            return None
+        where = np.flatnonzero(self.inside(m))
+        return int(where[0]), int(where[-1])
+
+
+def summary_rows(identified: dict, calibration: dict, sensitivity: dict, outliers: dict,
+                 block_verdicts: dict, details: dict) -> list[dict]:
+    """One row per lens for the chapter's table (None where a test could not run)."""
+    rows = []
+    for lens in block_verdicts:
+        contrasts = [e["contrast"] for e in details.get(lens, {}).values()]
+        rows.append({"measure": lens, "identification": identified.get(lens),
+                     "calibrated": calibration.get(lens, {}).get("calibrated"),
+                     "rho": sensitivity.get(lens, {}).get("rho"),
+                     "specificity_margin": sensitivity.get(lens, {}).get("specificity_margin"),
+                     "outlier_change": outliers.get(lens, {}).get("max_self_change"),
+                     "block_contrast": float(np.mean(contrasts)) if contrasts else None,
+                     "block": block_verdicts[lens]})
+    return rows
+
+
+def lens_sentence(block_verdicts: dict[str, str]) -> str:
+    """Which measures see the block ('seen by ...; not by ...'), or why none could be judged."""
+    verdict, seen, unseen = lens_claim(block_verdicts)
+    if verdict == verdicts.NOT_TESTABLE:
+        return next(iter(block_verdicts.values()))
+    return f"seen by {', '.join(seen) or 'none'}; not by {', '.join(unseen) or 'none'}"
