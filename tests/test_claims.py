@@ -97,7 +97,8 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
     verdict, evidence = finding.judge(result)
     assert verdict and evidence
     recorded = {**result.get("trends", {}), **result.get("verdicts", {}),
-                **result.get("claims_fit", {}).get("verdicts", {})}
+                **result.get("claims_fit", {}).get("verdicts", {}),
+                **({"claim": result["claim"]["verdict"]} if "claim" in result else {})}
     if recorded:  # chapters that record their verdicts: the table repeats one of them
         assert verdict in recorded.values()
 
@@ -121,6 +122,7 @@ def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behin
     effect = {"contrast_before": 0.6, "contrast_after_dominant": 0.1, "drop_random_mean": 0.05}
     document = {"models": {name: {"depth": 110, "width": 1, "n_train": 500, "seed": 1}}, "removal": {name: effect},
                 "concentration": {name: {"top_5pct": 0.7}}, "gaussian": {"top_5pct": 0.25},
+                "within_model_overlap": {name: 0.4}, "across_seed_overlap": {name: 0.02}, "chance_overlap": 0.026,
                 "snapshots": {name: [{"epoch": 15, "block_size": 0.3}, {"epoch": 150, "block_size": 0.5}]},
                 "regularised": {"0.2": [{"has_block": False, "has_block_unregularised": True},
                                         {"has_block": True, "has_block_unregularised": True},
@@ -129,11 +131,10 @@ def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behin
                              "removal_breaks_block": "shown", "forms_early": "shown",
                              "regulariser_removes_block": "partly shown"}}
     verdict, evidence = claims.judge_dominant_datapoints(document)
-    assert verdict == "partly shown" and "top 5% carry 0.70" in evidence and "(Gaussian scores: 0.25)" in evidence
-    document["verdicts"]["differ_across_seeds"] = "shown"
-    assert claims.judge_dominant_datapoints(document)[0] == "shown"
-    document["verdicts"]["differ_across_seeds"] = "not testable"
-    assert claims.judge_dominant_datapoints(document)[0] == "not testable"
+    assert verdict == "shown" and "top 5% carry 0.70, Jaccard between block layers 0.40" in evidence
+    assert "(Gaussian scores: 0.25; two random sets: 0.026)" in evidence
+    verdict, evidence = claims.judge_differ_across_seeds(document)
+    assert verdict == "not shown" and "ResNet-110 ×1, n=500, s1: 0.020" in evidence
     assert claims.judge_removal(document) == ("shown", "ResNet-110 ×1, n=500, s1: contrast 0.60 to 0.10 (random 0.55)")
     assert claims.judge_forms_early(document)[1].endswith("0.30 (epoch 15), 0.50 (epoch 150)")
     verdict, evidence = claims.judge_regulariser(document)

@@ -168,28 +168,23 @@ def judge_subspace(results: dict) -> tuple[str, str]:
                      f"while linear CKA of the same layers is {cka_mean:.2f}")
 
 
-def _weaker(first: str, second: str) -> str:
-    """Two verdicts as one claim: shown only if both are, not testable if either is, not shown if neither holds."""
-    pair = {first, second}
-    if NOT_TESTABLE in pair:
-        return NOT_TESTABLE
-    if pair == {"shown"}:
-        return "shown"
-    return "not shown" if pair == {"not shown"} else "partly shown"
-
-
-def _origins_models(results: dict, names) -> str:
-    return ", ".join(results_schema.label(results["models"][n]) for n in names) or "no seed with a block"
-
-
 def judge_dominant_datapoints(results: dict) -> tuple[str, str]:
-    """Chapter 8: a few examples carry the block's first PC, shared by its layers and different between seeds."""
-    v = results["verdicts"]
-    top = "; ".join(f"{results_schema.label(results['models'][n])}: top 5% carry {c['top_5pct']:.2f}"
+    """Chapter 8: a few examples carry each blocked seed's first PC, and its block's layers share them."""
+    top = "; ".join(f"{results_schema.label(results['models'][n])}: top 5% carry {c['top_5pct']:.2f}, "
+                    f"Jaccard between block layers {results['within_model_overlap'].get(n, float('nan')):.2f}"
                     for n, c in results["concentration"].items()) or "no seed with a block"
-    return _weaker(v["dominant_datapoints"], v["differ_across_seeds"]), (
-        f"{top} (Gaussian scores: {results['gaussian']['top_5pct']:.2f}); concentrated and shared across the "
-        f"block's layers: {v['dominant_datapoints']}; different between seeds: {v['differ_across_seeds']}")
+    return results["verdicts"]["dominant_datapoints"], (
+        f"{top} (Gaussian scores: {results['gaussian']['top_5pct']:.2f}; two random sets: "
+        f"{results['chance_overlap']:.3f})")
+
+
+def judge_differ_across_seeds(results: dict) -> tuple[str, str]:
+    """Chapter 8: the first blocked seed's dominant set against the other seeds', on its block's layers."""
+    across = "; ".join(f"{results_schema.label(results['models'][n])}: {v:.3f}"
+                       for n, v in results["across_seed_overlap"].items()) or "no other seed"
+    return results["verdicts"]["differ_across_seeds"], (
+        f"Jaccard with the first blocked seed's dominant set: {across} (two random sets: "
+        f"{results['chance_overlap']:.3f})")
 
 
 def judge_removal(results: dict) -> tuple[str, str]:
@@ -247,8 +242,10 @@ FINDINGS = [
             "correct-fraction grids and seed-split null", judge_errors),
     Finding("(Wang et al. 2018) The same layers of two seeds match in fewer than half their neurons, even at "
             "the loosest ε", "07_subspace_match", "match score and CKA by layer", judge_subspace),
-    Finding("(Nguyen et al. 2022) A few dominant datapoints carry the block's first PC; they differ between seeds",
+    Finding("(Nguyen et al. 2022) A few dominant datapoints carry the block's first PC, shared by its layers",
             "08_origins", "concentration table", judge_dominant_datapoints),
+    Finding("(Nguyen et al. 2022) The dominant datapoints differ between seeds", "08_origins",
+            "concentration table (across seeds)", judge_differ_across_seeds),
     Finding("(Nguyen et al. 2022) Removing the dominant datapoints breaks the block", "08_origins",
             "removal table", judge_removal),
     Finding("(Nguyen et al. 2022) The block forms early in training", "08_origins",
