@@ -133,9 +133,10 @@ class Finished:
     node: str
 
     def line(self) -> str:
-        """The one line printed when the model is done."""
-        return (f"done {self.name}: train acc {self.train_acc:.3f}, test acc {self.test_acc:.3f}, "
-                f"{self.wall_time_s:.0f} s on {self.node}")
+        """The one line printed when the model is done (the node only off this machine: it fits a page)."""
+        where = "" if self.node in ("127.0.0.1", "localhost") else f" on {self.node}"
+        return (f"done {self.name}: train acc {self.train_acc:.3f}, test {self.test_acc:.3f}, "
+                f"{self.wall_time_s:.0f} s{where}")
 
 
 def _finished(run: TrainedRun, node: str) -> Finished:

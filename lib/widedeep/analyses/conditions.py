@@ -17,6 +17,8 @@ from widedeep.analyses.structure import BlockAnalysis
 from widedeep.labels import architecture_label
 from widedeep.profiles import Profile
 
+FITS = ("incidence_fit", "continuous_fit", "block_size_fit")  # the laws fitted on each arm
+
 
 def cell_title(hit: int, total: int) -> str:
     """'block 2/3' style incidence over a cell's seeds."""
@@ -126,7 +128,7 @@ class ConditionsStudy:
         record = {"arms_compared": self.arms_compared(), "training_length_effect": self.training_length_effect()}
         for arm, fits, rows in (("", self.fits, self.main_rows), ("short_arm_", self.short_fits, self.short_rows)):
             laws = incidence.law_record(fits, rows) if fits is not None else {}
-            for key in ("incidence_fit", "continuous_fit", "block_size_fit"):
+            for key in FITS:
                 record[arm + key] = laws.get(key)  # None: the arm cannot separate capacity from data
         key, verdicts = self.claim_fit()
         record["claims_fit"] = {"fit": key, "verdicts": verdicts or {}}
