@@ -1,14 +1,15 @@
-"""Wall time of each of Chapter 9's measures on one layer pair, as the chapter calls them.
+"""Wall time of each of Chapter 9's measures, split as the chapter pays it: once per layer, once per pair.
 
-    .venv/bin/python benchmarks/measure_cost.py                     # 1000 examples x 256 features
-    .venv/bin/python benchmarks/measure_cost.py --examples 500 --features 4096 --repeats 5
+    .venv/bin/python benchmarks/measure_cost.py                       # 500 examples, ResNet stage shapes
+    .venv/bin/python benchmarks/measure_cost.py --examples 1000 --repeats 5
 
-Two synthetic layers of the same examples: X (n x p), Y = a random mixture of half of X's features
-plus noise, both post-ReLU like the book's layers. Each measure of `widedeep.analyses.measures_study.lenses`
-is timed on the form it reads in the chapter (principal coordinates for the Euclidean measures, the
-raw layer for RSA, PWCCA and the subspace match; the subspace match treats each feature as a neuron
-over the n examples); the one-off cost of the principal coordinates is reported on its own line, since the chapter pays
-it once per layer, not once per pair. On one BLAS thread, as the chapter runs. The fastest of
+Three synthetic post-ReLU conv layers of the same examples with the shapes of a width-1 ResNet's
+three stages on Fashion-MNIST (16 x 28 x 28, 32 x 14 x 14, 64 x 7 x 7), each sharing half of its
+channels with a mixture of the previous one. Each lens of `widedeep.measures.lenses` is timed on its
+summary of one layer (`prepare`, paid once per layer and per shuffled or perturbed copy) and on its
+comparison of two summaries (`compare`, paid once per layer pair; the mean over the 3 x 3 pairs of
+stages), and beside them the two-argument measure as the previous chapter code called it per pair,
+so the saving reads off one line. On one BLAS thread, as the chapter runs. The fastest of
 `--repeats` runs is kept; timings depend on the machine and its load, the ratios are what to compare.
 Writes benchmarks/results/measure_cost.{txt,json}.
 """
@@ -28,17 +29,23 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from widedeep.analyses import measures_study
+from widedeep.measures.lenses import lenses
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def layers(n: int, p: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two non-negative (n, p) layers sharing half of their directions."""
+SHAPES = ((16, 28, 28), (32, 14, 14), (64, 7, 7))
+
+
+def layers(n: int, seed: int) -> list[np.ndarray]:
+    """Three non-negative conv layers of the stage shapes, each sharing half its channels with the previous."""
     rng = np.random.default_rng(seed)
-    x = np.maximum(rng.normal(size=(n, p)), 0)
-    y = np.maximum(x[:, : p // 2] @ rng.normal(size=(p // 2, p)) / np.sqrt(p) + 0.5 * rng.normal(size=(n, p)), 0)
-    return x, y
+    out = [np.maximum(rng.normal(size=(n, *SHAPES[0])), 0)]
+    for c, h, w in SHAPES[1:]:
+        previous = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(out[-1]), (h, w)).numpy()
+        shared = np.einsum("nchw,cd->ndhw", previous, rng.normal(size=(previous.shape[1], c // 2)))
+        out.append(np.maximum(np.concatenate([shared, rng.normal(size=(n, c - c // 2, h, w))], axis=1), 0))
+    return [x.astype(np.float32) for x in out]   # as the chapter captures them
 
 
 def fastest(function, repeats: int) -> tuple[float, object]:
@@ -52,8 +59,7 @@ def fastest(function, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=1000)
-    parser.add_argument("--features", type=int, default=256)
+    parser.add_argument("--examples", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--knn-k", type=int, default=10)
     parser.add_argument("--eps", type=float, default=0.5)
@@ -62,26 +68,28 @@ def main() -> None:
     rows = []
     with redirect_stdout(out), threadpool_limits(limits=1, user_api="blas"):
         torch.set_num_threads(1)
-        print(f"# measure cost, {args.examples} examples x {args.features} features, one BLAS thread; numpy "
-              f"{np.__version__}, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared with other work: the "
-              f"machine may be busy)")
-        x, y = layers(args.examples, args.features, 0)
-        coords_s, _ = fastest(lambda: measures_study.principal_coordinates(x), args.repeats)
-        print(f"principal coordinates of one layer (once per layer): {coords_s * 1e3:.1f} ms")
-        print(f"{'measure':<16}{'reads':>24}{'ms per pair':>14}{'value':>9}")
-        for name, lens in measures_study.lenses(args.knn_k, args.eps).items():
-            a, b = measures_study.prepared([x, y], lens.form)
-            seconds, value = fastest(lambda: lens.function(a, b), args.repeats)
-            rows.append({"measure": name, "form": lens.form, "seconds": seconds, "value": float(value)})
-            print(f"{name:<16}{lens.form:>24}{seconds * 1e3:>14.1f}{value:>9.3f}")
+        print(f"# measure cost, {args.examples} examples, layers {' / '.join('x'.join(map(str, s)) for s in SHAPES)}, "
+              f"one BLAS thread; numpy {np.__version__}, torch {torch.__version__}, "
+              f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} on "
+              f"{os.cpu_count()} CPUs (shared with other work: the machine may be busy)")
+        stack = layers(args.examples, 0)
+        print(f"{'measure':<16}{'prepare ms/layer':>18}{'compare ms/pair':>17}{'measure ms/pair':>17}"
+              f"{'prepare/compare':>17}")
+        for name, lens in lenses(args.knn_k, args.eps).items():
+            prepare_s, summaries = fastest(lambda: [lens.prepare(x) for x in stack], args.repeats)
+            compare_s, _ = fastest(lambda: [lens.compare(a, b) for a in summaries for b in summaries], args.repeats)
+            measure_s, _ = fastest(lambda: [lens.function(a, b) for a in stack for b in stack], args.repeats)
+            row = {"measure": name, "prepare_s": prepare_s / len(stack), "compare_s": compare_s / len(stack) ** 2,
+                   "measure_s": measure_s / len(stack) ** 2}
+            rows.append(row)
+            print(f"{name:<16}{row['prepare_s'] * 1e3:>18.1f}{row['compare_s'] * 1e3:>17.2f}"
+                  f"{row['measure_s'] * 1e3:>17.1f}{row['prepare_s'] / row['compare_s']:>17.1f}")
     text = out.getvalue()
     print(text, end="")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "measure_cost.txt").write_text(text)
     (RESULTS / "measure_cost.json").write_text(json.dumps(
-        {"config": vars(args), "load_average": os.getloadavg()[0], "principal_coordinates_s": coords_s,
-         "measures": rows}, indent=1) + "\n")
+        {"config": vars(args), "shapes": SHAPES, "load_average": os.getloadavg()[0], "measures": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from widedeep.analyses import measure_tests, measures_study as ms, verdicts
+from widedeep.measures.lenses import lenses
 
 N, P, L = 80, 12, 8
-LENSES = ms.lenses(knn_k=5, eps=0.5)
+LENSES = lenses(knn_k=5, eps=0.5)
 
 
 def chain(seed: int, planted: tuple[int, int] | None = None) -> list[np.ndarray]:
@@ -32,16 +33,6 @@ def self_matrix(lens, layers):
 
 def inside(first, last):
     return (np.arange(L) >= first) & (np.arange(L) <= last)
-
-
-@pytest.mark.parametrize("form_lens", [k for k, v in LENSES.items() if v.form == ms.COORDS])
-def test_principal_coordinates_change_no_euclidean_measure(form_lens):
-    rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(30, 200)), rng.normal(size=(30, 150)) + 3.0   # more features than examples
-    y[:, :20] += x[:, :20]
-    f = LENSES[form_lens].function
-    assert f(ms.principal_coordinates(x), ms.principal_coordinates(y)) == pytest.approx(f(x, y), abs=1e-9)
-    assert ms.principal_coordinates(x).shape[1] <= 30
 
 
 def test_every_measure_sees_a_planted_block_and_none_sees_a_block_free_run():
@@ -80,9 +71,8 @@ def test_identification_and_calibration_separate_a_copy_from_an_unrelated_stack(
     other = [np.random.default_rng(100 + i).normal(size=(N, P)) for i in range(L)]
     same = ms.cross_matrix(lens, a, copy)
     assert ms.identification(same) == 1.0
-    coords = ms.prepared(a, lens.form)
-    high = ms.calibrated(lens, coords, ms.prepared(copy, lens.form), same, draws=2)
-    low = ms.calibrated(lens, coords, ms.prepared(other, lens.form), ms.cross_matrix(lens, a, other), draws=2)
+    high = ms.calibrated(lens, a, ms.sides(lens, copy), same, draws=2)
+    low = ms.calibrated(lens, a, ms.sides(lens, other), ms.cross_matrix(lens, a, other), draws=2)
     assert high["calibrated"] > 0.9 and abs(low["calibrated"]) < 0.3
     assert 0 < low["null"] < 1   # the shuffled null of a maximum is not zero
 
@@ -101,7 +91,7 @@ def test_deleting_principal_components_lowers_every_measure_but_the_cca_family()
     x = chain(40)[3]
     blind = set()
     for name, lens in LENSES.items():
-        assert lens.function(*ms.prepared([x, x], lens.form)) == pytest.approx(1.0, abs=1e-9), name
+        assert lens.function(x, x) == pytest.approx(1.0, abs=1e-9), name
         sims = ms.deletion_similarities(lens, {"x": x}, [1, 6])["x"]
         if sims[1] > 1 - 1e-6:
             blind.add(name)
@@ -129,20 +119,23 @@ def test_accuracy_with_a_layer_stripped_of_its_principal_components():
     assert ms.accuracy_with_layer(model, images, labels) == 1.0   # the hook is gone
 
 
-def test_subspace_match_compares_maps_of_two_sizes_on_common_positions():
-    rng = np.random.default_rng(0)
-    x = np.maximum(rng.normal(size=(10, 4, 8, 8)), 0)
-    a, b = ms.common_positions(x, x[:, :, ::2, ::2])
-    assert a.shape == (10, 4, 4, 4) and b.shape == (10, 4, 4, 4)
-    assert ms.subspace_score(x, x, 0.1) == 1.0
-    assert 0 <= ms.subspace_score(x, np.maximum(rng.normal(size=(10, 6, 4, 4)), 0), 0.1) <= 1
-
-
 def test_the_shuffled_null_keeps_a_layers_shape():
     seen = []
     measure_tests.shuffled_best_match(lambda a, b: seen.append(b.shape) or 0.0, np.ones((6, 2, 3)),
                                       [np.ones((6, 4, 3))], draws=1)
     assert seen == [(6, 4, 3)]
+
+
+@pytest.mark.parametrize("name", ["linear CKA", "PWCCA", "subspace match"])
+def test_shuffling_the_layer_gives_the_null_of_shuffling_the_other_seed(name):
+    """The chapter shuffles the layer and reuses the other seed's summaries: the same null, draw by draw."""
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.normal(size=(N, 3, 4, 4)), 0)
+    others = [np.maximum(x[:, :2] + rng.normal(size=(N, 2, 4, 4)), 0), np.maximum(rng.normal(size=(N, 5, 2, 2)), 0)]
+    lens = LENSES[name]
+    chapter = ms.shuffled_best_match(lens, x, ms.sides(lens, others), draws=3, seed=7)
+    direct = measure_tests.shuffled_best_match(lens.function, x, others, draws=3, seed=7)
+    assert chapter == pytest.approx(direct, abs=1e-9)
 
 
 def test_the_table_has_a_row_per_measure_and_a_dash_where_a_test_could_not_run():

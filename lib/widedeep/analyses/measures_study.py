@@ -5,14 +5,10 @@ CKA block, the measures layer for the measures themselves). Every measure sees t
 images (the first `measures_examples` test images) and every `measures_stride`-th residual-stream
 layer of every seed of the seed study.
 
-Inputs of the measures. The Euclidean measures (the CKA family, mean CCA, SVCCA, Procrustes, mutual
-k-NN) depend on a layer only through the centred examples' pairwise geometry, so each layer is first
-written in its *principal coordinates* U S (centred X = U S V^T: at most n columns, exactly the same
-inner products), which makes a 16 000-feature layer as cheap as a 300-feature one and changes no
-value (tested). RSA (correlations across each example's own features), PWCCA (its weights sum
-absolute projections over the layer's own neurons) and the subspace match (raw, uncentred channels
-over examples x positions) are not rotation-invariant and see the raw layer.
-Where features outnumber examples, the CCA family reduces each side further to its top principal
+The measures are `widedeep.measures.lenses`: each splits into a summary of one layer (a Gram, a basis,
+a dissimilarity matrix, neighbour lists) and a cheap comparison of two summaries, so every layer of
+every seed is summarised once per lens and the many pairs below only compare summaries.
+Where features outnumber examples, the CCA family reduces each side to its top principal
 components (`widedeep.measures.similarity.principal_basis`): SVCCA keeps those holding 99% of the
 variance, mean CCA and PWCCA all, each capped at n / 4 directions, because every canonical
 correlation reaches 1 once the two sides' dimensions add up to n.
@@ -37,9 +33,6 @@ The tests, per measure:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import functools
 
 import numpy as np
@@ -50,66 +43,8 @@ from widedeep import profiles
 from widedeep.analyses import measure_tests, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.capture import capture_outputs
-from widedeep.measures import cka, similarity
-from widedeep.measures.subspace import LayerPair, neuron_matrix
+from widedeep.measures.lenses import Lens, lenses
 from widedeep.profiles import Profile
-
-COORDS, RAW = "principal coordinates", "raw"
-
-
-@dataclass(frozen=True)
-class Lens:
-    """A measure (larger = more similar) and the form of the layer it reads."""
-
-    function: Callable[[np.ndarray, np.ndarray], float]
-    form: str
-
-
-def common_positions(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two (N, C, H, W) maps average-pooled to their common (smaller) spatial size; others unchanged."""
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim != 4 or y.ndim != 4 or x.shape[2:] == y.shape[2:]:
-        return x, y
-    size = tuple(min(a, b) for a, b in zip(x.shape[2:], y.shape[2:]))
-    pool = torch.nn.functional.adaptive_avg_pool2d
-    return tuple(pool(torch.from_numpy(np.ascontiguousarray(z)), size).numpy() for z in (x, y))
-
-
-def subspace_score(x: np.ndarray, y: np.ndarray, eps: float) -> float:
-    """Wang et al.'s maximum-match score at eps, neurons = channels over (example, position) coordinates.
-
-    Layers of different stages have different spatial sizes; their channels are compared over common
-    coordinates after average-pooling the larger map to the smaller's size.
-    """
-    x, y = common_positions(x, y)
-    return LayerPair.from_activations(neuron_matrix(x), neuron_matrix(y)).score(eps)
-
-
-def lenses(knn_k: int = 10, eps: float = 0.5) -> dict[str, Lens]:
-    """The chapter's measures by name, in the table's order."""
-    return {"linear CKA": Lens(cka.linear_cka, COORDS),
-            "debiased CKA": Lens(lambda x, y: cka.linear_cka(x, y, debiased=True), COORDS),
-            "RBF CKA": Lens(cka.rbf_cka, COORDS),
-            "mean CCA": Lens(similarity.mean_cca, COORDS),
-            "SVCCA": Lens(similarity.svcca, COORDS),
-            "PWCCA": Lens(similarity.pwcca, RAW),
-            "Procrustes": Lens(similarity.procrustes_similarity, COORDS),
-            "RSA": Lens(similarity.rsa, RAW),
-            "mutual k-NN": Lens(lambda x, y: similarity.mutual_knn(x, y, knn_k), COORDS),
-            "subspace match": Lens(lambda x, y: subspace_score(x, y, eps), RAW)}
-
-
-def principal_coordinates(x) -> np.ndarray:
-    """Centred X in its principal coordinates U S (n x rank): the same Gram, distances and spans as X."""
-    x = np.asarray(x, np.float64).reshape(len(x), -1)
-    u, s, _ = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
-    keep = s > s.max() * max(x.shape) * np.finfo(float).eps if s.size else s > 0
-    return u[:, keep] * s[keep]
-
-
-def prepared(layers: list[np.ndarray], form: str) -> list[np.ndarray]:
-    """Each layer in the form a lens reads (raw layers as they are: every measure works in float64 itself)."""
-    return [principal_coordinates(x) if form == COORDS else np.asarray(x) for x in layers]
 
 
 def one_blas_thread(function):
@@ -122,10 +57,14 @@ def one_blas_thread(function):
     return wrapper
 
 
+def sides(lens: Lens, layers: list) -> list:
+    """Each layer's summary under the lens (the per-layer work, done once)."""
+    return [lens.prepare(x) for x in layers]
+
+
 def cross_matrix(lens: Lens, layers_a: list, layers_b: list) -> np.ndarray:
     """The lens's (len(a), len(b)) similarity matrix, each layer prepared once."""
-    return measure_tests.similarity_matrix(lens.function, prepared(layers_a, lens.form),
-                                           prepared(layers_b, lens.form))
+    return measure_tests.similarity_matrix(lens.compare, sides(lens, layers_a), sides(lens, layers_b))
 
 
 def identification(cross: np.ndarray) -> float:
@@ -133,20 +72,39 @@ def identification(cross: np.ndarray) -> float:
     return (measure_tests.identification_accuracy(cross) + measure_tests.identification_accuracy(cross.T)) / 2
 
 
-def calibrated(lens: Lens, a: list, b: list, cross: np.ndarray, draws: int, seed: int = 0) -> dict:
-    """Per prepared layer of A: its best match in B (`cross`), the shuffled-examples null of that maximum, and
+def shuffled_best_match(lens: Lens, layer: np.ndarray, sides_b: list, draws: int, seed: int = 0) -> np.ndarray:
+    """Per draw: the layer's best match among B's summaries with the examples of one side shuffled.
+
+    It is `measure_tests.shuffled_best_match` (B's examples shuffled), computed by shuffling the layer's
+    instead: every measure is unchanged when both sides' examples are permuted together, so
+    s(x, b[order]) = s(x[order^-1], b), and B's summaries are reused rather than rebuilt per draw.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(draws)
+    for d in range(draws):
+        inverse = np.argsort(rng.permutation(len(layer)))
+        shuffled = lens.prepare(np.asarray(layer)[inverse])
+        out[d] = max(lens.compare(shuffled, b) for b in sides_b)
+    return out
+
+
+def calibrated(lens: Lens, layers_a: list, sides_b: list, cross: np.ndarray, draws: int, seed: int = 0) -> dict:
+    """Per layer of A: its best match in B (`cross`), the shuffled-examples null of that maximum, and
     the calibrated score (best - null) / (1 - null); means over layers."""
     best = cross.max(axis=1)
-    null = np.array([measure_tests.shuffled_best_match(lens.function, x, b, draws, seed + i).mean()
-                     for i, x in enumerate(a)])
+    null = np.array([shuffled_best_match(lens, x, sides_b, draws, seed + i).mean() for i, x in enumerate(layers_a)])
     score = np.where(null < 1, (best - null) / np.where(null < 1, 1 - null, 1), np.nan)
     return {"best": float(best.mean()), "null": float(null.mean()), "calibrated": float(np.nanmean(score))}
 
 
 def deletion_similarities(lens: Lens, layers: dict[str, np.ndarray], ks: list[int]) -> dict[str, list[float]]:
     """Per layer: the lens's similarity between the layer and itself with its top-k PCs deleted, per k."""
-    return {name: [lens.function(*prepared([x, measure_tests.remove_top_pcs(x, k).reshape(x.shape)], lens.form))
-                   for k in ks] for name, x in layers.items()}
+    out = {}
+    for name, x in layers.items():
+        side = lens.prepare(x)
+        out[name] = [lens.compare(side, lens.prepare(measure_tests.remove_top_pcs(x, k).reshape(x.shape)))
+                     for k in ks]
+    return out
 
 
 def sensitivity(similarities: dict[str, list[float]], drops: dict[str, list[float]], seed_similarity: float) -> dict:
@@ -161,14 +119,15 @@ def sensitivity(similarities: dict[str, list[float]], drops: dict[str, list[floa
 def outlier_changes(lens: Lens, x: np.ndarray, neighbour: np.ndarray, fractions: list[float],
                     scales: list[float]) -> dict:
     """Per (fraction, scale): 1 - s(X, X moved) and |s(X moved, neighbour) - s(X, neighbour)| (Davari et al.)."""
-    base = lens.function(*prepared([x, neighbour], lens.form))
+    side, neighbour_side = lens.prepare(x), lens.prepare(neighbour)
+    base = lens.compare(side, neighbour_side)
     self_change, neighbour_change = [], []
     for f in fractions:
         rows_self, rows_nb = [], []
         for c in scales:
-            moved = measure_tests.translate_outliers(x, f, c).reshape(x.shape)
-            rows_self.append(1 - lens.function(*prepared([x, moved], lens.form)))
-            rows_nb.append(abs(lens.function(*prepared([moved, neighbour], lens.form)) - base))
+            moved = lens.prepare(measure_tests.translate_outliers(x, f, c).reshape(x.shape))
+            rows_self.append(1 - lens.compare(side, moved))
+            rows_nb.append(abs(lens.compare(moved, neighbour_side) - base))
         self_change.append(rows_self)
         neighbour_change.append(rows_nb)
     return {"self_change": self_change, "neighbour_change": neighbour_change,
@@ -250,14 +209,14 @@ class MeasuresStudy:
         self.free = [m for m in self.models if m.block is None]
         self._self: dict[tuple[str, str], np.ndarray] = {}
         self._cross: dict[tuple[str, str], np.ndarray] = {}
-        self._forms: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._sides: dict[tuple[str, str], list] = {}
 
-    def form(self, m: BlockAnalysis, form: str) -> list[np.ndarray]:
-        """m's analysed layers in one form (computed once)."""
-        key = (self.name(m), form)
-        if key not in self._forms:
-            self._forms[key] = prepared(self.layers[self.name(m)], form)
-        return self._forms[key]
+    def sides(self, lens: str, m: BlockAnalysis) -> list:
+        """m's analysed layers summarised under one lens (computed once)."""
+        key = (lens, self.name(m))
+        if key not in self._sides:
+            self._sides[key] = sides(self.lenses[lens], self.layers[self.name(m)])
+        return self._sides[key]
 
     def name(self, m: BlockAnalysis) -> str:
         return m.run.config.name()
@@ -270,17 +229,16 @@ class MeasuresStudy:
     def self_matrix(self, lens: str, m: BlockAnalysis) -> np.ndarray:
         key = (lens, self.name(m))
         if key not in self._self:
-            layers = self.form(m, self.lenses[lens].form)
-            self._self[key] = measure_tests.similarity_matrix(self.lenses[lens].function, layers, layers)
+            layers = self.sides(lens, m)
+            self._self[key] = measure_tests.similarity_matrix(self.lenses[lens].compare, layers, layers)
         return self._self[key]
 
     def cross(self, lens: str, other: BlockAnalysis) -> np.ndarray:
         """The lens between the first seed's analysed layers and another seed's."""
         key = (lens, self.name(other))
         if key not in self._cross:
-            form = self.lenses[lens].form
-            self._cross[key] = measure_tests.similarity_matrix(self.lenses[lens].function,
-                                                               self.form(self.models[0], form), self.form(other, form))
+            self._cross[key] = measure_tests.similarity_matrix(self.lenses[lens].compare,
+                                                               self.sides(lens, self.models[0]), self.sides(lens, other))
         return self._cross[key]
 
     # -- the field's tests -------------------------------------------------------------------------
@@ -297,7 +255,7 @@ class MeasuresStudy:
         if len(self.models) < 2:
             return {}
         a, b = self.models[:2]
-        return {lens: calibrated(v, self.form(a, v.form), self.form(b, v.form), self.cross(lens, b),
+        return {lens: calibrated(v, self.layers[self.name(a)], self.sides(lens, b), self.cross(lens, b),
                                  self.settings.draws) for lens, v in self.lenses.items()}
 
     def deletion_layers(self) -> list[int]:

@@ -101,7 +101,13 @@ def cka(gram_x: ArrayLike, gram_y: ArrayLike, debiased: bool = False) -> float:
         check_examples(k.shape[0], "gram_x")
     else:
         warn_small_biased(k.shape[0])
-    kc, lc = center_gram(k, debiased), center_gram(l, debiased)
+    return centred_alignment(center_gram(k, debiased), center_gram(l, debiased))
+
+
+def centred_alignment(kc: torch.Tensor, lc: torch.Tensor) -> float:
+    """<Kc, Lc> / sqrt(<Kc, Kc> <Lc, Lc>) of two Grams already centred by `center_gram`: CKA's last step."""
+    if kc.shape != lc.shape:
+        raise ValueError(f"x and y must hold the same examples; got Grams {tuple(kc.shape)} and {tuple(lc.shape)}")
     xy, xx, yy = float((kc * lc).sum()), float((kc * kc).sum()), float((lc * lc).sum())
     _require_positive(xx, "x")
     _require_positive(yy, "y")

@@ -72,12 +72,23 @@ def _max_dims(n: int) -> int:
     return max(1, int(n * MAX_DIMS_FRACTION))
 
 
+def cca_basis(x, variance: float | None = None) -> np.ndarray:
+    """One side of the CCA family: the orthonormal basis of X's top principal directions, capped at n / 4."""
+    x = as_float64(x)
+    return principal_basis(x, variance, _max_dims(len(x)))
+
+
+def correlations_of_bases(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+    """Canonical correlations (descending) of two sides given as orthonormal bases of the same examples."""
+    if len(qx) != len(qy):
+        raise ValueError(f"x and y must hold the same examples; got {len(qx)} and {len(qy)} rows")
+    return np.clip(np.linalg.svd(qx.T @ qy, compute_uv=False), 0.0, 1.0)
+
+
 def canonical_correlations(x, y, variance: float | None = None) -> np.ndarray:
     """Canonical correlations (descending) between the reduced, centred X and Y."""
     x, y = _pair(x, y)
-    qx = principal_basis(x, variance, _max_dims(len(x)))
-    qy = principal_basis(y, variance, _max_dims(len(y)))
-    return np.clip(np.linalg.svd(qx.T @ qy, compute_uv=False), 0.0, 1.0)
+    return correlations_of_bases(cca_basis(x, variance), cca_basis(y, variance))
 
 
 def mean_cca(x, y) -> float:
@@ -90,16 +101,28 @@ def svcca(x, y, variance: float = SVCCA_VARIANCE) -> float:
     return float(canonical_correlations(x, y, variance).mean())
 
 
+def pwcca_side(x) -> tuple[np.ndarray, np.ndarray]:
+    """One side of PWCCA: its CCA basis Q and Q^T X_c, the basis's projections onto X's own neurons."""
+    x = as_float64(x)
+    q = cca_basis(x)
+    return q, q.T @ (x - x.mean(axis=0))
+
+
+def pwcca_of_sides(side_x: tuple[np.ndarray, np.ndarray], side_y: tuple[np.ndarray, np.ndarray]) -> float:
+    """PWCCA from two `pwcca_side`s: the correlations weighted by X's side (not symmetric)."""
+    (qx, projections), (qy, _) = side_x, side_y
+    if len(qx) != len(qy):
+        raise ValueError(f"x and y must hold the same examples; got {len(qx)} and {len(qy)} rows")
+    u, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
+    # X's canonical variates are Q_x u (unit, example space); their projections onto X's neurons are u^T Q_x^T X_c
+    weights = np.abs(u.T @ projections).sum(axis=1)
+    return float(np.sum(weights * np.clip(rho, 0, 1)) / weights.sum())
+
+
 def pwcca(x, y) -> float:
     """Projection-weighted CCA (Morcos et al. 2018): correlations weighted by how much of X each variate explains."""
     x, y = _pair(x, y)
-    xc = x - x.mean(axis=0)
-    qx = principal_basis(x, None, _max_dims(len(x)))
-    qy = principal_basis(y, None, _max_dims(len(y)))
-    u, rho, _ = np.linalg.svd(qx.T @ qy, full_matrices=False)
-    variates = qx @ u                          # X's canonical variates (unit, example space)
-    weights = np.abs(variates.T @ xc).sum(axis=1)
-    return float(np.sum(weights * np.clip(rho, 0, 1)) / weights.sum())
+    return pwcca_of_sides(pwcca_side(x), pwcca_side(y))
 
 
 def _normalised(x: np.ndarray) -> np.ndarray:
@@ -110,13 +133,23 @@ def _normalised(x: np.ndarray) -> np.ndarray:
     return xc / norm
 
 
+def procrustes_side(x) -> np.ndarray:
+    """One side of Procrustes: the centred, unit-Frobenius X in its principal coordinates U S (n x rank)."""
+    u, s, _ = np.linalg.svd(_normalised(as_float64(x)), full_matrices=False)
+    return u * s
+
+
+def procrustes_of_sides(px: np.ndarray, py: np.ndarray) -> float:
+    """||X^T Y||_* from two `procrustes_side`s: the singular values of (U_x S_x)^T (U_y S_y), at most n x n."""
+    if len(px) != len(py):
+        raise ValueError(f"x and y must hold the same examples; got {len(px)} and {len(py)} rows")
+    return float(np.linalg.svd(px.T @ py, compute_uv=False).sum())
+
+
 def procrustes_similarity(x, y) -> float:
     """Nuclear norm of X^T Y for centred, unit-Frobenius X and Y: 1 when Y is a rotation of X (0 <= s <= 1)."""
     x, y = _pair(x, y)
-    # ||X^T Y||_* from thin SVDs X = U_x S_x V_x^T: the singular values of S_x U_x^T U_y S_y (at most n x n).
-    ux, sx, _ = np.linalg.svd(_normalised(x), full_matrices=False)
-    uy, sy, _ = np.linalg.svd(_normalised(y), full_matrices=False)
-    return float(np.linalg.svd((sx[:, None] * (ux.T @ uy)) * sy[None, :], compute_uv=False).sum())
+    return procrustes_of_sides(procrustes_side(x), procrustes_side(y))
 
 
 def procrustes_distance(x, y) -> float:
@@ -136,10 +169,25 @@ def rdm(x) -> np.ndarray:
     return 1.0 - (xn @ xn.T)[upper]
 
 
+def rsa_side(x) -> np.ndarray:
+    """One side of RSA: the ranks of X's RDM, centred and scaled to unit norm (Spearman = their dot product)."""
+    ranks = stats.rankdata(rdm(x))
+    ranks -= ranks.mean()
+    norm = np.linalg.norm(ranks)
+    return ranks / norm if norm > 0 else np.full_like(ranks, np.nan)   # a constant RDM: Spearman is undefined
+
+
+def rsa_of_sides(rx: np.ndarray, ry: np.ndarray) -> float:
+    """Spearman correlation of two RDMs from their `rsa_side`s (Pearson of the average ranks)."""
+    if rx.shape != ry.shape:
+        raise ValueError(f"x and y must hold the same examples; got RDMs of {rx.size} and {ry.size} pairs")
+    return float(np.clip(rx @ ry, -1.0, 1.0))
+
+
 def rsa(x, y) -> float:
     """RSA: Spearman correlation of the two representations' correlation-distance RDMs."""
     x, y = _pair(x, y)
-    return float(stats.spearmanr(rdm(x), rdm(y)).statistic)
+    return rsa_of_sides(rsa_side(x), rsa_side(y))
 
 
 def _neighbours(x: np.ndarray, k: int) -> np.ndarray:
@@ -150,11 +198,23 @@ def _neighbours(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(distances, axis=1, kind="stable")[:, :k]
 
 
+def knn_side(x, k: int = 10) -> np.ndarray:
+    """One side of mutual k-NN: each example's k nearest neighbours (Euclidean), (n, k) indices."""
+    x = as_float64(x)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < len(x):
+        raise ValueError(f"k must be an integer in [1, {len(x) - 1}]; got {k!r}")
+    return _neighbours(x, int(k))
+
+
+def knn_of_sides(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean fraction of each example's neighbours that two `knn_side`s share."""
+    if a.shape != b.shape:
+        raise ValueError(f"both sides need the same examples and k; got neighbour lists {a.shape} and {b.shape}")
+    shared = (a[:, :, None] == b[:, None, :]).sum(axis=(1, 2))   # neighbours are distinct within a row
+    return float(shared.mean() / a.shape[1])
+
+
 def mutual_knn(x, y, k: int = 10) -> float:
     """Mean fraction of each example's k nearest neighbours (Euclidean) that X and Y share."""
     x, y = _pair(x, y)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(x):
-        raise ValueError(f"k must be an integer in [1, {len(x) - 1}]; got {k!r}")
-    a, b = _neighbours(x, k), _neighbours(y, k)
-    shared = [len(np.intersect1d(a[i], b[i], assume_unique=True)) for i in range(len(x))]
-    return float(np.mean(shared) / k)
+    return knn_of_sides(knn_side(x, k), knn_side(y, k))
