@@ -57,6 +57,12 @@ def one_blas_thread(function):
     return wrapper
 
 
+def by_measure(names, step: str):
+    """`names` with a progress bar (one tick a measure): each test is minutes per measure at the cpu profile."""
+    from tqdm.auto import tqdm
+    return tqdm(list(names), desc=step, unit="measure", leave=False)
+
+
 def sides(lens: Lens, layers: list) -> list:
     """Each layer's summary under the lens (the per-layer work, done once)."""
     return [lens.prepare(x) for x in layers]
@@ -247,7 +253,7 @@ class MeasuresStudy:
     def identification(self) -> dict[str, float | None]:
         """Per lens: layer identification between the first seed and each other (mean), None with one seed."""
         return {lens: float(np.mean([identification(self.cross(lens, o)) for o in self.models[1:]]))
-                if len(self.models) > 1 else None for lens in self.lenses}
+                if len(self.models) > 1 else None for lens in by_measure(self.lenses, "identification")}
 
     @one_blas_thread
     def calibration(self) -> dict[str, dict]:
@@ -256,7 +262,8 @@ class MeasuresStudy:
             return {}
         a, b = self.models[:2]
         return {lens: calibrated(v, self.layers[self.name(a)], self.sides(lens, b), self.cross(lens, b),
-                                 self.settings.draws) for lens, v in self.lenses.items()}
+                                 self.settings.draws) for lens, v in
+                by_measure(self.lenses.items(), "calibration")}
 
     def deletion_layers(self) -> list[int]:
         """Evenly spaced analysed layers (indices) whose top PCs are deleted."""
@@ -279,7 +286,7 @@ class MeasuresStudy:
         layers = self.layers[self.name(self.models[0])]
         chosen = {self.layer_names[i]: layers[i] for i in self.deletion_layers()}
         out = {}
-        for lens in self.lenses:
+        for lens in by_measure(self.lenses, "sensitivity"):
             seed = (float(np.mean([np.diag(self.cross(lens, self.models[1]))[i] for i in self.deletion_layers()]))
                     if len(self.models) > 1 else float("nan"))
             sims = deletion_similarities(self.lenses[lens], chosen, self.settings.pc_ks)
@@ -296,7 +303,7 @@ class MeasuresStudy:
         neighbour = layers[i + 1] if i + 1 < len(layers) else layers[i - 1]
         s = self.settings
         return {lens: outlier_changes(self.lenses[lens], layers[i], neighbour, s.outlier_fractions, s.outlier_scales)
-                for lens in self.lenses}
+                for lens in by_measure(self.lenses, "outliers")}
 
     # -- the block under every lens ----------------------------------------------------------------
 
@@ -304,7 +311,7 @@ class MeasuresStudy:
     def block(self) -> tuple[dict[str, dict], dict[str, str]]:
         """Per lens: each blocked seed's contrast against the block-free seeds' runs, and the verdict."""
         details, found = {}, {}
-        for lens in self.lenses:
+        for lens in by_measure(self.lenses, "block"):
             blocked = {self.name(m): (self.self_matrix(lens, m), self.inside(m)) for m in self.blocked}
             free = [self.self_matrix(lens, m) for m in self.free] if self.blocked else []
             details[lens], found[lens] = block_contrast(blocked, free, self.settings.null_quantile)
