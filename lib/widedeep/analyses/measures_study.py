@@ -14,8 +14,9 @@ variance, mean CCA and PWCCA all, each capped at n / 4 directions, because every
 correlation reaches 1 once the two sides' dimensions add up to n.
 
 The tests, per measure:
-- identification: for each analysed layer of the first seed, is its best match in another seed the
-  same layer (Kornblith et al. 2019)? The share of layers, both directions, over seed pairs;
+- identification: for each analysed layer of one seed, is its best match in another seed the same
+  layer (Kornblith et al. 2019)? The share of layers, both directions, over every pair of seeds, and
+  over the pairs of block-free seeds alone (a block's layers look alike, so at most one is identified);
 - calibrated best match: that best match against the same maximum with the other seed's examples
   shuffled, (best - null) / (1 - null) (Groger et al. 2026);
 - sensitivity (Ding et al. 2021): delete a layer's top-k PCs in the first seed, run the rest of the
@@ -34,6 +35,7 @@ The tests, per measure:
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import torch
@@ -239,21 +241,32 @@ class MeasuresStudy:
             self._self[key] = measure_tests.similarity_matrix(self.lenses[lens].compare, layers, layers)
         return self._self[key]
 
-    def cross(self, lens: str, other: BlockAnalysis) -> np.ndarray:
-        """The lens between the first seed's analysed layers and another seed's."""
-        key = (lens, self.name(other))
+    def cross(self, lens: str, other: BlockAnalysis, first: BlockAnalysis | None = None) -> np.ndarray:
+        """The lens between one seed's analysed layers (default: the first seed's) and another seed's."""
+        first = self.models[0] if first is None else first
+        key = (lens, self.name(first), self.name(other))
         if key not in self._cross:
             self._cross[key] = measure_tests.similarity_matrix(self.lenses[lens].compare,
-                                                               self.sides(lens, self.models[0]), self.sides(lens, other))
+                                                               self.sides(lens, first), self.sides(lens, other))
         return self._cross[key]
 
     # -- the field's tests -------------------------------------------------------------------------
 
+    def seed_pairs(self, block_free: bool = False) -> list[tuple[BlockAnalysis, BlockAnalysis]]:
+        """Every pair of seeds (or of seeds without a block, whose layers a block cannot make unique)."""
+        seeds = self.free if block_free else self.models
+        return list(itertools.combinations(seeds, 2))
+
     @one_blas_thread
-    def identification(self) -> dict[str, float | None]:
-        """Per lens: layer identification between the first seed and each other (mean), None with one seed."""
-        return {lens: float(np.mean([identification(self.cross(lens, o)) for o in self.models[1:]]))
-                if len(self.models) > 1 else None for lens in by_measure(self.lenses, "identification")}
+    def identification(self, block_free: bool = False) -> dict[str, float | None]:
+        """Per lens: layer identification over every pair of seeds (mean; or of block-free seeds), None without a pair.
+
+        Chance is 1 / the number of analysed layers: a layer picked at random is the same layer that often.
+        """
+        pairs = self.seed_pairs(block_free)
+        steps = by_measure(self.lenses, "identification" + (" (block-free seeds)" if block_free else ""))
+        return {lens: float(np.mean([identification(self.cross(lens, b, a)) for a, b in pairs]))
+                if pairs else None for lens in steps}
 
     @one_blas_thread
     def calibration(self) -> dict[str, dict]:
