@@ -74,3 +74,15 @@ def test_rank_agreement_and_run_contrasts():
     assert mt.inside_outside_contrast(matrix, [False, True, True, True, False, False]) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="run length"):
         mt.run_contrasts(matrix, 6)
+
+
+def test_calibrated_score_is_zero_at_the_null_and_one_at_a_perfect_match():
+    score = mt.calibrated_score([0.4, 1.0, 0.7], [0.4, 0.5, 1.0])
+    assert score[0] == 0 and score[1] == 1 and np.isnan(score[2])
+
+
+def test_neighbour_similarity_reads_the_first_off_diagonal_of_every_matrix():
+    a = np.array([[1, 0.9, 0.1], [0.9, 1, 0.5], [0.1, 0.5, 1]])
+    assert mt.neighbour_similarity([a, np.eye(2)]) == pytest.approx((0.9 + 0.5 + 0.0) / 3)
+    with pytest.raises(ValueError, match="two or more layers"):
+        mt.neighbour_similarity([np.eye(1)])

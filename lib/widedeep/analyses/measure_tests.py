@@ -72,8 +72,21 @@ def calibrated_best_match(measure: Measure, layers_a: Sequence, layers_b: Sequen
     best = similarity_matrix(measure, layers_a, layers_b).max(axis=1)
     null = np.array([shuffled_best_match(measure, a, layers_b, draws, seed + i).mean()
                      for i, a in enumerate(layers_a)])
-    calibrated = np.where(null < 1, (best - null) / np.where(null < 1, 1 - null, 1), np.nan)
-    return {"best": best, "null": null, "calibrated": calibrated}
+    return {"best": best, "null": null, "calibrated": calibrated_score(best, null)}
+
+
+def calibrated_score(best: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(best - null) / (1 - null): 0 at what chance gives a layer of that shape, 1 at a perfect match (NaN at null 1)."""
+    best, null = np.asarray(best, float), np.asarray(null, float)
+    return np.where(null < 1, (best - null) / np.where(null < 1, 1 - null, 1), np.nan)
+
+
+def neighbour_similarity(matrices: Sequence[np.ndarray]) -> float:
+    """A measure's mean similarity between consecutive layers (the first off-diagonal) of self-similarity matrices."""
+    values = np.concatenate([np.diag(np.asarray(m, float), 1) for m in matrices])
+    if values.size == 0:
+        raise ValueError("need at least one self-similarity matrix of two or more layers")
+    return float(values.mean())
 
 
 def remove_top_pcs(x, k: int) -> np.ndarray:

@@ -101,7 +101,7 @@ def calibrated(lens: Lens, layers_a: list, sides_b: list, cross: np.ndarray, dra
     the calibrated score (best - null) / (1 - null); means over layers."""
     best = cross.max(axis=1)
     null = np.array([shuffled_best_match(lens, x, sides_b, draws, seed + i).mean() for i, x in enumerate(layers_a)])
-    score = np.where(null < 1, (best - null) / np.where(null < 1, 1 - null, 1), np.nan)
+    score = measure_tests.calibrated_score(best, null)
     return {"best": float(best.mean()), "null": float(null.mean()), "calibrated": float(np.nanmean(score))}
 
 
@@ -267,6 +267,11 @@ class MeasuresStudy:
         steps = by_measure(self.lenses, "identification" + (" (block-free seeds)" if block_free else ""))
         return {lens: float(np.mean([identification(self.cross(lens, b, a)) for a, b in pairs]))
                 if pairs else None for lens in steps}
+
+    @one_blas_thread
+    def neighbour_similarity(self, lens: str = "linear CKA") -> float:
+        """The lens's mean similarity between consecutive analysed layers of the block-free seeds (all, if none)."""
+        return measure_tests.neighbour_similarity([self.self_matrix(lens, m) for m in self.free or self.models])
 
     @one_blas_thread
     def calibration(self) -> dict[str, dict]:

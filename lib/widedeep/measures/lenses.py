@@ -4,8 +4,9 @@ Measures layer (on `cka`, `grams`, `similarity` and `subspace`). A study of L la
 compares O((L S)^2) pairs of only L S layers, and every measure here spends nearly all its time on
 one side at a time: a Gram, an SVD, a dissimilarity matrix, neighbour lists. `Lens.prepare` does that
 once per layer; `Lens.compare` of two summaries is cheap (a dot product of Grams, an SVD of at most
-n x n). `lens.function(x, y) = compare(prepare(x), prepare(y))` is the measure itself: the same
-arithmetic as the measures layer's two-argument functions, which are built from the same pieces.
+n x n). `lens.function(x, y) = compare(prepare(x), prepare(y))` is the measure itself: the CCA
+family, Procrustes, RSA and k-NN functions of `similarity` are built from these same sides, and
+the CKA lenses share `center_gram` and `cka.centred_alignment` with `cka.cka` (both tested equal).
 
 Every measure compares the same examples on both sides, so permuting both sides' examples together
 changes nothing (tested). A shuffled null can therefore shuffle one side and reuse the other's summary.
