@@ -1,6 +1,9 @@
 """Let `pytest --nbval-lax` collect the book's jupytext text notebooks and run them at the smoke profile."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from unittest import mock
 
@@ -12,6 +15,10 @@ BOOK_DIR = Path(__file__).parent / "book"
 
 # Chapters read their profile from here when no parameter is injected; tests always use smoke.
 os.environ.setdefault("WIDEDEEP_PROFILE", "smoke")
+# Tests never read a machine's leftovers: a fresh, empty run store for this session (chapters, Ray workers
+# and subprocesses inherit it), removed at exit. Never a user's own store, even when $WIDEDEEP_RUNS names one.
+os.environ["WIDEDEEP_RUNS"] = tempfile.mkdtemp(prefix="widedeep-test-runs-")
+atexit.register(shutil.rmtree, os.environ["WIDEDEEP_RUNS"], ignore_errors=True)
 
 
 def _is_text_notebook(path: Path) -> bool:

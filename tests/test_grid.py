@@ -270,14 +270,14 @@ def _ray_node(args: list[str], env: dict, netns: str | None = None):
 
 def _train_command(runs_dir, address: str) -> list[str]:
     """`widedeep train` on the smoke profile at one epoch (a grid of ~10 small models) into `runs_dir`."""
-    return [sys.executable, "-m", "widedeep.cli", "train", "--profile", "smoke", "-p", "runs_dir", str(runs_dir),
+    return [sys.executable, "-m", "widedeep.cli", "train", "--profile", "smoke",
             "-p", "epochs", "1", "--address", address, "--no-progress"]
 
 
 def _smoke_runs(runs_dir):
     from widedeep import profiles
 
-    return profiles.required_runs(profiles.load_profile("smoke", {"runs_dir": str(runs_dir), "epochs": 1}))
+    return profiles.runs_trainable_here(profiles.load_profile("smoke", {"epochs": 1}))[0]
 
 
 @pytest.mark.slow
@@ -287,7 +287,8 @@ def test_address_joins_a_head_started_on_loopback(tmp_path):
     with _ray_node(["--head", "--include-dashboard=false", f"--port={port}", "--num-cpus=2"], env) as head:
         for address, extra in ((f"127.0.0.1:{port}", {}), ("auto", {"RAY_ADDRESS": f"127.0.0.1:{port}"})):
             runs_dir = tmp_path / address.replace(":", "_")
-            done = subprocess.run(_train_command(runs_dir, address), env={**env, **extra}, capture_output=True,
+            done = subprocess.run(_train_command(runs_dir, address), capture_output=True,
+                                  env={**env, **extra, "WIDEDEEP_RUNS": str(runs_dir)},
                                   text=True, timeout=600)
             assert done.returncode == 0, done.stdout + done.stderr
             assert f"on the Ray cluster at {address}" in done.stdout

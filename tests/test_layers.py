@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "widedeep"
 # Layer of each module, lowest first; a subpackage's modules share its layer.
 LAYERS = {
     "widedeep": 0,                                                    # the package itself (__version__)
-    "widedeep.data": 1,
+    "widedeep.data": 1, "widedeep.backends": 1,
     "widedeep.models": 2, "widedeep.labels": 2,
     "widedeep.train": 3, "widedeep.store": 3, "widedeep.grid": 3, "widedeep.profiles": 3,
     "widedeep.capture": 4,

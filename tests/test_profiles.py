@@ -21,7 +21,9 @@ def test_every_published_profile_keeps_its_run_names():
     re-pinned when issue 16 gave the profiles a second arm and the cpu profile its bfloat16 grid trained
     to interpolation; smoke, paper and paper-fmnist kept every earlier name. Re-pinned again when Chapter 8
     gave the seed study weight snapshots (a config field, so those seeds were renamed) and added the
-    regulariser's runs: no store of any profile but smoke held those models. Change it only on purpose.
+    regulariser's runs: no store of any profile but smoke held those models. Re-pinned on 2026-12-06 when
+    every shipped profile pinned float32 (published runs) and a bfloat16 side study (smoke kept every name;
+    its `auto` reference precision had made its names depend on the machine). Change it only on purpose.
     """
     pinned = json.loads(RUN_NAMES.read_text())
     assert set(pinned) == set(profiles.available_profiles())
@@ -50,8 +52,33 @@ def test_sections_map_keys_one_to_one_and_values_round_trip():
     assert profile.detector.threshold == profile.values()["block_threshold"]
     assert profile.cka.examples == profile.values()["cka_examples"]
     assert set(profile.values()) == set(profiles.KEYS)
-    assert "runs_dir" not in profile.public() and profile.public()["profile"] == "cpu"
-    assert profile.runs_dir == profiles.repo_root() / "runs"
+    assert "results_dir" not in profile.public() and profile.public()["profile"] == "cpu"
+
+
+def test_the_run_store_is_outside_the_work_tree_unless_widedeep_runs_says_otherwise(monkeypatch, tmp_path):
+    monkeypatch.delenv("WIDEDEEP_RUNS", raising=False)
+    assert profiles.load_profile("cpu").runs_dir == Path.home() / ".cache" / "widedeep" / "runs"
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
+    assert profiles.load_profile("smoke").runs_dir == tmp_path / "store"
+
+
+def test_every_shipped_profile_pins_both_precisions_and_publishes_float32():
+    for name in profiles.available_profiles():
+        profile = profiles.load_profile(name)
+        assert profile.recipe.precision == "float32", name            # no run name depends on the machine
+        assert profile.grid.reference_precision in ("float32", "bfloat16"), name
+
+
+def test_the_bfloat16_side_study_is_skipped_where_bfloat16_is_emulated(monkeypatch):
+    profile = profiles.load_profile("smoke")
+    side = profiles.side_study_runs(profile)
+    assert side and {c.precision for c in side} == {"bfloat16"}
+    monkeypatch.setattr(profiles, "native_bfloat16", lambda device=None: False)
+    trainable, skipped = profiles.runs_trainable_here(profile)
+    assert skipped == side and not set(skipped) & set(trainable)
+    assert set(trainable) | set(skipped) == set(profiles.required_runs(profile))
+    monkeypatch.setattr(profiles, "native_bfloat16", lambda device=None: True)
+    assert profiles.runs_trainable_here(profile) == (profiles.required_runs(profile), [])
 
 
 def test_overrides_replace_values_and_reshape_the_grid():
@@ -265,8 +292,9 @@ def test_the_short_arm_trains_the_depth_series_with_its_own_schedule():
 def test_the_seed_study_follows_its_arm_and_has_a_reference_precision_twin():
     cpu = profiles.load_profile("cpu")
     study, reference = profiles.seed_study_grid(cpu), profiles.precision_reference_grid(cpu)
-    assert cpu.grid.seed_study_arm == "short" and all(c.epochs == cpu.short.epochs for c in study)
-    assert [c.precision for c in study] == ["bfloat16"] * len(study)
-    assert [c.precision for c in reference] == ["float32"] * len(study)
+    arm_epochs = cpu.short.epochs if cpu.grid.seed_study_arm == "short" else cpu.recipe.epochs
+    assert all(c.epochs == arm_epochs for c in study)
+    assert [c.precision for c in study] == ["float32"] * len(study)
+    assert [c.precision for c in reference] == ["bfloat16"] * len(study)
     assert [c.seed for c in reference] == [c.seed for c in study]
     assert all(a.name() != b.name() for a, b in zip(study, reference))

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from widedeep import store
-from widedeep.train import TrainConfig, _optimizer, cosine_lr, is_complete, train_or_load
+from widedeep.train import TrainConfig, _optimizer, cosine_lr, is_complete, native_bfloat16, train_or_load
 
 TINY = dict(depth=8, width=1, n_train=200, n_val=100, n_test=100, image_size=16, epochs=3, batch_size=50,
             lr=0.05, bn_momentum=0.1, eval_every=1)
@@ -117,6 +118,12 @@ def test_run_names_are_readable_and_unique():
     assert TrainConfig(**{**TINY, "residual": False}).name().startswith("fmnist16-plain8x1")
 
 
+needs_native_bfloat16 = pytest.mark.skipif(
+    not native_bfloat16("cpu"), reason="this CPU has no native bfloat16 (no AVX512-BF16 or AMX, or oneDNN capped "
+                                       "below it): autocast would be emulated, and check_precision refuses it")
+
+
+@needs_native_bfloat16
 def test_bfloat16_run_resumed_after_a_kill_ends_bit_identical(tmp_path):
     config = TrainConfig(**{**TINY, "precision": "bfloat16"})
     straight = train_or_load(config, tmp_path / "a", device="cpu", progress=False)
@@ -165,11 +172,37 @@ def test_auto_precision_follows_the_hardware_and_bfloat16_is_refused_where_emula
 def test_native_bfloat16_is_asked_of_torch():
     from widedeep import train
 
-    if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported():
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in train.ONEDNN_ISAS_WITHOUT_BF16
+    if (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()) and not capped:
         assert train.native_bfloat16("cpu")
     assert not train.native_bfloat16("meta")
 
 
+def test_a_onednn_cap_below_bfloat16_means_no_native_bfloat16(monkeypatch):
+    from widedeep import train
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert not train.native_bfloat16("cpu")
+        with pytest.raises(RuntimeError, match="no native bfloat16"):
+            train.check_precision("bfloat16", "cpu")
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+        assert train.native_bfloat16("cpu") == bool(torch.cpu._is_avx512_bf16_supported()
+                                                    or torch.cpu._is_amx_tile_supported())
+
+
+def test_float32_training_turns_tf32_off_and_restores_it(tmp_path, monkeypatch):
+    from widedeep import backends, train
+
+    seen = []
+    torch.backends.cudnn.conv.fp32_precision = "tf32"  # cuDNN's default
+    train_or_load(TrainConfig(**{**TINY, "epochs": 1}), tmp_path, device="cpu", progress=False,
+                  on_epoch_end=lambda epoch, record: seen.append(backends.tf32_in_use()))
+    assert seen == [{"matmul": False, "conv": False}]
+    assert backends.tf32_in_use()["conv"]  # restored after training
+
+
+@needs_native_bfloat16
 def test_predictions_of_a_bfloat16_model_are_float32_without_autocast(tmp_path):
     from widedeep import train
 

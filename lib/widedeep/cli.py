@@ -105,9 +105,12 @@ def train_profile(profile: str, overrides: dict, address: str | None = None, thr
     """Train every model the book needs under `profile` that the run store lacks, through the grid engine."""
     from widedeep import grid
 
+    from widedeep.train import check_precision, resolve_precision
+
     try:
         params = profiles.load_profile(profile, overrides)
-        required = profiles.required_runs(params)
+        check_precision(resolve_precision(params.recipe.precision))  # the profile's own precision must run here
+        required, skipped = profiles.runs_trainable_here(params)
         todo = grid.unfinished(required, params.runs_dir)
         engine = grid.choose_engine("in-process" if in_process else "auto", len(todo), address)
         grid.task_resources({"CPU": threads}, threads, params.recipe.gpus_per_model)  # refuse bad values up front
@@ -117,6 +120,9 @@ def train_profile(profile: str, overrides: dict, address: str | None = None, thr
         f"a local Ray instance ({grid.available_cores()} cores, loopback only)" if engine == "ray" else "this process")
     print(f"profile {profile}: {len(required)} models, {len(required) - len(todo)} in {params.runs_dir}, "
           f"{len(todo)} to train" + (f" on {where}" if todo else ""), flush=True)
+    if skipped:
+        print(f"skipped {len(skipped)} bfloat16 runs of Chapter 1's precision side study: this machine has no native "
+              f"bfloat16 (they train where it does; `widedeep status` lists them)", flush=True)
     if in_process and threads:
         import torch
 

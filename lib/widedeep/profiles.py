@@ -31,7 +31,8 @@ from typing import ClassVar, Literal
 
 import yaml
 
-from widedeep.train import TrainConfig, resolve_precision
+from widedeep import store
+from widedeep.train import TrainConfig, default_device, native_bfloat16, resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -162,9 +163,8 @@ class Short(Section):
 
 @dataclass(frozen=True)
 class Paths(Section):
-    """Where runs and results go, relative to the repository root."""
+    """Where results go, relative to the repository root (the run store is `store.default_runs_dir()`)."""
 
-    runs_dir: str
     results_dir: str
 
 
@@ -351,8 +351,8 @@ class Profile:
 
     @property
     def runs_dir(self) -> Path:
-        """The run store (absolute)."""
-        return repo_root() / self.paths.runs_dir
+        """The run store (absolute): `$WIDEDEEP_RUNS`, else `~/.cache/widedeep/runs`, whatever the profile."""
+        return store.default_runs_dir()
 
     @property
     def results_dir(self) -> Path:
@@ -369,7 +369,7 @@ class Profile:
 
     def public(self) -> dict:
         """The profile's values as stored in results files (machine-specific paths left out) and its name."""
-        flat = {k: v for k, v in self.values().items() if k not in ("runs_dir", "results_dir")}
+        flat = {k: v for k, v in self.values().items() if k != "results_dir"}
         return {**flat, "profile": self.name}
 
 
@@ -677,6 +677,25 @@ def required_runs(profile: Profile) -> list[TrainConfig]:
     return list(dict.fromkeys(training_grid(profile) + short_arm_grid(profile) + cka_base_grid(profile)
                               + seed_study_grid(profile) + precision_reference_grid(profile)
                               + list(wide_and_deep(profile)) + errors + regularised))
+
+
+def side_study_runs(profile: Profile) -> list[TrainConfig]:
+    """The runs of Chapter 1's precision side study that the main precision does not already train."""
+    main = set(seed_study_grid(profile))
+    return [c for c in precision_reference_grid(profile) if c not in main]
+
+
+def runs_trainable_here(profile: Profile, device=None) -> tuple[list[TrainConfig], list[TrainConfig]]:
+    """`required_runs` split into (trainable on `device`, side-study runs skipped here: bfloat16 where emulated).
+
+    Chapter 1's bfloat16 side study trains only where bfloat16 is native; elsewhere its runs are skipped
+    (and the chapter reads their committed records, or says the study was not run). The main precision
+    is never skipped: `train` refuses a profile whose own precision this device cannot run.
+    """
+    side = set(side_study_runs(profile))
+    native = native_bfloat16(device or default_device())
+    skipped = [c for c in required_runs(profile) if c in side and c.precision == "bfloat16" and not native]
+    return [c for c in required_runs(profile) if c not in set(skipped)], skipped
 
 
 def with_values(profile: Profile, **values) -> Profile:

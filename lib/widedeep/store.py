@@ -37,6 +37,13 @@ class CorruptCheckpointError(CorruptFileError):
     """A checkpoint that cannot be trusted (truncated, checksum mismatch, or not ours)."""
 
 
+def default_runs_dir() -> Path:
+    """The run store: `$WIDEDEEP_RUNS`, else `~/.cache/widedeep/runs` (outside the work tree, as torch hub's cache,
+    so a machine that comes back still has its half-trained runs)."""
+    configured = os.environ.get("WIDEDEEP_RUNS")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "widedeep" / "runs"
+
+
 def config_hash(config: dict) -> str:
     """Short stable hash of a JSON-serialisable config (sorted keys)."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))

@@ -25,7 +25,9 @@ loads the result, and one whose holder died takes the run over from its last che
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
 import threading
 import time
@@ -37,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from widedeep import backends
 from widedeep import data as data_module
 from widedeep import store
 from widedeep.models import CifarResNet, parameter_count, resnet, validate_architecture
@@ -203,6 +206,10 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) under which it has no native bfloat16 kernels.
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def native_bfloat16(device: str | torch.device = "cpu") -> bool:
     """Whether `device` computes bfloat16 natively (so autocast is fast rather than emulated)."""
     device = torch.device(device)
@@ -211,6 +218,8 @@ def native_bfloat16(device: str | torch.device = "cpu") -> bool:
     if device.type != "cpu":
         return False
     if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86"):
+        if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ONEDNN_ISAS_WITHOUT_BF16:
+            return False  # oneDNN was capped below its bfloat16 kernels (how tests mimic an AVX2-only CPU)
         # AVX512-BF16 or AMX: oneDNN's bfloat16 kernels run natively; plain AVX512 only emulates them.
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # e.g. Arm with the BF16 extension
@@ -442,7 +451,9 @@ def train_or_load(config: TrainConfig, runs_dir: str | Path = "runs", device: st
                                f"training it (e.g. from on_epoch_end); load it after training returns")
         active.add(run_dir.resolve())
         try:
-            return _train(config, run_dir, splits.to(device), device, progress, on_epoch_end)
+            # float32 means IEEE float32: cuDNN would otherwise convolve in TF32 (a no-op on a CPU).
+            with backends.no_tf32() if config.precision == "float32" else contextlib.nullcontext():
+                return _train(config, run_dir, splits.to(device), device, progress, on_epoch_end)
         finally:
             active.discard(run_dir.resolve())
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
-from typing import Iterator
+
+from typing import ContextManager
 
 import numpy as np
 import torch
 from torch import nn
 
+from widedeep import backends
 from widedeep.capture import Capture, resolve_layers
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -75,24 +76,9 @@ def center_features(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return shifted.sub_(shifted.mean(dim=0, keepdim=True))
 
 
-@contextmanager
-def no_tf32() -> Iterator[None]:
+def no_tf32() -> ContextManager[None]:
     """Turn off TF32 for float32 CUDA matmuls inside the block (TF32 keeps only a 10-bit mantissa)."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # new API; mixing it with the legacy flag raises in torch >= 2.9
-        previous = matmul.fp32_precision
-        matmul.fp32_precision = "ieee"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = previous
-    else:  # pragma: no cover - older torch
-        previous = matmul.allow_tf32
-        matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = previous
+    return backends.no_tf32(convolutions=False)
 
 
 # ---------------------------------------------------------------------------------------------
