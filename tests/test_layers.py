@@ -20,11 +20,11 @@ LAYERS = {
     "widedeep": 0,                                                    # the package itself (__version__)
     "widedeep.data": 1, "widedeep.backends": 1,
     "widedeep.models": 2, "widedeep.labels": 2,
-    "widedeep.train": 3, "widedeep.store": 3, "widedeep.grid": 3, "widedeep.profiles": 3,
+    "widedeep.train": 3, "widedeep.store": 3, "widedeep.grid": 3, "widedeep.profiles": 3, "widedeep.records": 3,
     "widedeep.capture": 4,
     "widedeep.measures": 5,
     "widedeep.analyses": 6,
-    "widedeep.book": 7,
+    "widedeep.book": 7, "widedeep.pipeline": 7,
     "widedeep.cli": 8,
 }
 # Private names used across modules by files that other branches own (train.py checks data's counts

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from widedeep import profiles, store
+from widedeep import profiles, records, store
 
 
 def chapters() -> dict[str, Path]:
@@ -101,25 +101,46 @@ def run_chapter(name: str, profile: str, overrides: dict, build: bool = True,
 
 
 def train_profile(profile: str, overrides: dict, address: str | None = None, threads: int = 1,
-                  in_process: bool = False, progress: bool = True) -> None:
-    """Train every model the book needs under `profile` that the run store lacks, through the grid engine."""
-    from widedeep import grid
+                  in_process: bool = False, progress: bool = True, hours: float | None = None,
+                  analysis_share: float = 0.15) -> None:
+    """Train every model the book needs under `profile` that the run store lacks, through the grid engine.
 
+    With `hours`, only the analysis groups that this machine's measured throughput says will finish in
+    that time start, and every run stops cleanly at its first checkpoint past the deadline.
+    """
+    import time
+
+    from widedeep import grid, pipeline
     from widedeep.train import check_precision, resolve_precision
 
+    started = time.time()
     try:
         params = profiles.load_profile(profile, overrides)
         check_precision(resolve_precision(params.recipe.precision))  # the profile's own precision must run here
         required, skipped = profiles.runs_trainable_here(params)
+        required = [c for c in required if not records.has_training_record(params, c)]  # recorded: nothing to do
         todo = grid.unfinished(required, params.runs_dir)
         engine = grid.choose_engine("in-process" if in_process else "auto", len(todo), address)
         grid.task_resources({"CPU": threads}, threads, params.recipe.gpus_per_model)  # refuse bad values up front
+        deadline = None
+        if hours is not None:
+            workers = 1 if engine == "in-process" else pipeline.available_workers(threads)
+            print(f"measuring this machine's training throughput ({store.hardware()}) ...", flush=True)
+            chosen = pipeline.plan(params, todo, hours, workers, analysis_share, threads)
+            deadline = started + hours * 3600 * (1 - analysis_share)
+            print(f"--hours {hours:g}: {len(chosen.chosen)} of {len(chosen.chosen) + len(chosen.left)} groups fit "
+                  f"({len(chosen.configs)} runs, about {chosen.estimate_s() / 3600:.2f} h on {workers} workers); "
+                  f"{chosen.core_hours_left():.2f} core-hours of training left in all at this machine's rates",
+                  flush=True)
+            for group in chosen.left:
+                print(f"  left for a later sitting: {group.name} ({len(group.configs)} runs)", flush=True)
+            todo = chosen.configs
     except (ValueError, RuntimeError) as error:
         raise SystemExit(f"error: {error}") from None
     where = f"the Ray cluster at {address}" if address else (
         f"a local Ray instance ({grid.available_cores()} cores, loopback only)" if engine == "ray" else "this process")
-    print(f"profile {profile}: {len(required)} models, {len(required) - len(todo)} in {params.runs_dir}, "
-          f"{len(todo)} to train" + (f" on {where}" if todo else ""), flush=True)
+    print(f"profile {profile}: {len(required)} models without records, {len(required) - len(grid.unfinished(required, params.runs_dir))} "
+          f"trained in {params.runs_dir}, {len(todo)} to train now" + (f" on {where}" if todo else ""), flush=True)
     if skipped:
         print(f"skipped {len(skipped)} bfloat16 runs of Chapter 1's precision side study: this machine has no native "
               f"bfloat16 (they train where it does; `widedeep status` lists them)", flush=True)
@@ -127,11 +148,48 @@ def train_profile(profile: str, overrides: dict, address: str | None = None, thr
         import torch
 
         torch.set_num_threads(threads)
+    for config in todo:
+        records.stamp_training(params, config, pipeline.training_stamp(params))
     try:
-        grid.run_grid(required, params.runs_dir, address=address, engine=engine, threads=threads,
-                      gpus_per_model=params.recipe.gpus_per_model, progress=progress, lines=True)
+        grid.run_grid(todo, params.runs_dir, address=address, engine=engine, threads=threads,
+                      gpus_per_model=params.recipe.gpus_per_model, progress=progress, lines=True, deadline=deadline)
     except grid.GridError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def analyse_profile(profile: str, overrides: dict, threads: int = 1, chapters: bool = True,
+                    progress: bool = True) -> None:
+    """Write the records of every trained run that lacks them, then run every chapter whose runs are all there."""
+    from widedeep import pipeline
+
+    try:
+        params = profiles.load_profile(profile, overrides)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    done = pipeline.analyse_runs(params, threads, progress)
+    print(f"profile {profile}: per-run records of {len(done)} trained runs in {records.records_dir(params)}",
+          flush=True)
+    if not chapters:
+        return
+    for chapter, lacking in pipeline.chapters_ready(params).items():
+        if lacking:
+            print(f"{chapter}: waits for {len(lacking)} runs (first: {lacking[0].name()})", flush=True)
+            continue
+        print(f"{chapter}: writing its records and results ...", flush=True)
+        run_chapter(chapter, profile, overrides, build=False)
+
+
+def status_profile(profile: str, overrides: dict, measure: bool = False) -> None:
+    """Print every run's training and records state and what is left."""
+    from widedeep import pipeline
+
+    try:
+        params = profiles.load_profile(profile, overrides)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(pipeline.status_report(params, pipeline.record_versions(), measure=measure))
+    size = pipeline.records_size(params)
+    print(f"records: {size / 2 ** 20:.1f} MiB in {records.records_dir(params)}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,10 +214,33 @@ def main(argv: list[str] | None = None) -> None:
     trainer.add_argument("--in-process", action="store_true",
                          help="train one model after another in this process, without Ray")
     trainer.add_argument("--no-progress", action="store_true", help="no progress bar (the per-model lines stay)")
+    trainer.add_argument("--hours", type=float, default=None,
+                         help="start only the analysis groups this machine finishes in HOURS (measured throughput); "
+                              "runs stop at their first checkpoint past the deadline and resume next time")
+    trainer.add_argument("--analysis-share", type=float, default=0.15,
+                         help="with --hours: the share of the time kept for `widedeep analyse` and the commit")
+    analyser = sub.add_parser("analyse", help="write the records of every trained run and chapter that lacks them")
+    analyser.add_argument("--profile", default="cpu", help=f"one of {profiles.available_profiles()}")
+    analyser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                          help="override one profile parameter (value parsed as YAML)")
+    analyser.add_argument("--threads", type=int, default=1, help="torch threads per analysis task")
+    analyser.add_argument("--runs-only", action="store_true", help="per-run records only; run no chapter")
+    analyser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    reporter = sub.add_parser("status", help="what the profile's run has trained and recorded, and what is left")
+    reporter.add_argument("--profile", default="cpu", help=f"one of {profiles.available_profiles()}")
+    reporter.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                          help="override one profile parameter (value parsed as YAML)")
+    reporter.add_argument("--measure", action="store_true",
+                          help="measure this machine's throughput (a few seconds per architecture) for the hours left")
     args = parser.parse_args(argv)
     if args.command == "train":
         train_profile(args.profile, parse_overrides(args.parameter), args.address, args.threads, args.in_process,
-                      not args.no_progress)
+                      not args.no_progress, args.hours, args.analysis_share)
+    elif args.command == "analyse":
+        analyse_profile(args.profile, parse_overrides(args.parameter), args.threads, not args.runs_only,
+                        not args.no_progress)
+    elif args.command == "status":
+        status_profile(args.profile, parse_overrides(args.parameter), args.measure)
     elif args.command == "chapter":
         run_chapter(args.name, args.profile, parse_overrides(args.parameter), build=not args.no_build)
 

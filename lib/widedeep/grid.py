@@ -124,19 +124,35 @@ def task_resources(cluster: dict, threads: int = 1, gpus_per_model: float = 0.25
 
 @dataclass(frozen=True)
 class Finished:
-    """What a training task sends back: the run's name, accuracies, wall time and where it trained."""
+    """What a training task sends back: the run's name, accuracies, wall time and where it trained.
+
+    `stopped_at` is set (and the accuracies are NaN) when the run stopped at its deadline: its last
+    epoch is checkpointed and the next `train` resumes it.
+    """
 
     name: str
     train_acc: float
     test_acc: float
     wall_time_s: float
     node: str
+    stopped_at: tuple[int, int] | None = None   # (epochs done, epochs in all) of a run stopped at its deadline
 
     def line(self) -> str:
         """The one line printed when the model is done (the node only off this machine: it fits a page)."""
         where = "" if self.node in ("127.0.0.1", "localhost") else f" on {self.node}"
+        if self.stopped_at is not None:
+            done, total = self.stopped_at
+            return f"stopped {self.name} at its deadline: epoch {done} of {total} checkpointed (resumes){where}"
         return (f"done {self.name}: train acc {self.train_acc:.3f}, test {self.test_acc:.3f}, "
                 f"{self.wall_time_s:.0f} s{where}")
+
+
+class DeadlineReached(Exception):
+    """Raised after an epoch's checkpoint once a run is past its deadline: it stops cleanly and resumes later."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"deadline reached after epoch {epoch}")
+        self.epoch = epoch
 
 
 def _finished(run: TrainedRun, node: str) -> Finished:
@@ -144,14 +160,38 @@ def _finished(run: TrainedRun, node: str) -> Finished:
     return Finished(run.config.name(), final["train_acc"], final["test_acc"], run.metrics["wall_time_s"], node)
 
 
-def _train_task(config: TrainConfig, runs_dir: str, threads: int, device: str | None) -> Finished:
+def _train_until(config: TrainConfig, runs_dir, device, deadline: float | None, node: str,
+                 on_epoch_end=None) -> Finished:
+    """Train (or resume, or find) one run; past `deadline` (a time.time()) it stops after an epoch's checkpoint."""
+    import time
+
+    def after_epoch(epoch: int, record: dict) -> None:
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+        if deadline is not None and time.time() >= deadline and epoch < config.total_epochs:
+            raise DeadlineReached(epoch)
+
+    if deadline is not None and time.time() >= deadline and not is_complete(config, runs_dir):
+        nan = float("nan")  # started after its deadline (waited for a core): not started at all
+        done = images_done(config, runs_dir) // max(config.steps_per_epoch * config.batch_size, 1)
+        return Finished(config.name(), nan, nan, nan, node, (done, config.total_epochs))
+    try:
+        run = train_or_load(config, runs_dir, device or default_device(), allow_train=True, progress=False,
+                            on_epoch_end=after_epoch)
+    except DeadlineReached as stop:
+        nan = float("nan")
+        return Finished(config.name(), nan, nan, nan, node, (stop.epoch, config.total_epochs))
+    return _finished(run, node)
+
+
+def _train_task(config: TrainConfig, runs_dir: str, threads: int, device: str | None,
+                deadline: float | None = None) -> Finished:
     """One Ray task: train (or resume, or find) one run in the store, single-threaded unless told otherwise."""
     import ray
     import torch
 
     torch.set_num_threads(threads)  # one model per core: two 1-thread processes beat one 2-thread one
-    run = train_or_load(config, runs_dir, device or default_device(), allow_train=True, progress=False)
-    return _finished(run, ray.util.get_node_ip_address())
+    return _train_until(config, runs_dir, device, deadline, ray.util.get_node_ip_address())
 
 
 class GridProgress:
@@ -182,9 +222,10 @@ class GridProgress:
             self.bar.update(self._images() - self.bar.n)
 
     def done(self, finished: Finished) -> None:
-        """Count one finished model and print its line."""
-        self.finished.add(finished.name)
-        self.n_done += 1
+        """Count one finished model (or one stopped at its deadline) and print its line."""
+        if finished.stopped_at is None:
+            self.finished.add(finished.name)
+            self.n_done += 1
         if self.bar is not None:
             self.bar.set_description(self._desc(), refresh=False)
             self.refresh()
@@ -214,13 +255,15 @@ class GridError(RuntimeError):
 def run_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", *, address: str | None = None,
              engine: str = "auto", threads: int = 1, gpus_per_model: float = 0.25, device: str | None = None,
              num_cpus: int | None = None, max_retries: int = 3, progress: bool = True,
-             lines: bool | None = None, poll_s: float = 1.0) -> list[Finished]:
+             lines: bool | None = None, poll_s: float = 1.0, deadline: float | None = None) -> list[Finished]:
     """Train every config without a finished run in `runs_dir`; return what finished now, in order of completion.
 
     `address`: join that Ray cluster (`auto`, or HOST:PORT of its head); else a local instance with
     `num_cpus` CPUs (default: the cores available) is started and shut down here, unless this
     process is already connected to Ray. `progress`: the bar; `lines` (default: as `progress`): a
-    printed line per finished model. Raises GridError naming the models that failed, after the
+    printed line per finished model. `deadline` (a `time.time()`): runs still training then stop after
+    their next epoch's checkpoint (returned with `stopped_at`; the next call resumes them), and runs
+    not yet started then are not started. Raises GridError naming the models that failed, after the
     others have finished.
     """
     runs_dir = str(runs_dir)
@@ -232,12 +275,12 @@ def run_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", *, addre
     bar = GridProgress(todo, len(unique), runs_dir, progress, progress if lines is None else lines)
     try:
         if chosen == "in-process":
-            finished, failures = _run_in_process(todo, runs_dir, device, bar)
+            finished, failures = _run_in_process(todo, runs_dir, device, bar, deadline)
         else:
             with ray_session(address, num_cpus) as ray:
                 resources = task_resources(ray.cluster_resources(), threads, gpus_per_model, device)
                 finished, failures = _run_on_ray(ray, todo, runs_dir, threads, device, resources, max_retries,
-                                                 bar, poll_s)
+                                                 bar, poll_s, deadline)
     finally:
         bar.close()
     if failures:
@@ -248,11 +291,15 @@ def run_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", *, addre
     return finished
 
 
-def _run_in_process(todo, runs_dir, device, bar: GridProgress):
+def _run_in_process(todo, runs_dir, device, bar: GridProgress, deadline: float | None = None):
+    import time
+
     finished, failures = [], []
     for config in todo:
+        if deadline is not None and time.time() >= deadline:
+            break  # not started: the next call trains it
         try:
-            run = train_or_load(config, runs_dir, device or default_device(), progress=False,
+            done = _train_until(config, runs_dir, device, deadline, "this process",
                                 on_epoch_end=lambda epoch, record: bar.refresh())
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -260,14 +307,15 @@ def _run_in_process(todo, runs_dir, device, bar: GridProgress):
             bar.failed(config, error)
             failures.append((config, error))
             continue
-        finished.append(_finished(run, "this process"))
-        bar.done(finished[-1])
+        finished.append(done)
+        bar.done(done)
     return finished, failures
 
 
-def _run_on_ray(ray, todo, runs_dir, threads, device, resources, max_retries, bar: GridProgress, poll_s):
+def _run_on_ray(ray, todo, runs_dir, threads, device, resources, max_retries, bar: GridProgress, poll_s,
+                deadline: float | None = None):
     task = ray.remote(_train_task).options(max_retries=max_retries, retry_exceptions=False, **resources)
-    pending = {task.remote(config, runs_dir, threads, device): config for config in todo}
+    pending = {task.remote(config, runs_dir, threads, device, deadline): config for config in todo}
     finished, failures = [], []
     try:
         while pending:

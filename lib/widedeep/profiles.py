@@ -163,9 +163,10 @@ class Short(Section):
 
 @dataclass(frozen=True)
 class Paths(Section):
-    """Where results go, relative to the repository root (the run store is `store.default_runs_dir()`)."""
+    """Where results and records go, relative to the repository root (null: beside the run store, never
+    committed); the run store itself is `store.default_runs_dir()`."""
 
-    results_dir: str
+    results_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,10 @@ class Profile:
 
     @property
     def results_dir(self) -> Path:
-        """Where the chapters write this profile's results (absolute)."""
+        """Where the chapters write this profile's results and records (absolute): `results_dir` under the
+        repository, or `<run store>/.results/<profile>` when it is null (smoke: never committed)."""
+        if self.paths.results_dir is None:
+            return store.default_runs_dir() / ".results" / self.name
         return repo_root() / self.paths.results_dir
 
     def values(self) -> dict:

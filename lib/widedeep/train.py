@@ -585,3 +585,27 @@ def run_summary(run: TrainedRun) -> dict:
             "train_acc": m["final"]["train_acc"], "val_acc": m["final"]["val_acc"],
             "test_acc": m["final"]["test_acc"], "train_wall_time_s": round(m["wall_time_s"], 1),
             "hardware": m["hardware"]}
+
+
+def measure_throughput(config: TrainConfig, threads: int = 1, steps: int = 6) -> float:
+    """Training images per second of `config`'s architecture on this machine: a few timed SGD steps on noise."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = config.build_model().train()
+        optimizer = _optimizer(model, config)
+        regulariser = FirstPCRegulariser(model, config) if config.pc_reg_strength > 0 else None
+        size = config.image_size or data_module.dataset_info(config.dataset).size
+        images = torch.rand(config.batch_size, config.in_channels, size, size)
+        labels = torch.randint(0, config.num_classes, (config.batch_size,))
+        with backends.no_tf32() if config.precision == "float32" else contextlib.nullcontext():
+            sgd_step(model, optimizer, images, labels, config.precision, regulariser)  # warm-up
+            start = time.perf_counter()
+            for _ in range(steps):
+                sgd_step(model, optimizer, images, labels, config.precision, regulariser)
+            elapsed = time.perf_counter() - start
+        if regulariser is not None:
+            regulariser.close()
+        return steps * config.batch_size / elapsed
+    finally:
+        torch.set_num_threads(previous)

@@ -17,14 +17,13 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from widedeep import profiles
+from widedeep import profiles, records
 from widedeep.analyses import runs
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.analyses.verdicts import fraction_verdict
 from widedeep.capture import capture_outputs
 from widedeep.measures import cka, subspace
 from widedeep.profiles import Profile
-from widedeep.grid import train_grid
 
 
 def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Sequence[float],
@@ -61,7 +60,7 @@ class MatchStudy:
     def __init__(self, profile: Profile):
         self.profile, self.settings = profile, profile.subspace
         self.eps = list(self.settings.eps)
-        self.runs = train_grid(profiles.cka_base_grid(profile)[:-1], runs_dir=profile.runs_dir)  # no plain control
+        self.runs = records.load_runs(profile, profiles.cka_base_grid(profile)[:-1])  # no plain control
         self.images = runs.cka_images(self.runs[0], self.settings.examples)
         self.layers = subspace.relu_layer_names(self.runs[0].model)
         self.pairs = list(itertools.combinations(range(len(self.runs)), 2))

@@ -14,7 +14,6 @@ from widedeep import profiles, store
 from widedeep.analyses import origins, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.capture import capture_outputs
-from widedeep.grid import train_grid
 from widedeep.profiles import Profile
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from widedeep import profiles
+from widedeep import profiles, records
 from widedeep.analyses import errors, power, runs, verdicts
 from widedeep.labels import architecture_of
 from widedeep.profiles import Profile
-from widedeep.grid import train_grid
 
 
 def spread(values: np.ndarray, digits: int) -> str:
@@ -35,7 +34,7 @@ class ErrorStudy:
     def __init__(self, profile: Profile):
         self.profile, self.settings = profile, profile.errors
         self.grid = profiles.errors_grid(profile)
-        self.populations = {side: train_grid(configs, runs_dir=profile.runs_dir) for side, configs in self.grid.items()}
+        self.populations = {side: records.load_runs(profile, configs) for side, configs in self.grid.items()}
         splits = self.grid["wide"][0].splits()
         test, val = splits.test, splits.val
         self.labels, self.classes = test.labels.numpy(), list(test.classes)

@@ -83,7 +83,7 @@ class PruningStudy:
         """Probe accuracies of every residual-stream layer of every model (cached in the run folders)."""
         start = time.perf_counter()
         for m in self.models:
-            layers = [m.run.model.layers()[i] for i in m.stream]
+            layers = [m.run.layers()[i] for i in m.stream]
             self.probe_rows[m.label] = runs.run_probes(m.run, layers, self.profile.probes)
         self.timing_s["probes"] = round(time.perf_counter() - start, 1)
 
@@ -131,7 +131,7 @@ class PruningStudy:
         """Single and cumulative deletions of every model's residual blocks (cached by the tested span)."""
         start = time.perf_counter()
         for m in self.models:
-            membership = deletion.block_membership(m.run.model, self.spans[m.label][0])
+            membership = deletion.block_membership(m.run.architecture, self.spans[m.label][0])
             self.effects[m.label] = runs.run_deletions(m.run, membership, self.profile.deletion)
         self.timing_s["deletions"] = round(time.perf_counter() - start, 1)
 

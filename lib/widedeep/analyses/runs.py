@@ -1,21 +1,22 @@
-"""Per-run analyses cached in the run's folder: CKA, first-PC statistics, predictions, neuron Grams, probes, deletions.
+"""Per-run analyses kept as records: CKA, first-PC statistics, predictions, neuron Grams, probes, deletions.
 
 Layer: analyses (drives `widedeep.measures` and `widedeep.analyses.probes` / `deletion` on trained
-runs; above measures, below book support). Every function returns what is cached in
-`<run_dir>/<kind>-<hash>.{npz,json}` under a key that holds everything the numbers depend on, and
-computes it only on a miss, so a rebuild of the book reads instead of recomputing.
+runs; above measures, below book support). Every function returns the run's record
+`<records>/<kind>-<hash>.{npz,json}` (`widedeep.records`) under a key that holds everything the
+numbers depend on, and computes it from the model only on a miss, so the book builds from committed
+records without a checkpoint. `VERSIONS` holds each kind's version: bump it when a change to the
+code would change that kind's numbers, and older records become stale (recomputed).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from widedeep import store
+from widedeep import records
 from widedeep.analyses import deletion
 from widedeep.analyses import probes as probe_module
 from widedeep.data import ImageData, shuffled_passes
@@ -26,15 +27,23 @@ from widedeep.profiles import Deletion, Probes
 from widedeep.train import predict
 
 
+# Each record kind's version: bump it when the code that computes the kind would give other numbers.
+VERSIONS = records.register_kinds({"cka": 1, "pcs": 1, "preds": 1, "neurons": 1, "probes": 1, "deletions": 1})
+
+
 def cka_images(run, count: int) -> ImageData:
     """The first `count` test images of the run's data: every chapter compares representations on these."""
     return run.config.splits().test.subset(torch.arange(count))
 
 
-def _cache_path(run, prefix: str, data, **settings) -> Path:
-    """`<run_dir>/<prefix>-<hash>.npz`, hashing a checksum of the images together with `settings`."""
-    examples = hashlib.sha256(data.images.cpu().numpy().tobytes()).hexdigest()[:16]
-    return run.run_dir / f"{prefix}-{store.config_hash({'examples': examples, **settings})}.npz"
+def examples_key(data) -> str:
+    """A checksum of the images: a record's key names its examples by content, not by position."""
+    return hashlib.sha256(data.images.cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def _record(run, kind: str, data, compute, **settings) -> dict[str, np.ndarray]:
+    """The run's `.npz` record of `kind` on `data` under `settings` (computed on a miss)."""
+    return run.record(kind, VERSIONS[kind], {"examples": examples_key(data), **settings}, compute)
 
 
 def _layers_key(layers: list[str] | None) -> dict:
@@ -58,17 +67,15 @@ def run_cka(run_a, data, batch_size: int, passes: int, run_b=None, remove_top_pc
     precision and, when given, the `layers` (module names, the same in both models; default: every
     analysable layer).
     """
-    path = _cache_path(run_a, "cka", data, b=run_b.config.name() if run_b is not None else None,
-                       batch=batch_size, passes=passes, seed=seed, pcs=remove_top_pcs, gram=gram_dtype,
-                       **_layers_key(layers))
-
     def compute():
         loader = _analysis_batches(run_a, data, batch_size, passes, seed)
         matrix, _, _ = model_cka(run_a.model, loader, None if run_b is None else run_b.model, layers=layers,
                                  remove_top_pcs=remove_top_pcs, gram_dtype=getattr(torch, gram_dtype))
         return {"cka": matrix}
 
-    return store.cached_npz(path, compute)["cka"]
+    return _record(run_a, "cka", data, compute, b=run_b.config.name() if run_b is not None else None,
+                   batch=batch_size, passes=passes, seed=seed, pcs=remove_top_pcs, gram=gram_dtype,
+                   **_layers_key(layers))["cka"]
 
 
 def run_pc_stats(run, data, batch_size: int, passes: int, seed: int = 0, gram_dtype: str = "float32",
@@ -79,25 +86,21 @@ def run_pc_stats(run, data, batch_size: int, passes: int, seed: int = 0, gram_dt
     key holds the examples (a checksum of the images), batch size, passes, seed, Gram precision, top_k
     and, when given, the `layers` (module names; default: every analysable layer).
     """
-    path = _cache_path(run, "pcs", data, batch=batch_size, passes=passes, seed=seed, gram=gram_dtype, top_k=top_k,
-                       **_layers_key(layers))
-
     def compute():
         loader = _analysis_batches(run, data, batch_size, passes, seed)
         stats = model_pc_stats(run.model, loader, layers, gram_dtype=getattr(torch, gram_dtype), top_k=top_k)
         return {"shares": stats["shares"], "pc1_similarity": stats["pc1_similarity"]}
 
-    return store.cached_npz(path, compute)
+    return _record(run, "pcs", data, compute, batch=batch_size, passes=passes, seed=seed, gram=gram_dtype,
+                   top_k=top_k, **_layers_key(layers))
 
 
 def run_predictions(run, data) -> np.ndarray:
     """The run's predicted class for every example of `data` (int64, shape (examples,)), cached in its folder."""
-    path = _cache_path(run, "preds", data)
-
     def compute():
         return {"predictions": predict(run.model, data).argmax(1).numpy().astype(np.int64)}
 
-    return store.cached_npz(path, compute)["predictions"]
+    return _record(run, "preds", data, compute)["predictions"]
 
 
 def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> dict:
@@ -106,14 +109,12 @@ def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> 
     Returns {"names", "n_a", "grams"} as `widedeep.subspace.model_neuron_moments` does (exact form:
     every example x position), so Chapter 7 reruns without a forward pass.
     """
-    path = _cache_path(run_a, "neurons", data, b=run_b.config.name(), batch=batch_size, layers=list(layers))
-
     def compute():
         moments = model_neuron_moments(run_a.model, run_b.model, data.images, layers, batch_size=batch_size)
         return {"names": np.array(moments["names"]), "n_a": np.array(moments["n_a"]),
                 **{f"gram_{i}": g for i, g in enumerate(moments["grams"])}}
 
-    stored = store.cached_npz(path, compute)
+    stored = _record(run_a, "neurons", data, compute, b=run_b.config.name(), batch=batch_size, layers=list(layers))
     count = len(stored["names"])
     return {"names": [str(n) for n in stored["names"]], "n_a": [int(n) for n in stored["n_a"]],
             "grams": [stored[f"gram_{i}"] for i in range(count)]}
@@ -137,22 +138,20 @@ def run_probes(run, layers: list, probes: Probes) -> list[dict]:
     """Linear-probe rows of `layers` (Layer objects) of a run under the profile's probe settings, cached in its folder."""
     settings = {"layers": [layer.name for layer in layers], "pool": probes.pool, "l2": list(probes.l2),
                 "max_iter": probes.max_iter, "test_examples": probes.test_examples}
-    path = run.run_dir / f"probes-{store.config_hash(settings)}.json"
-    return store.cached_json(path, lambda: probe_module.probe_accuracies(
-        run.model, layers, probe_splits(run, probes), pool=probes.pool, l2_grid=probes.l2,
-        max_iter=probes.max_iter))
+    # By name: `layers` may come from the architecture alone (records need no checkpoint), not this model.
+    return run.record("probes", VERSIONS["probes"], settings, lambda: probe_module.probe_accuracies(
+        run.model, settings["layers"], probe_splits(run, probes), pool=probes.pool, l2_grid=probes.l2,
+        max_iter=probes.max_iter), suffix=".json")
 
 
 def run_deletions(run, membership: list[bool], settings: Deletion) -> dict:
     """Single and cumulative block deletions of a run (Chapter 5's settings), cached in its folder by membership."""
     key = {"membership": [bool(m) for m in membership], "test_examples": settings.test_examples,
            "repair_examples": settings.repair_examples, "max_steps": settings.max_steps}
-    path = run.run_dir / f"deletions-{store.config_hash(key)}.json"
-
     def compute():
         splits = run.config.splits()
         test = splits.test.first(settings.test_examples)
         repair = splits.train.first(settings.repair_examples).images
         return deletion.deletion_effects(run.model, test, membership, repair, max_steps=settings.max_steps)
 
-    return store.cached_json(path, compute)
+    return run.record("deletions", VERSIONS["deletions"], key, compute, suffix=".json")

@@ -12,18 +12,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from widedeep import records
 from widedeep.analyses import blocks, runs, similarity
 from widedeep.labels import run_label
 from widedeep.models import STREAM
 from widedeep.profiles import CKA, Detector, Profile
-from widedeep.grid import train_grid
 
 
 @dataclass
 class BlockAnalysis:
     """A run with its all-layer CKA heatmap, per-layer PC shares, and blocks found with and without the PC1 rule."""
 
-    run: object                      # train.TrainedRun
+    run: records.Run
     cka: np.ndarray                  # (L, L) minibatch CKA over every analysable layer
     names: list[str]
     kinds: list[str]
@@ -129,7 +129,7 @@ def analyse(run, profile: Profile) -> BlockAnalysis:
     """
     images = runs.cka_images(run, profile.cka.examples)
     matrix = runs.run_cka(run, images, **batching(profile.cka))
-    layers = run.model.layers()
+    layers = run.layers()
     names, kinds = [layer.name for layer in layers], [layer.kind for layer in layers]
     stream = np.flatnonzero(np.asarray(kinds) == STREAM)
     stream_shares = runs.run_pc_stats(run, images, layers=[names[i] for i in stream], **batching(profile.cka))["shares"]
@@ -164,10 +164,8 @@ def removal_effect(m: BlockAnalysis, removed: np.ndarray, detector: Detector) ->
 
 
 def analyse_snapshot(run, model, epoch: int, profile: Profile) -> BlockAnalysis:
-    """A run's weights at a snapshot epoch, analysed like a run (cached in its snapshot folder)."""
-    snapshot_dir = run.run_dir / "snapshots" / f"epoch-{epoch}"
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
-    return analyse(replace(run, model=model, run_dir=snapshot_dir), profile)
+    """A run's weights at a snapshot epoch, analysed like a run (its records in the run's snapshot folder)."""
+    return analyse(run.with_model(model, f"snapshots/epoch-{epoch}"), profile)
 
 
 def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, tuple]:
@@ -196,8 +194,8 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
 
 
 def analyse_all(configs: list, profile: Profile) -> list[BlockAnalysis]:
-    """Train or load every config and analyse it for the block structure (all cached in the run store)."""
-    return [analyse(run, profile) for run in train_grid(configs, runs_dir=profile.runs_dir)]
+    """Every config's run (trained first if it has no record) analysed for the block structure (from records)."""
+    return [analyse(run, profile) for run in records.load_runs(profile, configs)]
 
 
 def grid_layout(models: list[BlockAnalysis], architectures: list[tuple[int, float]], n_trains: list[int],

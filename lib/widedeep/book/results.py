@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from widedeep import store
+from widedeep import records, store
 from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
-from widedeep.profiles import Profile
+from widedeep.profiles import Profile, repo_root
 
 SCHEMA_VERSION = 2
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -165,7 +165,7 @@ def validate(document: dict, chapter: str, source: str = "results") -> None:
         raise SchemaError(f"{source}: provenance must hold {list(PROVENANCE_KEYS)}")
     schema = CHAPTERS[chapter]
     keys = [k for k in schema.keys if version == SCHEMA_VERSION or k not in ADDED_IN_VERSION_2.get(chapter, ())]
-    present = set(document) - {"schema_version", "provenance"}
+    present = set(document) - {"schema_version", "provenance", "records"}   # records: what status checks
     missing, unknown = sorted(set(keys) - present), sorted(present - set(keys))
     if missing or unknown:
         raise SchemaError(f"{source}: " + "; ".join(
@@ -209,11 +209,19 @@ def _plain(value: Any) -> Any:
 def write(profile: Profile, chapter: str, wall_time_s: float, **payload) -> Path:
     """Check and write `<profile.results_dir>/<chapter>.json` with schema version and provenance; return its path."""
     document = {"schema_version": SCHEMA_VERSION, "provenance": store.provenance(profile.name, wall_time_s),
-                **_plain(payload)}
+                "records": records_read(profile), **_plain(payload)}
     path = Path(profile.results_dir) / f"{chapter}.json"
     validate(document, chapter, f"the results of {chapter} (not written)")
     store.write_json(path, document)
     return path
+
+
+def records_read(profile: Profile) -> dict[str, str]:
+    """The per-run records this process has read or written for `profile` (path under its records folder -> kind),
+    so `widedeep status` knows which records a chapter needs."""
+    root = records.records_dir(profile)
+    return {str(Path(path).relative_to(root)): kind for path, kind in sorted(records.read_log().items())
+            if Path(path).is_relative_to(root)}
 
 
 def read(path: str | Path) -> dict:
@@ -222,6 +230,12 @@ def read(path: str | Path) -> dict:
     document = store.read_json(path)
     validate(document, path.stem, str(path))
     return document
+
+
+def shown_path(path: Path) -> Path:
+    """A results path as a page shows it: relative to the repository, or whole when outside it (smoke)."""
+    path = Path(path)
+    return path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path
 
 
 def load_all(results_dir: str | Path) -> dict[str, dict]:

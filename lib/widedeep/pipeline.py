@@ -1,0 +1,373 @@
+"""The pipeline in pieces: which runs each chapter needs, what fits in the hours a machine has, analysis, status.
+
+Layer: above the analyses (it drives them), below the command line.
+
+    train → analyse (per-run records) → study → page
+
+- `chapter_runs`: the runs each chapter reads; `groups`: the runs that must be trained together
+  because a per-pair record needs all of them (a seed study, a pair of architectures, a population).
+- `plan`: the groups that fit in `hours` on this machine, from its measured training throughput
+  (`throughput`, a few timed SGD steps per architecture, cached per CPU in ~/.cache/widedeep).
+- `analyse_runs`: every trained run's per-run records (all-layer CKA and first-PC statistics), as Ray
+  tasks on every core; the chapters then write the rest of their records as they run.
+- `status`: per run, trained / partly trained / missing and its records complete / stale / missing;
+  the core-hours left on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from widedeep import grid, profiles, records, store
+from widedeep.profiles import Profile
+from widedeep.train import TrainConfig, is_complete, measure_throughput
+
+CHAPTERS = ("01_training", "02_cka", "03_block_structure", "04_pca", "05_pruning", "06_errors",
+            "07_subspace_match", "08_origins", "09_measures")
+
+
+def chapter_runs(profile: Profile) -> dict[str, list[TrainConfig]]:
+    """The runs each chapter reads (Chapter 1's bfloat16 side study included), without repeats."""
+    seed_study = profiles.seed_study_grid(profile)
+    regularised = [c for configs in profiles.regularised_grid(profile).values() for c in configs]
+    errors = [c for configs in profiles.errors_grid(profile).values() for c in configs]
+    base = profiles.cka_base_grid(profile)
+    by_chapter = {
+        "01_training": profiles.training_grid(profile) + seed_study + profiles.side_study_runs(profile),
+        "02_cka": base + list(profiles.wide_and_deep(profile)),
+        "03_block_structure": profiles.block_models(profile),
+        "04_pca": profiles.block_models(profile),
+        "05_pruning": profiles.block_models(profile),
+        "06_errors": errors,
+        "07_subspace_match": base[:-1] + seed_study,
+        "08_origins": seed_study + regularised,
+        "09_measures": seed_study,
+    }
+    return {chapter: list(dict.fromkeys(configs)) for chapter, configs in by_chapter.items()}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs trained together: a per-pair record (or a population statistic) needs every one of them."""
+
+    name: str
+    configs: tuple[TrainConfig, ...]
+
+
+def groups(profile: Profile, configs: Iterable[TrainConfig] | None = None) -> list[Group]:
+    """The profile's analysis groups (seed studies, populations, pairs), then every other run on its own.
+
+    Only runs in `configs` (default: every required run) are kept; a run in two groups joins the first.
+    """
+    wanted = list(dict.fromkeys(configs if configs is not None else profiles.required_runs(profile)))
+    candidates = [("seed study", profiles.seed_study_grid(profile)),
+                  ("precision side study", profiles.side_study_runs(profile)),
+                  ("cross-seed base model", profiles.cka_base_grid(profile)),
+                  ("wide and deep pair", list(profiles.wide_and_deep(profile))),
+                  ("error populations", [c for cs in profiles.errors_grid(profile).values() for c in cs])]
+    candidates += [(f"regularised seeds (threshold {t:g})", cs) for t, cs in profiles.regularised_grid(profile).items()]
+    taken: set[TrainConfig] = set()
+    out = []
+    for name, members in candidates:
+        members = [c for c in dict.fromkeys(members) if c in wanted and c not in taken]
+        if members:
+            out.append(Group(name, tuple(members)))
+            taken.update(members)
+    out += [Group(c.name(), (c,)) for c in wanted if c not in taken]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput and the plan for a sitting
+# ---------------------------------------------------------------------------------------------
+
+def throughput_cache() -> Path:
+    """Measured training throughput per machine, beside the run store (never in git)."""
+    return store.default_runs_dir().parent / "throughput.json"
+
+
+def _architecture_key(config: TrainConfig, threads: int) -> str:
+    return json.dumps({"hardware": store.hardware(), "depth": config.depth, "width": config.width,
+                       "residual": config.residual, "image_size": config.image_size, "dataset": config.dataset,
+                       "batch": config.batch_size, "precision": config.precision, "threads": threads,
+                       "pc_reg": config.pc_reg_strength > 0}, sort_keys=True)
+
+
+def throughput(config: TrainConfig, threads: int = 1, measure: bool = True) -> float | None:
+    """This machine's training images/s for `config`'s architecture: cached, else measured (None if not allowed)."""
+    path, key = throughput_cache(), _architecture_key(config, threads)
+    cached = store.read_json(path) if path.exists() else {}
+    if key not in cached and measure:
+        cached[key] = measure_throughput(config, threads)
+        store.write_json(path, cached)
+    return cached.get(key)
+
+
+def seconds_left(config: TrainConfig, runs_dir, threads: int = 1, measure: bool = True) -> float | None:
+    """Estimated seconds to finish training `config` on one worker here (0 when done)."""
+    if is_complete(config, runs_dir):
+        return 0.0
+    rate = throughput(config, threads, measure)
+    if rate is None:
+        return None
+    return (grid.images_to_train(config) - grid.images_done(config, runs_dir)) / rate
+
+
+def makespan(durations: list[float], workers: int) -> float:
+    """Wall time of jobs on `workers` parallel workers, longest first (the grid starts the costliest first)."""
+    loads = [0.0] * max(workers, 1)
+    for d in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += d
+    return max(loads)
+
+
+@dataclass
+class Plan:
+    """What one sitting of `train --hours` trains: whole groups that fit, and the estimate behind it."""
+
+    chosen: list[Group]
+    left: list[Group]
+    seconds: dict[str, float]           # run name -> estimated training seconds left on one worker
+    workers: int
+    budget_s: float
+
+    @property
+    def configs(self) -> list[TrainConfig]:
+        return [c for g in self.chosen for c in g.configs]
+
+    def estimate_s(self, chosen: list[Group] | None = None) -> float:
+        """Estimated wall seconds to train the chosen groups on the workers."""
+        jobs = [self.seconds[c.name()] for g in (self.chosen if chosen is None else chosen) for c in g.configs]
+        return makespan(jobs, self.workers) if jobs else 0.0
+
+    def core_hours_left(self) -> float:
+        """Training core-hours of everything not yet trained, at this machine's rates."""
+        return sum(self.seconds.values()) / 3600
+
+
+def plan(profile: Profile, configs: list[TrainConfig], hours: float, workers: int, analysis_share: float = 0.15,
+         threads: int = 1) -> Plan:
+    """The groups (cheapest first) whose training fits in `hours` on `workers`, keeping `analysis_share` of the
+    time for the analyses and the commit; runs of a group are never split across sittings."""
+    if not hours > 0:
+        raise ValueError(f"--hours must be positive, e.g. 2.5; got {hours!r}")
+    if not 0 <= analysis_share < 1:
+        raise ValueError(f"analysis_share must be in [0, 1); got {analysis_share!r}")
+    seconds = {c.name(): seconds_left(c, profile.runs_dir, threads) for c in configs}
+    todo = [g for g in groups(profile, configs) if any(seconds[c.name()] > 0 for c in g.configs)]
+    budget = hours * 3600 * (1 - analysis_share)
+    result = Plan([], [], seconds, workers, budget)
+    for group in sorted(todo, key=lambda g: sum(seconds[c.name()] for c in g.configs)):
+        if result.estimate_s(result.chosen + [group]) <= budget:
+            result.chosen.append(group)
+        else:
+            result.left.append(group)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis: every trained run's per-run records, as Ray tasks
+# ---------------------------------------------------------------------------------------------
+
+def _analyse_task(profile: Profile, config: TrainConfig, threads: int) -> str:
+    """One Ray task: a run's training record and its block-structure records (CKA, first-PC statistics)."""
+    import torch
+
+    from widedeep.analyses import structure
+
+    torch.set_num_threads(threads)
+    records.write_training_record(profile, config)
+    run = records.load_runs(profile, [config], train=False)[0]
+    structure.analyse(run, profile)
+    return config.name()
+
+
+def analysable(profile: Profile) -> list[TrainConfig]:
+    """Runs some chapter analyses for the block structure (every run of Chapters 1-5 and 7-9)."""
+    chapters = chapter_runs(profile)
+    return list(dict.fromkeys(c for chapter, configs in chapters.items() if chapter != "06_errors"
+                              for c in configs))
+
+
+def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> list[str]:
+    """Write the training record and block-structure records of every trained run that lacks them (Ray tasks)."""
+    from tqdm.auto import tqdm
+
+    todo = []
+    for config in profiles.required_runs(profile):
+        if is_complete(config, profile.runs_dir):
+            todo.append(config)
+    if not todo:
+        return []
+    block_runs = set(analysable(profile))
+    engine = grid.choose_engine("auto", len(todo))
+    done: list[str] = []
+    bar = tqdm(total=len(todo), desc="analyse (records)", unit="run", disable=not progress, dynamic_ncols=True)
+    if engine == "in-process":
+        for config in todo:
+            if config in block_runs:
+                done.append(_analyse_task(profile, config, threads))
+            else:
+                records.write_training_record(profile, config)
+                done.append(config.name())
+            bar.update()
+    else:
+        with grid.ray_session() as ray:
+            task = ray.remote(_analyse_task).options(num_cpus=threads, max_retries=1)
+            pending = []
+            for config in todo:
+                if config in block_runs:
+                    pending.append(task.remote(profile, config, threads))
+                else:
+                    records.write_training_record(profile, config)
+                    done.append(config.name())
+                    bar.update()
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                done.append(ray.get(ready[0]))
+                bar.update()
+    bar.close()
+    return done
+
+
+def chapters_ready(profile: Profile) -> dict[str, list[TrainConfig]]:
+    """Per chapter, the runs it needs that are neither recorded nor trained (empty: the chapter can run)."""
+    return {chapter: [c for c in configs if not records.has_training_record(profile, c)
+                      and not is_complete(c, profile.runs_dir)]
+            for chapter, configs in chapter_runs(profile).items()}
+
+
+def training_stamp(profile: Profile) -> dict:
+    """What a run is trained under, written into its store folder when training starts (and its record)."""
+    return {"profile": profile.name, "values": store.config_hash(profile.public()), "commit": store.git_commit()}
+
+
+def record_versions() -> dict[str, int]:
+    """Every record kind's current version (importing the analyses registers them)."""
+    import importlib
+
+    for module in ("runs", "matching", "measures_study", "origins_study"):
+        importlib.import_module(f"widedeep.analyses.{module}")
+    return dict(records.KIND_VERSIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Status
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class RunStatus:
+    """One run: trained / partly trained / missing, and its records complete / stale / missing."""
+
+    config: TrainConfig
+    training: str                         # "trained" | "recorded" | "partly trained" | "missing" | "skipped here"
+    records: str                          # "complete" | "stale" | "missing" | "none yet"
+    checkpoint: bool
+    epochs_done: int = 0
+    stale: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _expected_records(profile: Profile) -> dict[str, dict[str, str]]:
+    """Per run name, the record files (relative to the run's records folder) some chapter's results list."""
+    expected: dict[str, dict[str, str]] = {}
+    for chapter in CHAPTERS:
+        path = Path(profile.results_dir) / f"{chapter}.json"
+        if not path.exists():
+            continue
+        listed = store.read_json(path).get("records") or {}
+        for relative, kind in listed.items():
+            run, _, rest = relative.partition("/")
+            expected.setdefault(run, {})[rest] = kind
+    return expected
+
+
+def status(profile: Profile, versions: dict[str, int], device=None) -> list[RunStatus]:
+    """Every required run's state; `versions` are the record kinds' current versions (`analyses.runs.VERSIONS`...)."""
+    _, skipped = profiles.runs_trainable_here(profile, device)
+    skipped = set(skipped)
+    expected = _expected_records(profile)
+    out = []
+    for config in profiles.required_runs(profile):
+        name, folder = config.name(), records.run_records_dir(profile, config)
+        checkpoint = is_complete(config, profile.runs_dir)
+        done_images = grid.images_done(config, profile.runs_dir)
+        epochs = done_images // max(config.steps_per_epoch * config.batch_size, 1)
+        if records.has_training_record(profile, config):
+            training = "trained" if checkpoint else "recorded"
+        elif checkpoint:
+            training = "trained"
+        elif done_images:
+            training = "partly trained"
+        else:
+            training = "skipped here" if config in skipped else "missing"
+        stale, missing = [], []
+        for relative, kind in expected.get(name, {}).items():
+            state = records.record_state(folder / relative, versions.get(kind, 1))
+            (stale if state == "stale" else missing if state == "missing" else []).append(relative)
+        if not records.has_training_record(profile, config):
+            missing = ["config.json, metrics.json"] + missing
+        if training in ("missing", "partly trained", "skipped here") and not expected.get(name):
+            state = "none yet"
+        else:
+            state = "stale" if stale else "missing" if missing else "complete"
+        out.append(RunStatus(config, training, state, checkpoint, epochs, stale, missing))
+    return out
+
+
+def status_report(profile: Profile, versions: dict[str, int], threads: int = 1, measure: bool = False) -> str:
+    """The text `widedeep status` prints: a line per run, the groups that need retraining, what is left."""
+    rows = status(profile, versions)
+    lines = [f"profile {profile.name}: {len(rows)} runs; records in {records.records_dir(profile)}; "
+             f"run store {profile.runs_dir}"]
+    width = max(len(r.config.name()) for r in rows) if rows else 10
+    for r in rows:
+        detail = ""
+        if r.training == "partly trained":
+            detail = f" (epoch {r.epochs_done} of {r.config.total_epochs})"
+        if r.stale:
+            detail += f"; stale: {', '.join(r.stale[:3])}{' ...' if len(r.stale) > 3 else ''}"
+        lines.append(f"  {r.config.name():<{width}}  {r.training:<15} records {r.records}{detail}")
+    by_name = {r.config.name(): r for r in rows}
+    for group in groups(profile):
+        lost = [c for c in group.configs if by_name[c.name()].records in ("stale", "missing")
+                and not by_name[c.name()].checkpoint and by_name[c.name()].training == "recorded"]
+        if lost:
+            secs = [seconds_left(c, "/nonexistent", threads, measure) for c in lost]
+            cost = (f"{sum(secs) / 3600:.2f} core-hours here" if all(s is not None for s in secs)
+                    else "cost not measured here yet")
+            lines.append(f"  group {group.name}: records missing or stale while {len(lost)} checkpoint(s) are "
+                         f"gone; retraining {', '.join(c.name() for c in lost)} costs {cost}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.training] = counts.get(r.training, 0) + 1
+    left = [r.config for r in rows if r.training in ("missing", "partly trained")]
+    secs = [seconds_left(c, profile.runs_dir, threads, measure) for c in left]
+    if not left:
+        hours = "nothing left to train"
+    elif all(s is not None for s in secs):
+        hours = f"{sum(secs) / 3600:.2f} core-hours of training left on this machine ({store.hardware()})"
+    else:
+        hours = f"{len(left)} runs left to train (rates not measured here yet: `widedeep train --hours H` measures them)"
+    record_counts: dict[str, int] = {}
+    for r in rows:
+        record_counts[r.records] = record_counts.get(r.records, 0) + 1
+    lines.append("runs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    lines.append("records: " + ", ".join(f"{n} {k}" for k, n in sorted(record_counts.items())))
+    lines.append(hours)
+    return "\n".join(lines)
+
+
+def records_size(profile: Profile) -> int:
+    """Bytes of the profile's committed records."""
+    root = records.records_dir(profile)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+def available_workers(threads: int = 1) -> int:
+    """Training tasks this machine runs at once (one a core, or `threads` cores each)."""
+    return max(1, grid.available_cores() // max(threads, 1))
