@@ -13,7 +13,7 @@ CHROMEDRIVER := /usr/bin/chromedriver
 APT_INSTALL := if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
 
-.PHONY: setup book test browser-test chapter bench clean-book
+.PHONY: setup book test browser-test chapter bench clean-book status
 
 setup: $(VENV)/.installed $(FMNIST) $(CHROMEDRIVER) _vendor/.complete
 
@@ -36,12 +36,21 @@ $(CHROMEDRIVER):
 _vendor/.complete: tools/vendor_js.sh
 	bash tools/vendor_js.sh
 
-# Train every model the book needs first (Ray, one model a core; TRAIN_ARGS="--address auto" for a cluster),
-# so that the chapters only load: no cell trains for hours, and the terminal shows the grid's progress.
+# The pipeline: train what has no record (Ray, one model a core; TRAIN_ARGS="--address auto" for a cluster),
+# write the records of what is not yet analysed, then build every page from the records. With the profile's
+# records committed (results/cpu/runs/), the first two steps find nothing to do and no checkpoint is read.
+# FRESH=1 recomputes everything: it moves the profile's records and results aside (never deletes them).
+FRESH ?=
 book: setup
+	@if [ -n "$(FRESH)" ]; then $(BIN)/python tools/fresh.py --profile $(PROFILE); fi
 	$(BIN)/widedeep train --profile $(PROFILE) $(TRAIN_ARGS)
+	$(BIN)/widedeep analyse --profile $(PROFILE) --runs-only
 	# --all: rebuild every page, or Sphinx skips unchanged sources and keeps outputs of another profile
 	WIDEDEEP_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --all -W --keep-going
+
+# What the profile's run has trained and recorded, and what is left (per run; core-hours on this machine).
+status: setup
+	$(BIN)/widedeep status --profile $(PROFILE)
 
 test: setup
 	$(BIN)/pytest --nbval-lax

@@ -155,6 +155,13 @@ class DeadlineReached(Exception):
         self.epoch = epoch
 
 
+def now() -> float:
+    """The clock deadlines are read from (`time.time`; a name of its own so tests can move it)."""
+    import time
+
+    return time.time()
+
+
 def _finished(run: TrainedRun, node: str) -> Finished:
     final = run.metrics["final"]
     return Finished(run.config.name(), final["train_acc"], final["test_acc"], run.metrics["wall_time_s"], node)
@@ -163,15 +170,13 @@ def _finished(run: TrainedRun, node: str) -> Finished:
 def _train_until(config: TrainConfig, runs_dir, device, deadline: float | None, node: str,
                  on_epoch_end=None) -> Finished:
     """Train (or resume, or find) one run; past `deadline` (a time.time()) it stops after an epoch's checkpoint."""
-    import time
-
     def after_epoch(epoch: int, record: dict) -> None:
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
-        if deadline is not None and time.time() >= deadline and epoch < config.total_epochs:
+        if deadline is not None and now() >= deadline and epoch < config.total_epochs:
             raise DeadlineReached(epoch)
 
-    if deadline is not None and time.time() >= deadline and not is_complete(config, runs_dir):
+    if deadline is not None and now() >= deadline and not is_complete(config, runs_dir):
         nan = float("nan")  # started after its deadline (waited for a core): not started at all
         done = images_done(config, runs_dir) // max(config.steps_per_epoch * config.batch_size, 1)
         return Finished(config.name(), nan, nan, nan, node, (done, config.total_epochs))
@@ -292,11 +297,9 @@ def run_grid(configs: list[TrainConfig], runs_dir: str | Path = "runs", *, addre
 
 
 def _run_in_process(todo, runs_dir, device, bar: GridProgress, deadline: float | None = None):
-    import time
-
     finished, failures = [], []
     for config in todo:
-        if deadline is not None and time.time() >= deadline:
+        if deadline is not None and now() >= deadline:
             break  # not started: the next call trains it
         try:
             done = _train_until(config, runs_dir, device, deadline, "this process",

@@ -180,8 +180,7 @@ def _analyse_task(profile: Profile, config: TrainConfig, threads: int) -> str:
     from widedeep.analyses import structure
 
     torch.set_num_threads(threads)
-    records.write_training_record(profile, config)
-    run = records.load_runs(profile, [config], train=False)[0]
+    run = records.load_runs(profile, [config], train=False)[0]   # writes its training record if it lacks one
     structure.analyse(run, profile)
     return config.name()
 
@@ -212,7 +211,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
             if config in block_runs:
                 done.append(_analyse_task(profile, config, threads))
             else:
-                records.write_training_record(profile, config)
+                records.load_runs(profile, [config], train=False)
                 done.append(config.name())
             bar.update()
     else:
@@ -223,7 +222,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
                 if config in block_runs:
                     pending.append(task.remote(profile, config, threads))
                 else:
-                    records.write_training_record(profile, config)
+                    records.load_runs(profile, [config], train=False)
                     done.append(config.name())
                     bar.update()
             while pending:

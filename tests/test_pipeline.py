@@ -1,0 +1,114 @@
+"""The pipeline in pieces: chapter runs, analysis groups, the plan for a sitting, deadlines, status."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from widedeep import grid, pipeline, profiles, records
+from widedeep.train import TrainConfig, is_complete, train_or_load
+
+TINY = dict(depth=8, width=1, n_train=200, n_val=100, n_test=100, image_size=16, epochs=4, batch_size=50,
+            lr=0.05, eval_every=1)
+
+
+def test_the_chapters_read_every_required_run_and_no_other():
+    for name in ("smoke", "cpu"):
+        profile = profiles.load_profile(name)
+        read = {c for configs in pipeline.chapter_runs(profile).values() for c in configs}
+        assert read == set(profiles.required_runs(profile)), name
+
+
+def test_groups_cover_each_run_once_and_keep_a_seed_study_together():
+    profile = profiles.load_profile("smoke")
+    found = pipeline.groups(profile)
+    members = [c for g in found for c in g.configs]
+    assert len(members) == len(set(members)) and set(members) == set(profiles.required_runs(profile))
+    study = next(g for g in found if g.name == "seed study")
+    assert set(study.configs) == set(profiles.seed_study_grid(profile))
+    only_some = pipeline.groups(profile, profiles.seed_study_grid(profile)[:1])
+    assert [len(g.configs) for g in only_some] == [1]
+
+
+def test_makespan_is_the_longest_first_schedule():
+    assert pipeline.makespan([3, 3, 2, 2, 2], 2) == 7  # 3+2+2 | 3+2
+    assert pipeline.makespan([5, 1, 1], 2) == 5
+    assert pipeline.makespan([1, 1, 1, 1], 1) == 4
+
+
+def test_the_plan_takes_whole_groups_that_fit_and_leaves_the_rest(monkeypatch):
+    profile = profiles.load_profile("smoke")
+    configs = profiles.required_runs(profile)
+    study = set(profiles.seed_study_grid(profile))
+    # The seed study's runs cost an hour each, every other run a minute.
+    monkeypatch.setattr(pipeline, "seconds_left",
+                        lambda c, runs_dir, threads=1, measure=True: 3600.0 if c in study else 60.0)
+    plan = pipeline.plan(profile, configs, hours=0.5, workers=2, analysis_share=0.0)
+    assert not study & set(plan.configs)                      # the study does not fit in half an hour ...
+    assert any(g.name == "seed study" for g in plan.left)     # ... and is left whole, not split
+    assert plan.estimate_s() <= 0.5 * 3600
+    assert set(plan.configs) | {c for g in plan.left for c in g.configs} == set(configs)
+    roomy = pipeline.plan(profile, configs, hours=4, workers=2, analysis_share=0.25)
+    assert study <= set(roomy.configs) and not roomy.left
+    with pytest.raises(ValueError, match="--hours must be positive"):
+        pipeline.plan(profile, configs, hours=0, workers=2)
+
+
+def _clock_past_deadline_once_trained(run_dir):
+    """A clock before the deadline (0) until the run has a first epoch on disk, past it (200) after."""
+    return lambda: 200.0 if (run_dir / "metrics.json").exists() else 0.0
+
+
+def test_a_deadline_stops_a_run_within_one_epoch_and_it_resumes_exactly(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    config = TrainConfig(**TINY)
+    straight = train_or_load(config, tmp_path / "straight", device="cpu", progress=False)
+    monkeypatch.setattr(grid, "now", _clock_past_deadline_once_trained(tmp_path / "pieces" / config.name()))
+    stopped = grid.run_grid([config], tmp_path / "pieces", engine="in-process", progress=False, deadline=100.0)
+    assert stopped[0].stopped_at == (1, config.total_epochs)
+    assert not is_complete(config, tmp_path / "pieces")
+    assert grid.images_done(config, tmp_path / "pieces") == config.steps_per_epoch * config.batch_size
+    monkeypatch.undo()
+    grid.run_grid([config], tmp_path / "pieces", engine="in-process", progress=False)
+    resumed = train_or_load(config, tmp_path / "pieces", device="cpu", progress=False, allow_train=False)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_run_that_waited_past_its_deadline_does_not_start(tmp_path):
+    config = TrainConfig(**TINY)
+    done = grid._train_until(config, tmp_path, "cpu", time.time() - 1, "here")
+    assert done.stopped_at == (0, config.total_epochs) and not (tmp_path / config.name()).exists()
+
+
+def test_train_hours_starts_nothing_that_cannot_finish(tmp_path):
+    env = {"WIDEDEEP_RUNS": str(tmp_path / "store"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-m", "widedeep.cli", "train", "--profile", "smoke", "--hours", "0.00001",
+                          "--in-process", "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "0 of" in out.stdout and "left for a later sitting" in out.stdout
+    assert "0 to train now" in out.stdout
+    assert not any((tmp_path / "store").glob("fmnist*/checkpoint.pt"))
+    assert (tmp_path / "throughput.json").exists()   # the rates it measured are kept for next time
+
+
+def test_status_names_each_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
+    profile = profiles.load_profile("smoke", {"epochs": 2})
+    trained, partly, *rest = profiles.training_grid(profile)
+    grid.run_grid([trained], profile.runs_dir, engine="in-process", progress=False)
+    monkeypatch.setattr(grid, "now", _clock_past_deadline_once_trained(profile.runs_dir / partly.name()))
+    grid.run_grid([partly], profile.runs_dir, engine="in-process", progress=False, deadline=100.0)
+    rows = {r.config.name(): r for r in pipeline.status(profile, pipeline.record_versions())}
+    assert (rows[trained.name()].training, rows[trained.name()].records) == ("trained", "missing")
+    assert (rows[partly.name()].training, rows[partly.name()].epochs_done) == ("partly trained", 1)
+    assert all(rows[c.name()].training == "missing" for c in rest)
+    records.load_runs(profile, [trained], train=False)           # writes its training record
+    (profile.runs_dir / trained.name() / "checkpoint.pt").unlink()
+    rows = {r.config.name(): r for r in pipeline.status(profile, pipeline.record_versions())}
+    assert (rows[trained.name()].training, rows[trained.name()].records) == ("recorded", "complete")
+    report = pipeline.status_report(profile, pipeline.record_versions())
+    line = next(line for line in report.splitlines() if partly.name() in line)
+    assert "partly trained" in line and "(epoch 1 of 2)" in line and "1 recorded" in report
