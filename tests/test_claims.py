@@ -84,7 +84,10 @@ def test_missing_chapters_are_marked_not_run_and_rows_keep_the_findings_order(tm
     assert [r["verdict"] for r in rows[:2]] == ["not shown", "not shown"]
     assert all(r["verdict"] == claims.NOT_RUN for r in rows[2:])
     assert claims.provenance_lines(loaded) == [
-        "03_block_structure: profile cpu, commit abc123, 2 cores, 12 s; torch 2.14"]
+        "03_block_structure: profile cpu, commit abc123, 2 cores, 12 s; torch 2.14 (pre-protocol: written before "
+        "book/protocol.md fixed the run's rules)"]
+    assert {r["run"] for r in rows[:2]} == {"pre-protocol"} and {r["run"] for r in rows[2:]} == {"—"}
+    assert "*pre-protocol*" in claims.claims_table(rows)
 
 
 @pytest.mark.parametrize("finding", claims.FINDINGS, ids=lambda f: f.chapter)

@@ -138,3 +138,14 @@ def test_law_rows_record_and_prediction():
     p_large = incidence.predict(fits["incidence_fit"], np.array([4e5]), np.array([2000]), depth_series=True)
     assert 0 < p_large[0] < p_small[0] < 1
     assert incidence.cell_incidence(rows)[(110, 1.0, 250)] == (2, 2)
+
+
+def test_the_expected_law_finds_a_steep_law_and_refuses_a_grid_without_data_sizes():
+    rows = [{"parameters": p, "n_train": n, "series": "width"} for p in (1e5, 4e5, 1.6e6, 6.4e6)
+            for n in (250, 500, 1000, 2000) for _ in range(3)]
+    steep = incidence.expected_law(rows, 4.0, -4.0, 0.4, draws=6, seed=1)
+    flat = incidence.expected_law(rows, 0.0, 0.0, 0.4, draws=6, seed=1)
+    assert steep["capacity"]["shown"] > flat["capacity"]["shown"]
+    assert steep["capacity"]["median_interval"][0] > 0 > steep["data"]["median_interval"][1]
+    with pytest.raises(incidence.DesignError, match="linearly dependent"):
+        incidence.expected_law([{**r, "n_train": 500} for r in rows], 1.0, -1.0, 0.4, draws=2)

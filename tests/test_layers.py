@@ -21,6 +21,7 @@ LAYERS = {
     "widedeep.data": 1, "widedeep.backends": 1,
     "widedeep.models": 2, "widedeep.labels": 2,
     "widedeep.train": 3, "widedeep.store": 3, "widedeep.grid": 3, "widedeep.profiles": 3, "widedeep.records": 3,
+    "widedeep.protocol": 3,
     "widedeep.capture": 4,
     "widedeep.measures": 5,
     "widedeep.analyses": 6,

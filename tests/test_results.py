@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from widedeep import profiles
+from widedeep import profiles, protocol
 from widedeep.book import results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +79,9 @@ def test_write_checks_before_writing_and_converts_arrays(tmp_path, monkeypatch):
     (tmp_path / "book" / "profiles" / "smoke.yaml").write_text((REPO / "book" / "profiles" / "smoke.yaml").read_text())
     profile = profiles.load_profile("smoke")
     payload = {key: {} for key in results.CHAPTERS["04_pca"].keys}
+    with pytest.raises(protocol.ProtocolError, match="no protocol page"):
+        results.write(profile, "04_pca", 1.0, **payload)
+    (tmp_path / "book" / "protocol.md").write_text((REPO / "book" / "protocol.md").read_text())
     with pytest.raises(results.SchemaError, match="not written"):
         results.write(profile, "04_pca", 1.0, **{**payload, "models": [1, 2]})
     assert not (profile.results_dir / "04_pca.json").exists()
@@ -87,6 +90,7 @@ def test_write_checks_before_writing_and_converts_arrays(tmp_path, monkeypatch):
     stored = json.loads(path.read_text())
     assert stored["blocks_broken"] == [1, 2] and stored["cross_seed_matched_stream_mean"] is None
     assert results.read(path)["provenance"]["profile"] == "smoke"
+    assert results.run_of(results.read(path)) == protocol.protocol_hash(profile)
 
 
 def test_keyed_tables_refuse_a_repeated_run():

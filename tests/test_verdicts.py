@@ -1,5 +1,8 @@
 """The verdict vocabulary: one set of constants, composed verdicts keep their head, tallies and agreement."""
 
+import pytest
+
+from widedeep.analyses import verdicts
 from widedeep.analyses import verdicts as v
 
 
@@ -26,3 +29,26 @@ def test_head_finds_the_constant_a_composed_verdict_starts_with():
     assert v.head("not testable (no model with a block)") == v.NOT_TESTABLE
     assert v.head("cheaper inside") == v.CHEAPER_INSIDE
     assert v.head("showing off") is None and v.head("probably") is None and v.head(0.5) is None
+
+
+def test_clopper_pearson_is_the_exact_interval():
+    low, high = verdicts.clopper_pearson(8, 8)
+    assert low == pytest.approx(0.025 ** (1 / 8)) and high == 1.0   # all of n: the lower bound solves p^n = 0.025
+    assert verdicts.clopper_pearson(0, 5)[0] == 0.0
+    with pytest.raises(ValueError, match="hits"):
+        verdicts.clopper_pearson(4, 3)
+
+
+def test_smallest_share_shown_needs_the_lower_bound_above_the_null():
+    assert verdicts.smallest_share_shown(8, 0.5) == 8          # 7 of 8: lower bound 0.47
+    assert verdicts.smallest_share_shown(5, 0.5) is None       # 5 of 5: lower bound 0.48
+    assert verdicts.smallest_share_shown(20, 0.5) == 15
+    assert verdicts.clopper_pearson(15, 20)[0] > 0.5 >= verdicts.clopper_pearson(14, 20)[0]
+
+
+def test_t_interval_and_its_half_width():
+    mean, low, high = verdicts.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and high - mean == pytest.approx(verdicts.t_half_width(3) * 1.0)
+    assert verdicts.t_half_width(3) == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
+    with pytest.raises(ValueError, match="at least 2"):
+        verdicts.t_interval([1.0])

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from widedeep import grid, profiles, records, store
+from widedeep import grid, profiles, protocol, records, store
 from widedeep.profiles import Profile
 from widedeep.train import TrainConfig, is_complete, measure_throughput
 
@@ -241,8 +241,8 @@ def chapters_ready(profile: Profile) -> dict[str, list[TrainConfig]]:
 
 
 def training_stamp(profile: Profile) -> dict:
-    """What a run is trained under, written into its store folder when training starts (and its record)."""
-    return {"profile": profile.name, "values": store.config_hash(profile.public()), "commit": store.git_commit()}
+    """What a run is trained under (the protocol's hashes), written into its store folder when training starts."""
+    return {**protocol.training_stamp(profile), "commit": store.git_commit()}
 
 
 def record_versions() -> dict[str, int]:

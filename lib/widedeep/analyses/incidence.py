@@ -76,13 +76,17 @@ def design(rows: Sequence[dict], series_key: str = "series", depth_series: str =
     return x, names
 
 
+class DesignError(ValueError):
+    """A grid whose design cannot carry the law (its columns are linearly dependent)."""
+
+
 def _check_design(x: np.ndarray, y: np.ndarray) -> None:
     if x.ndim != 2 or len(x) != len(y):
         raise ValueError(f"design has shape {x.shape} but there are {len(y)} outcomes")
     if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
         raise ValueError("design and outcomes must be finite")
     if np.linalg.matrix_rank(x) < x.shape[1]:
-        raise ValueError(f"the design's {x.shape[1]} columns are linearly dependent over {len(x)} models: vary "
+        raise DesignError(f"the design's {x.shape[1]} columns are linearly dependent over {len(x)} models: vary "
                          f"capacity and n_train independently (e.g. at least two n_train values per architecture)")
 
 
@@ -319,4 +323,36 @@ def cell_incidence(rows: Sequence[dict]) -> dict[tuple[int, float, int], tuple[i
         key = (row["depth"], float(row["width"]), row["n_train"])
         hit, total = out.get(key, (0, 0))
         out[key] = (hit + (row["block"] is not None), total + 1)
+    return out
+
+
+def expected_law(rows: Sequence[dict], capacity: float, data: float, mean_rate: float, draws: int = 40,
+                 seed: int = 0, level: float = 0.95) -> dict:
+    """What the presence law can detect on a grid: blocks drawn from a true law (coefficients `capacity` per
+    log-parameter and `data` per log-n_train, intercept giving `mean_rate` of the grid a block), each draw
+    fitted as Chapter 3 fits it; the median interval of each coefficient, the share of draws each verdict
+    takes, and how many draws were not estimable."""
+    if not 0 < mean_rate < 1 or draws < 1:
+        raise ValueError(f"mean_rate must lie in (0, 1) and draws be positive; got {mean_rate}, {draws}")
+    x, _ = design(rows)
+    _check_design(x, np.zeros(len(x)))
+    slope = capacity * (x[:, 1] - x[:, 1].mean()) + data * (x[:, 2] - x[:, 2].mean())
+    intercept = optimize.brentq(lambda b: np.mean(1 / (1 + np.exp(-(b + slope)))) - mean_rate, -50, 50)
+    p = 1 / (1 + np.exp(-(intercept + slope)))
+    rng = np.random.default_rng(seed)
+    intervals = {"capacity": [], "data": []}
+    outcomes = {"capacity": [], "data": []}
+    for _ in range(draws):
+        has = rng.random(len(rows)) < p
+        fit = fit_presence([{**r, "has_block": bool(h)} for r, h in zip(rows, has)], level=level)
+        verdicts = law_verdicts(fit)
+        for name in intervals:
+            outcomes[name].append(verdicts[name])
+            if fit.estimable:
+                intervals[name].append(fit.coefficients[name][1:])
+    out = {"draws": draws, "not_estimable": outcomes["capacity"].count(NOT_ESTIMABLE)}
+    for name in intervals:
+        found = np.array(intervals[name]) if intervals[name] else np.full((1, 2), np.nan)
+        out[name] = {"median_interval": np.median(found, axis=0).tolist(),
+                     "shown": outcomes[name].count(SHOWN) / draws}
     return out

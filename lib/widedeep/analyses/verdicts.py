@@ -8,7 +8,10 @@ so `head(verdict)` is always in `VERDICTS`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from scipy import stats
 
 # Whether a finding of the paper holds on these runs
 SHOWN, PARTLY_SHOWN, NOT_SHOWN = "shown", "partly shown", "not shown"
@@ -59,3 +62,37 @@ def tally(verdicts: dict[str, str]) -> str:
         names = [name for name, v in verdicts.items() if v == verdict]
         parts.append(f"{verdict} in {len(names)} of {len(verdicts)} ({', '.join(names)})")
     return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals (the protocol's tests, book/protocol.md): scipy.stats, never hand-written
+# ---------------------------------------------------------------------------------------------
+
+def clopper_pearson(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided interval of a share hits/total."""
+    if total < 1 or not 0 <= hits <= total:
+        raise ValueError(f"a share needs 0 <= hits <= total and total >= 1; got {hits} of {total}")
+    interval = stats.binomtest(hits, total).proportion_ci(confidence_level=level, method="exact")
+    return float(interval.low), float(interval.high)
+
+
+def smallest_share_shown(total: int, null: float, level: float = 0.95, min_hits: int = 3) -> int | None:
+    """The fewest hits of `total` whose Clopper-Pearson lower bound exceeds `null` (at least `min_hits`), or None."""
+    return next((k for k in range(min_hits, total + 1) if clopper_pearson(k, total, level)[0] > null), None)
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t-interval of the mean of per-unit values (at least 2 of them)."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) < 2 or not np.all(np.isfinite(values)):
+        raise ValueError(f"a t-interval needs at least 2 finite values; got {values.tolist()}")
+    mean = float(values.mean())
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def t_half_width(units: int, level: float = 0.95) -> float:
+    """Half-width of the t-interval of a mean over `units`, in units of the per-unit standard deviation."""
+    if units < 2:
+        raise ValueError(f"a t-interval needs at least 2 units; got {units}")
+    return float(stats.t.ppf(0.5 + level / 2, units - 1) / np.sqrt(units))

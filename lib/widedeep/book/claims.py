@@ -285,16 +285,22 @@ def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) ->
             verdict, evidence = finding.judge(results[finding.chapter])
         else:
             verdict, evidence = NOT_RUN, f"no {finding.chapter}.json in this profile's results"
+        run = results_schema.run_of(results[finding.chapter]) if finding.chapter in results else "—"
         rows.append({"claim": finding.claim, "verdict": verdict, "evidence": evidence,
-                     "chapter": finding.chapter, "figure": finding.figure})
+                     "chapter": finding.chapter, "figure": finding.figure, "run": run})
     return rows
 
 
 def claims_table(rows: list[dict]) -> str:
-    """The introduction's table: each finding, our verdict (bold), its evidence, figure and chapter link."""
-    return list_table(["the paper finds", "our runs", "evidence", "figure", "chapter"], [
+    """The introduction's table: each finding, our verdict (bold), its evidence, figure, chapter link and run
+    (the protocol hash its results were written under, or pre-protocol)."""
+    return list_table(["the paper finds", "our runs", "evidence", "figure", "chapter", "run"], [
         [r["claim"], f"**{r['verdict']}**", r["evidence"], r["figure"],
-         f"[Chapter {int(r['chapter'][:2])}]({r['chapter']}.md)"] for r in rows])
+         f"[Chapter {int(r['chapter'][:2])}]({r['chapter']}.md)", _run_label(r.get("run", "—"))] for r in rows])
+
+
+def _run_label(run: str) -> str:
+    return "*pre-protocol*" if run == results_schema.PRE_PROTOCOL else run if run == "—" else f"`{run}`"
 
 
 def provenance_lines(results: dict[str, dict]) -> list[str]:
@@ -305,6 +311,9 @@ def provenance_lines(results: dict[str, dict]) -> list[str]:
         versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
         older = (" (schema 1: the run published before the bfloat16 book; `make book` rewrites it)"
                  if _version_1(result) else "")
+        run = results_schema.run_of(result)
+        protocol = (" (pre-protocol: written before book/protocol.md fixed the run's rules)"
+                    if run == results_schema.PRE_PROTOCOL else f"; protocol {run}")
         lines.append(f"{chapter}: profile {p['profile']}, commit {p['commit']}, {p['hardware']}, "
-                     f"{p['wall_time_s']:.0f} s; {versions}{older}")
+                     f"{p['wall_time_s']:.0f} s; {versions}{older}{protocol}")
     return lines

@@ -8,7 +8,9 @@ Every results file is one JSON object:
 - `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read), or 1 for
   the files of the cpu run published before version 2 (`ADDED_IN_VERSION_2`: they lack those keys and
   are read as they are until `make book` rewrites them; the claims table says which rows they carry);
-- `provenance`: profile, commit, hardware, wall time and package versions (`store.provenance`);
+- `provenance`: profile, commit, hardware, wall time and package versions (`store.provenance`), and the
+  hash of the protocol the chapter ran under (`protocol`; files written before `book/protocol.md` lack
+  it and are shown as pre-protocol);
 - the chapter's own keys, listed in `CHAPTERS` (all required, none unknown);
 - models keyed by their run name (`TrainConfig.name()`, the config hash at its end) wherever a
   table of models is kept (`CHAPTERS[...].model_tables`); each entry holds the model's depth, width,
@@ -31,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from widedeep import records, store
+from widedeep import protocol, records, store
 from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
@@ -208,8 +210,9 @@ def _plain(value: Any) -> Any:
 
 def write(profile: Profile, chapter: str, wall_time_s: float, **payload) -> Path:
     """Check and write `<profile.results_dir>/<chapter>.json` with schema version and provenance; return its path."""
-    document = {"schema_version": SCHEMA_VERSION, "provenance": store.provenance(profile.name, wall_time_s),
-                "records": records_read(profile), **_plain(payload)}
+    provenance = {**store.provenance(profile.name, wall_time_s), "protocol": protocol.protocol_hash(profile)}
+    document = {"schema_version": SCHEMA_VERSION, "provenance": provenance, "records": records_read(profile),
+                **_plain(payload)}
     path = Path(profile.results_dir) / f"{chapter}.json"
     validate(document, chapter, f"the results of {chapter} (not written)")
     store.write_json(path, document)
@@ -222,6 +225,12 @@ def records_read(profile: Profile) -> dict[str, str]:
     root = records.records_dir(profile)
     return {str(Path(path).relative_to(root)): kind for path, kind in sorted(records.read_log().items())
             if Path(path).is_relative_to(root)}
+PRE_PROTOCOL = "pre-protocol"
+
+
+def run_of(document: dict) -> str:
+    """The protocol hash a results file was written under, or "pre-protocol" for files written before it."""
+    return document["provenance"].get("protocol") or PRE_PROTOCOL
 
 
 def read(path: str | Path) -> dict:
