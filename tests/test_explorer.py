@@ -56,3 +56,12 @@ def test_select_rejects_an_unknown_value():
     box = explorer.nested_explorer(ITEMS, NAMES)
     with pytest.raises(ValueError, match="not an option of 'depth'"):
         explorer.select(box, (1, 110, 0))
+
+
+def test_adding_the_seed_study_leaves_the_arms_lists_alone():
+    main, short = ["m1", "m2"], ["s1"]
+    arms = explorer.arms_with_seed_study({"main schedule": main, "short schedule": short}, "short schedule",
+                                         ["seed0", "seed1"])
+    assert arms == {"main schedule": ["m1", "m2"], "short schedule": ["s1", "seed0", "seed1"]}
+    assert main == ["m1", "m2"] and short == ["s1"]            # the caller's (a study's) lists are untouched
+    assert explorer.arms_with_seed_study({}, "main schedule", ["a"]) == {"main schedule": ["a"]}

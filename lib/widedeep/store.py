@@ -238,14 +238,6 @@ def provenance(profile: str, wall_time_s: float) -> dict:
             "wall_time_s": round(float(wall_time_s), 1), "versions": versions()}
 
 
-def write_results(results_dir: str | os.PathLike, chapter: str, profile: str, wall_time_s: float,
-                  **payload) -> Path:
-    """Write `results/<profile>/<chapter>.json` with its provenance block; return the path."""
-    path = Path(results_dir) / f"{chapter}.json"
-    write_json(path, {"provenance": provenance(profile, wall_time_s), **payload})
-    return path
-
-
 def cached_npz(path: str | os.PathLike, compute) -> dict[str, np.ndarray]:
     """Arrays from `path` if it exists, else `compute()` (a dict of arrays) saved there atomically first."""
     path = Path(path)

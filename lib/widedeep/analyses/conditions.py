@@ -14,7 +14,6 @@ import numpy as np
 from widedeep import profiles
 from widedeep.analyses import incidence, structure
 from widedeep.analyses.structure import BlockAnalysis
-from widedeep.labels import architecture_label
 from widedeep.profiles import Profile
 
 FITS = ("incidence_fit", "continuous_fit", "block_size_fit")  # the laws fitted on each arm
@@ -133,7 +132,3 @@ class ConditionsStudy:
         key, verdicts = self.claim_fit()
         record["claims_fit"] = {"fit": key, "verdicts": verdicts or {}}
         return record
-
-    def label_of(self, m: BlockAnalysis) -> str:
-        """'ResNet-110 ×1' of an analysed model."""
-        return architecture_label(m.run.config.depth, m.run.config.width)

@@ -19,6 +19,17 @@ from collections.abc import Hashable, Mapping, Sequence
 import ipywidgets as widgets
 
 
+def arms_with_seed_study(arms: Mapping[str, Sequence], arm: str, seed_models: Sequence) -> dict[str, list]:
+    """The explorer's models by schedule arm, with the seed study added to its own arm's list.
+
+    New lists throughout: appending in place would also grow the list a study holds (a chapter once
+    added the seed study to `study.main` this way).
+    """
+    out = {name: list(models) for name, models in arms.items()}
+    out.setdefault(arm, []).extend(seed_models)
+    return out
+
+
 def figure_png(fig, dpi: int = 80, close: bool = True) -> bytes:
     """A matplotlib figure as PNG bytes, by default then closed so the notebook does not also draw it."""
     import matplotlib.pyplot as plt
