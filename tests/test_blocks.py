@@ -350,3 +350,10 @@ def test_block_measures_grow_with_the_planted_square_and_read_the_largest_first_
                                  min_pc1=0.45)
     assert none == {"block_size": 0.0, "max_pc1_share": pytest.approx(0.2)}
     assert blocks.block_size(None) == 0.0
+
+
+def test_a_contrast_that_rises_under_an_intervention_is_never_broken():
+    """Pre-protocol ResNet-110 n500: its contrast rose from 0.28 to 0.34 under PC removal and counted as broken."""
+    assert blocks.breaks(0.80, 0.46, 0.9, 0.2)                              # inside below 0.9: fails the detector
+    assert not blocks.breaks(0.80, 0.46, 0.9, 0.2, contrast_before=0.28)   # ... but its contrast rose
+    assert blocks.breaks(0.80, 0.70, 0.9, 0.2, contrast_before=0.28)       # fell and fails: broken

@@ -44,28 +44,61 @@ def test_capacity_and_data_claims_come_from_chapter_3s_fitted_law():
     assert claims.judge_capacity(chapter)[0] == "not testable"
 
 
-def test_first_pc_verdict_needs_both_conditions_in_the_same_block():
-    blocked = table(entry(110, 500, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3),
-                    entry(110, 1000, block=BLOCK, pc1_share_inside=0.7, pc1_share_outside=0.3))
-    names = list(blocked)
-    assert [results.label(e) for e in blocked.values()] == ["ResNet-110 ×1, n=500, s0", "ResNet-110 ×1, n=1000, s0"]
-    assert claims.judge_first_pc({"models": blocked, "blocks_broken": names})[0] == "shown"
-    verdict, evidence = claims.judge_first_pc({"models": blocked, "blocks_broken": names[:1]})
-    assert verdict == "partly shown" and evidence == ("first-PC share inside vs outside the block: 0.60 vs 0.30; "
-                                                      "0.70 vs 0.30; removing the first PC breaks 1 of 2 blocks")
-    assert claims.judge_first_pc({"models": blocked, "blocks_broken": []})[0] == "not shown"
-    # one block dominated but not broken, the other broken but not dominated: no block shows both
-    crossed = {**blocked, names[1]: {**blocked[names[1]], "pc1_share_inside": 0.2}}
-    assert claims.judge_first_pc({"models": crossed, "blocks_broken": names[1:]})[0] == "not shown"
-    assert claims.judge_first_pc({"models": table(entry(20, 500)), "blocks_broken": []})[0] == claims.NOT_TESTABLE
+def removal(inside_before, outside_before, inside_after, outside_after):
+    """The CKA of a block's span before and after its layers' first PC is removed (Chapter 4's entry keys)."""
+    return {"cka_inside_before": inside_before, "cka_outside_before": outside_before,
+            "cka_inside_after": inside_after, "cka_outside_after": outside_after}
+
+
+CKA_ONLY = {"threshold": 0.9, "min_contrast": 0.2, "min_pc1": None}
+
+
+def first_pc_chapter(*entries, detector=CKA_ONLY):
+    return {"models": table(*entries), "blocks_broken": [], "detector": detector}
+
+
+def test_first_pc_is_judged_on_cka_only_blocks_with_intervals_over_models():
+    falls = removal(0.97, 0.70, 0.80, 0.75)   # contrast 0.27 -> 0.05
+    dominated = [entry(110, n, s, block=BLOCK, pc1_share_inside=0.6 + 0.01 * s, pc1_share_outside=0.3, **falls)
+                 for n in (500, 1000) for s in (0, 1)]
+    verdict, evidence = claims.judge_first_pc(first_pc_chapter(*dominated))
+    assert verdict == "shown" and "n = 4" in evidence and "[+" in evidence
+    # the same four, but the first PC no larger inside than outside in two of them: only one half holds
+    mixed = dominated[:2] + [{**e, "pc1_share_inside": 0.1} for e in dominated[2:]]
+    assert claims.judge_first_pc(first_pc_chapter(*mixed))[0] == "partly shown"
+    assert claims.judge_first_pc(first_pc_chapter(entry(20, 500)))[0] == claims.NOT_TESTABLE
+
+
+def test_one_or_two_models_are_at_most_suggestive():
+    one = entry(110, 500, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3, **removal(0.97, 0.7, 0.8, 0.75))
+    verdict, evidence = claims.judge_first_pc(first_pc_chapter(one))
+    assert verdict == "suggestive (1 model)" and "n = 1" in evidence
+
+
+def test_a_block_circular_through_the_first_pc_rule_is_not_testable():
+    """A detector that required a first-PC share >= 0.45 cannot then show that the first PC dominates."""
+    dominated = [entry(110, 500, s, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3,
+                       **removal(0.97, 0.7, 0.8, 0.75)) for s in range(4)]
+    verdict, _ = claims.judge_first_pc(first_pc_chapter(*dominated, detector={**CKA_ONLY, "min_pc1": 0.45}))
+    assert verdict.startswith(claims.NOT_TESTABLE) and "first-PC rule" in verdict
+
+
+def test_a_contrast_that_rises_under_pc_removal_is_not_broken():
+    """ResNet-110 n500 of the pre-protocol run: contrast 0.28 -> 0.34 was counted as broken."""
+    rises = [entry(110, 500, s, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3,
+                   **removal(0.90, 0.62 + 0.01 * s, 0.80, 0.46)) for s in range(4)]
+    verdict, evidence = claims.judge_first_pc(first_pc_chapter(*rises))
+    assert verdict == "partly shown" and "contradicted" in evidence   # dominates, but the contrast rose
 
 
 def test_seed_uniqueness_compares_inside_with_outside():
-    unique = entry(110, 500, block=BLOCK, cross_seed_cka_inside=0.4, cross_seed_cka_outside=0.7)
-    shared = entry(110, 500, 1, block=BLOCK, cross_seed_cka_inside=0.9, cross_seed_cka_outside=0.7)
-    assert claims.judge_seeds({"models": table(unique)}) == ("shown", "CKA with the other seeds, ResNet-110 ×1, "
-                                                                      "n=500, s0: 0.40 inside vs 0.70 outside")
-    assert claims.judge_seeds({"models": table(unique, shared)})[0] == "partly shown"
+    unique = [entry(110, 500, s, block=BLOCK, cross_seed_cka_inside=0.4 + 0.02 * s, cross_seed_cka_outside=0.7)
+              for s in range(3)]
+    verdict, evidence = claims.judge_seeds({"models": table(*unique)})
+    assert verdict == "shown" and "n = 3" in evidence and "ResNet-110 ×1, n=500, s0: 0.40 inside vs 0.70" in evidence
+    shared = entry(110, 500, 3, block=BLOCK, cross_seed_cka_inside=0.9, cross_seed_cka_outside=0.7)
+    assert claims.judge_seeds({"models": table(unique[0], shared)})[0] == "not shown"
+    assert claims.judge_seeds({"models": table(unique[0])})[0] == "suggestive (1 model)"
     assert claims.judge_seeds({"models": table(entry(20, 500))})[0] == claims.NOT_TESTABLE
 
 

@@ -199,15 +199,32 @@ def test_beyond_null_compares_the_median_with_a_null_quantile():
 
 @pytest.mark.parametrize("count, mean, matched, expected", [
     (True, True, True, errors.SHOWN), (True, False, True, errors.SHOWN),
-    (False, True, True, errors.SHOWN_IN_AGGREGATE + ", though no test singles out more classes than the null"),
+    (False, True, True, errors.NOT_SHOWN + ": the mean difference exceeds the null, but no test singles out more "
+                        "classes than it"),
     (False, False, True, errors.NOT_SHOWN),
-    (True, True, False, errors.SHOWN + ", but the accuracies are not matched"),
-    (False, True, False, errors.SHOWN_IN_AGGREGATE + ", though no test singles out more classes than the null, "
-                         "but the accuracies are not matched"),
-    (False, False, False, errors.NOT_SHOWN),
+    (True, True, False, errors.NOT_TESTABLE + ": the accuracies are not matched on the validation split"),
+    (False, False, False, errors.NOT_TESTABLE + ": the accuracies are not matched on the validation split"),
 ])
 def test_difference_verdict(count, mean, matched, expected):
     assert errors.difference_verdict(count, mean, matched, unit="classes") == expected
+
+
+def test_a_pair_matched_on_test_accuracy_only_is_not_matched():
+    """The pre-protocol pair was chosen on test accuracy; matching reads the validation split alone."""
+    rng = np.random.default_rng(0)
+    val_labels, test_labels = rng.integers(0, 10, 400), rng.integers(0, 10, 400)
+
+    def population(val_acc, test_acc, seeds):
+        """Predictions right on the first val_acc / test_acc share of examples, one row per seed."""
+        val = np.tile(np.where(np.arange(400) < val_acc * 400, val_labels, (val_labels + 1) % 10), (seeds, 1))
+        test = np.tile(np.where(np.arange(400) < test_acc * 400, test_labels, (test_labels + 1) % 10), (seeds, 1))
+        return val, test
+
+    (val_a, test_a), (val_b, test_b) = population(0.80, 0.74, 3), population(0.70, 0.74, 6)
+    assert errors.accuracy_match(test_a, test_b, test_labels)["diff"] == pytest.approx(0)   # equal on test ...
+    matched, match = errors.pair_matched(val_a, val_b, val_labels, tolerance=0.01)
+    assert not matched and match["diff"] == pytest.approx(0.10)                 # ... not on validation
+    assert errors.difference_verdict(True, True, matched).startswith(errors.NOT_TESTABLE)
 
 
 def test_difference_verdict_names_the_level():

@@ -41,7 +41,7 @@ def test_every_measure_sees_a_planted_block_and_none_sees_a_block_free_run():
     for name, lens in LENSES.items():
         free = [self_matrix(lens, layers) for layers in frees]
         details, verdict = ms.block_contrast({"planted": (self_matrix(lens, planted), inside(2, 5))}, free[1:], 0.95)
-        assert verdict == verdicts.SHOWN, name
+        assert verdict == verdicts.suggestive(1), name   # one blocked seed: never "shown"
         assert details["planted"]["contrast"] > details["planted"]["null_max"], name
         # a seed without a block, asked about the same layers, is not seen against the other block-free seeds
         _, verdict = ms.block_contrast({"free": (free[0], inside(2, 5))}, free[1:], 0.95)

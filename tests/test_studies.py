@@ -147,21 +147,22 @@ def test_pruning_study_judges_plateau_position_and_deletion_cost():
     assert study.with_block == [blocked.label] and study.controls == []
     shown, note = study.focus()
     assert shown == [blocked, control] and note.startswith("1 of 2 models have a block")
+    # one blocked model: every verdict is at most "suggestive (1 model)" (book/protocol.md)
     flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]    # stream layers 2..5 are the block: a plateau
     study.probe_rows = {blocked.label: probe_rows(blocked, flat),
                         control.label: probe_rows(control, [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9])}
     texts = study.judge_probes()
-    assert texts["probe_verdict"] == v.SHOWN and study.verdicts[blocked.label]["probe"] == v.PLATEAU
+    assert texts["probe_verdict"] == v.suggestive(1) and study.verdicts[blocked.label]["probe"] == v.PLATEAU
     position = study.probe_position_control()
     assert position["probe_specific"].startswith(v.SPECIFIC + ":")   # the control rises across the same layers
     inside = [False, True, True, False, False, False]
     assert study.inside_stream(blocked)[2:6] == [True] * 4 and not any(study.inside_stream(control))
     study.effects = {blocked.label: effects(-0.01, -0.10, inside), control.label: effects(-0.09, -0.10, inside)}
-    assert study.judge_deletions()["single_verdict"] == v.SHOWN
+    assert study.judge_deletions()["single_verdict"] == v.suggestive(1)
     texts = study.position_control()
     # Inside costs 0.01 in the blocked model and 0.09 at the same positions without a block: beyond position.
-    assert texts["position_verdict"] == v.SHOWN and study.position[blocked.label]["control_inside"] == -0.09
-    assert study.cumulative()["cumulative_verdict"] == v.SHOWN
+    assert texts["position_verdict"] == v.suggestive(1) and study.position[blocked.label]["control_inside"] == -0.09
+    assert study.cumulative()["cumulative_verdict"] == v.suggestive(1)
     found = study.found()
     assert set(found) == set(pruning.PruningStudy.CLAIMS) and all(v.head(x) for x in found.values())
     record = study.record()
@@ -201,7 +202,7 @@ def test_error_study_finds_planted_differences_and_records_them():
     assert same.accuracy_match()["matched"] == "matched" and different.accuracy_match()["matched"] == "matched"
     assert same.example_level()["example_verdict"] == v.NOT_SHOWN   # identical seeds everywhere: nothing to find
     text = different.example_level()
-    assert text["beyond_difference"] == "exceeds" and v.head(text["example_verdict"]) in (v.SHOWN, v.SHOWN_IN_AGGREGATE)
+    assert text["beyond_difference"] == "exceeds" and v.head(text["example_verdict"]) in (v.SHOWN, v.NOT_SHOWN)
     assert different.p_floor() == pytest.approx(2 / 6)   # m = 2: all right against all wrong
     assert different.count_demand()["count_demand"] == "a demanding statistic"
     power_texts = different.power_analysis()

@@ -11,7 +11,7 @@ def test_tally_and_agreement():
     assert v.tally(per_model) == "plateau in 2 of 3 (A, C); rises in 1 of 3 (B)"
     assert v.tally({}) == "no model to judge"
     assert v.agreement(per_model.values(), v.PLATEAU) == v.PARTLY_SHOWN
-    assert v.agreement([v.PLATEAU], v.PLATEAU) == v.SHOWN
+    assert v.agreement([v.PLATEAU], v.PLATEAU) == "suggestive (1 model)"   # one model is never "shown"
     assert v.agreement([v.RISES], v.PLATEAU) == v.NOT_SHOWN
     assert v.agreement([], v.PLATEAU) == v.NOT_TESTABLE
 
@@ -52,3 +52,32 @@ def test_t_interval_and_its_half_width():
     assert verdicts.t_half_width(3) == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
         verdicts.t_interval([1.0])
+
+
+def test_one_model_is_never_shown():
+    """The pre-protocol bug: fraction_verdict(1, 1) was "shown"."""
+    assert verdicts.fraction_verdict(1, 1) == "suggestive (1 model)"
+    assert verdicts.fraction_verdict(2, 2) == "suggestive (2 models)" and verdicts.fraction_verdict(1, 2) == "not shown"
+    assert verdicts.fraction_verdict(3, 3) == "shown"
+    assert verdicts.head("suggestive (2 models)") == verdicts.SUGGESTIVE
+    assert verdicts.share_verdict(1, 1)["verdict"] == "suggestive (1 model)"
+    assert verdicts.paired_verdict([0.4], +1)["verdict"] == "suggestive (1 model)"
+    assert verdicts.paired_verdict([0.4, -0.1], +1)["verdict"] == "not shown"
+
+
+def test_share_verdict_needs_the_lower_bound_above_the_null():
+    assert verdicts.share_verdict(8, 8)["verdict"] == "shown"
+    seven = verdicts.share_verdict(7, 8)
+    assert seven["verdict"] == "partly shown" and seven["n"] == 8 and seven["interval"][0] < 0.5
+    assert verdicts.share_verdict(0, 8)["verdict"] == "not shown"
+    assert verdicts.share_verdict(0, 0)["verdict"] == "not testable"
+
+
+def test_paired_verdict_reads_the_t_interval_in_the_papers_direction():
+    up = verdicts.paired_verdict([0.10, 0.12, 0.15, 0.11, 0.09], +1)
+    assert up["verdict"] == "shown" and up["interval"][0] > 0 and up["sign_flip_p"] == 1 / 32
+    assert verdicts.paired_verdict([0.10, 0.12, 0.15, 0.11, 0.09], -1)["verdict"] == "contradicted"
+    assert verdicts.paired_verdict([0.1, -0.1, 0.05], +1)["verdict"] == "not shown"
+    assert verdicts.paired_verdict([0.1, 0.2, 0.3], +1)["sign_flip_p"] is None   # fewer than 5 models
+    with pytest.raises(ValueError, match="direction"):
+        verdicts.paired_verdict([0.1], 0)

@@ -303,6 +303,11 @@ def span_cka(cka: np.ndarray, block: Block, kinds: Sequence[str],
     return float(mean_in), float(sym[np.ix_(inside, ~inside)].mean())
 
 
-def breaks(cka_inside: float, cka_outside: float, threshold: float, min_contrast: float) -> bool:
-    """Whether a block no longer passes the detector's CKA conditions on its own layers (after an intervention)."""
-    return not (cka_inside > threshold and cka_inside - cka_outside >= min_contrast)
+def breaks(cka_inside: float, cka_outside: float, threshold: float, min_contrast: float,
+           contrast_before: float | None = None) -> bool:
+    """Whether a block no longer passes the detector's CKA conditions on its own layers (after an intervention),
+    and, given the contrast before it, whether its contrast fell: a contrast that rises never counts as broken."""
+    contrast = cka_inside - cka_outside
+    if contrast_before is not None and not contrast < contrast_before:
+        return False
+    return not (cka_inside > threshold and contrast >= min_contrast)

@@ -10,10 +10,11 @@ the run store's caches.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
-from widedeep.analyses import blocks, runs, similarity
+from widedeep.analyses import blocks, runs, similarity, verdicts
 from widedeep.analyses.structure import BlockAnalysis, batching
 from widedeep.profiles import Detector, Profile
 
@@ -61,7 +62,8 @@ def broken_blocks(models: list[BlockAnalysis], effects: list[dict],
     the change of each block's CKA to the outside layers)."""
     tested = [(m, e) for m, e in zip(models, effects) if m.block is not None]
     broken = [m for m, e in tested if blocks.breaks(e["cka_inside_after"], e["cka_outside_after"],
-                                                    detector.threshold, detector.min_contrast)]
+                                                    detector.threshold, detector.min_contrast,
+                                                    e["cka_inside_before"] - e["cka_outside_before"])]
     return [m for m, _ in tested], broken, [e["cka_outside_after"] - e["cka_outside_before"] for _, e in tested]
 
 
@@ -101,3 +103,25 @@ def entries(models: list[BlockAnalysis], effects: list[dict], cross_split: dict[
         rows.append(row)
     return rows
 
+
+
+def contrast_change(entry: dict) -> float:
+    """The block's contrast (inside minus outside CKA, on its own span) after removing the first PC, minus before."""
+    return ((entry["cka_inside_after"] - entry["cka_outside_after"])
+            - (entry["cka_inside_before"] - entry["cka_outside_before"]))
+
+
+def first_pc_claim(entries: Sequence[dict], min_pc1: float | None, level: float = 0.95) -> dict:
+    """Claim 3 (book/protocol.md, Chapter 4): over models with a block found by CKA alone, the first-PC share
+    inside minus outside (> 0) and the contrast's change when the first PC is removed (< 0), each a paired
+    effect, and the two combined. Blocks found with a first-PC rule are circular here: not testable."""
+    if min_pc1 is not None:
+        reason = (f"{verdicts.NOT_TESTABLE}: the blocks were found with a first-PC rule (share >= {min_pc1:g}), "
+                  f"so the first PC cannot be tested on them")
+        empty = {"verdict": reason, "n": 0}
+        return {"dominates": empty, "removal_breaks": empty, "verdict": reason}
+    blocked = [e for e in entries if e.get("block") is not None]
+    dominates = verdicts.paired_verdict([e["pc1_share_inside"] - e["pc1_share_outside"] for e in blocked], +1, level)
+    falls = verdicts.paired_verdict([contrast_change(e) for e in blocked], -1, level)
+    return {"dominates": dominates, "removal_breaks": falls,
+            "verdict": verdicts.combine(dominates["verdict"], falls["verdict"])}

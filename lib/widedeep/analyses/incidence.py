@@ -59,8 +59,14 @@ class LawFit:
         return out
 
 
+class DesignError(ValueError):
+    """A grid whose design cannot carry the law (its columns are linearly dependent)."""
+
+
 def design(rows: Sequence[dict], series_key: str = "series", depth_series: str = "depth") -> tuple[np.ndarray, list[str]]:
     """Columns intercept, log(parameters), log(n_train), series (1 where depth grew) from model rows."""
+    if not rows:
+        raise DesignError("no models to fit a law on (e.g. an arm the profile does not train)")
     for row in rows:
         for key in ("parameters", "n_train", series_key):
             if key not in row:
@@ -74,10 +80,6 @@ def design(rows: Sequence[dict], series_key: str = "series", depth_series: str =
     if len(set(x[:, 3])) < 2:  # one series only: its term is not identifiable
         x, names = x[:, :3], names[:3]
     return x, names
-
-
-class DesignError(ValueError):
-    """A grid whose design cannot carry the law (its columns are linearly dependent)."""
 
 
 def _check_design(x: np.ndarray, y: np.ndarray) -> None:

@@ -33,7 +33,7 @@ def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Seq
     scores = np.asarray(match_scores, dtype=float)
     loosest = scores[:, :, int(np.argmax(eps))].mean(axis=0)
     low = int(np.sum(loosest < threshold))
-    return fraction_verdict(low, loosest.size), low, loosest.size
+    return fraction_verdict(low, loosest.size, min_models=1), low, loosest.size  # layers, not models
 
 
 def rank_sentence(rank_corr: float) -> str:

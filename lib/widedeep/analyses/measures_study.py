@@ -165,7 +165,7 @@ def block_contrast(blocked: dict[str, tuple[np.ndarray, np.ndarray]], free: list
                      "layers": length, "seen": bool(contrast > threshold)}
     if not out:
         return out, verdicts.NOT_TESTABLE + ": no block spans 2 or more analysed layers with some outside"
-    return out, verdicts.fraction_verdict(sum(e["seen"] for e in out.values()), len(out))
+    return out, verdicts.share_verdict(sum(e["seen"] for e in out.values()), len(out))["verdict"]
 
 
 def lens_claim(block_verdicts: dict[str, str], reference: str = "linear CKA") -> tuple[str, list[str], list[str]]:
@@ -176,7 +176,7 @@ def lens_claim(block_verdicts: dict[str, str], reference: str = "linear CKA") ->
     unseen = [k for k in judged if k not in seen]
     if not judged:
         return verdicts.NOT_TESTABLE, seen, unseen
-    return verdicts.fraction_verdict(len(seen), len(judged)), seen, unseen
+    return verdicts.fraction_verdict(len(seen), len(judged), min_models=1), seen, unseen  # measures, not models
 
 
 def accuracy_with_layer(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -201,6 +201,10 @@ class OriginsStudy:
                                {n: rows for n, rows in snapshots.items() if n in blocked}, reg)
 
 
+def _share(hits: int, total: int) -> str:
+    return verdicts.share_verdict(hits, total)["verdict"]
+
+
 CLAIMS = ("dominant_datapoints", "differ_across_seeds", "removal_breaks_block", "forms_early",
           "regulariser_removes_block")
 
@@ -208,7 +212,7 @@ CLAIMS = ("dominant_datapoints", "differ_across_seeds", "removal_breaks_block", 
 def claims_verdicts(blocked: list[str], concentration: dict[str, dict], gaussian: dict[str, float],
                     within: dict[str, float], across: dict[str, float], chance: float, removal: dict[str, dict],
                     snapshots: dict[str, list[dict]], regularised: dict[str, list[dict]]) -> dict[str, str]:
-    """The follow-up's five claims, each a `fraction_verdict` over the seeds it can be judged on.
+    """The follow-up's five claims, each a share claim (`verdicts.share_verdict`) over the seeds it can be judged on.
 
     - dominant datapoints: the top 5% carry over twice their Gaussian share, and the block's layers
       share their top sets (Jaccard over three times chance);
@@ -229,11 +233,11 @@ def claims_verdicts(blocked: list[str], concentration: dict[str, dict], gaussian
     formed = sum(any(r["block_size"] > 0 for r in rows if r["epoch"] <= rows[-1]["epoch"] / 2)
                  for rows in snapshots.values())
     reg = [row for rows in regularised.values() for row in rows if row["has_block_unregularised"]]
-    return {"dominant_datapoints": verdicts.fraction_verdict(len(concentrated & shared & set(blocked)), len(blocked)),
-            "differ_across_seeds": verdicts.fraction_verdict(different, len(across)),
-            "removal_breaks_block": verdicts.fraction_verdict(breaks, len(removal)),
-            "forms_early": verdicts.fraction_verdict(formed, len(snapshots)),
-            "regulariser_removes_block": verdicts.fraction_verdict(sum(not r["has_block"] for r in reg), len(reg))}
+    return {"dominant_datapoints": _share(len(concentrated & shared & set(blocked)), len(blocked)),
+            "differ_across_seeds": _share(different, len(across)),
+            "removal_breaks_block": _share(breaks, len(removal)),
+            "forms_early": _share(formed, len(snapshots)),
+            "regulariser_removes_block": _share(sum(not r["has_block"] for r in reg), len(reg))}
 
 
 # -- sentences for the chapter's prose (glued, so the numbers are the ones computed) -----------------

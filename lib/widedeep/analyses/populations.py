@@ -55,10 +55,9 @@ class ErrorStudy:
 
     def accuracy_match(self) -> dict[str, str]:
         """Mean validation accuracies over seeds (the match), their gap and Welch p-value; test accuracies beside."""
-        self.match = errors.accuracy_match(self.val_predictions["wide"], self.val_predictions["deep"],
-                                           self.val_labels)
-        self.test_match = errors.accuracy_match(self.wide, self.deep, self.labels)
-        self.matched = abs(self.match["diff"]) <= self.settings.match_tolerance
+        self.matched, self.match = errors.pair_matched(self.val_predictions["wide"], self.val_predictions["deep"],
+                                                       self.val_labels, self.settings.match_tolerance)
+        self.test_match = errors.accuracy_match(self.wide, self.deep, self.labels)   # reported, never matched on
         m = self.match
         return {"wide_model": self.describe("wide"), "deep_model": self.describe("deep"),
                 "acc_wide": f"{m['acc_a']:.3f} ± {m['std_a']:.3f}",

@@ -20,6 +20,7 @@ CONTRADICTED = "contradicted"               # a trend goes the other way
 NOT_TESTABLE = "not testable"               # nothing to test it on (e.g. no model has a block)
 NOT_RUN = "not run"                         # the chapter has no results for this profile
 NOT_ESTIMABLE = "not estimable"             # a fitted law with too few events on one side to say anything
+SUGGESTIVE = "suggestive"                   # one or two models go the paper's way: "suggestive (2 models)"
 # Probe accuracy across a block
 PLATEAU, RISES, FALLS, NO_BLOCK = "plateau", "rises", "falls", "no block"
 # Whether a plateau belongs to the block or to its position
@@ -28,6 +29,7 @@ SPECIFIC, NOT_SPECIFIC = "specific to the block", "not specific to the block"
 CHEAPER_INSIDE, NO_DIFFERENCE, COSTLIER_INSIDE = "cheaper inside", "no clear difference", "costlier inside"
 
 VERDICTS = (SHOWN, PARTLY_SHOWN, NOT_SHOWN, SHOWN_IN_AGGREGATE, CONTRADICTED, NOT_TESTABLE, NOT_RUN, NOT_ESTIMABLE,
+            SUGGESTIVE,
             PLATEAU, RISES, FALLS, NO_BLOCK, SPECIFIC, NOT_SPECIFIC, CHEAPER_INSIDE, NO_DIFFERENCE,
             COSTLIER_INSIDE)
 
@@ -40,10 +42,18 @@ def head(verdict: str) -> str | None:
     return max(fitting, key=len, default=None)
 
 
-def fraction_verdict(hits: int, total: int) -> str:
-    """shown (all of `total`), partly shown (some), not shown (none), not testable (nothing to test)."""
+def suggestive(models: int) -> str:
+    """'suggestive (2 models)': the most one or two models can give."""
+    return f"{SUGGESTIVE} ({models} model{'s' if models != 1 else ''})"
+
+
+def fraction_verdict(hits: int, total: int, min_models: int = 3) -> str:
+    """shown (all of `total`), partly shown (some), not shown (none), not testable (nothing to test); with fewer
+    than `min_models` items, at most suggestive (never shown)."""
     if total == 0:
         return NOT_TESTABLE
+    if total < min_models:
+        return suggestive(total) if hits == total else NOT_SHOWN
     return SHOWN if hits == total else PARTLY_SHOWN if hits else NOT_SHOWN
 
 
@@ -96,3 +106,80 @@ def t_half_width(units: int, level: float = 0.95) -> float:
     if units < 2:
         raise ValueError(f"a t-interval needs at least 2 units; got {units}")
     return float(stats.t.ppf(0.5 + level / 2, units - 1) / np.sqrt(units))
+
+
+def share_verdict(hits: int, total: int, null: float = 0.5, level: float = 0.95, min_models: int = 3) -> dict:
+    """A share claim (book/protocol.md): shown when hits >= min_models and the Clopper-Pearson lower bound exceeds
+    `null`; partly shown with some hits; not shown with none; at most suggestive with one or two models."""
+    if total == 0:
+        return {"verdict": NOT_TESTABLE, "n": 0, "k": 0, "interval": None, "null": null, "test": "none"}
+    low, high = clopper_pearson(hits, total, level)
+    if total < min_models:
+        verdict = suggestive(total) if hits == total else NOT_SHOWN
+    elif hits >= min_models and low > null:
+        verdict = SHOWN
+    else:
+        verdict = PARTLY_SHOWN if hits else NOT_SHOWN
+    return {"verdict": verdict, "n": total, "k": hits, "interval": [low, high], "null": null,
+            "test": f"Clopper-Pearson {level:.0%}"}
+
+
+def sign_flip_p(values: Sequence[float], direction: int) -> float:
+    """Exact one-sided sign-flip p-value of the mean in `direction` (+1 or -1), every sign pattern enumerated."""
+    values = np.asarray(values, dtype=float)
+    result = stats.permutation_test((direction * values,), np.mean, permutation_type="samples",
+                                    alternative="greater", n_resamples=np.inf)
+    return float(result.pvalue)
+
+
+def paired_verdict(values: Sequence[float], direction: int, level: float = 0.95, min_models: int = 3,
+                   sign_flip_from: int = 5) -> dict:
+    """A paired effect (book/protocol.md): one difference per model; shown when the t-interval excludes 0 in
+    `direction` (+1: above, -1: below), contradicted when it excludes 0 the other way, not shown otherwise; at
+    most suggestive with one or two models. The exact sign-flip p is reported from `sign_flip_from` models on."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1 (the paper's sign of the effect); got {direction!r}")
+    values = [float(v) for v in values if v is not None and np.isfinite(v)]
+    n = len(values)
+    out = {"n": n, "mean": float(np.mean(values)) if values else None, "interval": None, "sign_flip_p": None,
+           "direction": "> 0" if direction > 0 else "< 0", "test": f"t-interval {level:.0%}"}
+    if n == 0:
+        return {**out, "verdict": NOT_TESTABLE}
+    if n < min_models:
+        return {**out, "verdict": suggestive(n) if all(direction * v > 0 for v in values) else NOT_SHOWN}
+    mean, low, high = t_interval(values, level)
+    verdict = SHOWN if direction * low > 0 and direction * high > 0 else \
+        CONTRADICTED if direction * low < 0 and direction * high < 0 else NOT_SHOWN
+    if n >= sign_flip_from:
+        out["sign_flip_p"] = sign_flip_p(values, direction)
+    return {**out, "interval": [low, high], "verdict": verdict}
+
+
+def combine(*parts: str) -> str:
+    """One verdict of a claim with several halves: shown when every part is, partly shown when some are, else the
+    weakest (not testable when none could be tested)."""
+    heads = [head(p) for p in parts]
+    if all(h == SHOWN for h in heads):
+        return SHOWN
+    if any(h == SHOWN for h in heads):
+        return PARTLY_SHOWN
+    if all(h == NOT_TESTABLE for h in heads):
+        return NOT_TESTABLE
+    if any(h == SUGGESTIVE for h in heads):
+        return next(p for p in parts if head(p) == SUGGESTIVE)
+    return CONTRADICTED if CONTRADICTED in heads else NOT_SHOWN
+
+
+def describe(result: dict) -> str:
+    """'n = 5, mean +0.12 [+0.05, +0.19]' or 'k = 6 of n = 8 [0.35, 0.97]': a verdict's n and interval in words."""
+    if result.get("n", 0) == 0:
+        return "n = 0"
+    if "k" in result:
+        low, high = result["interval"]
+        return f"k = {result['k']} of n = {result['n']}, [{low:.2f}, {high:.2f}] (null {result['null']:g})"
+    text = f"n = {result['n']}, mean {result['mean']:+.3f}"
+    if result.get("interval"):
+        text += f" [{result['interval'][0]:+.3f}, {result['interval'][1]:+.3f}]"
+    if result.get("sign_flip_p") is not None:
+        text += f", sign-flip p = {result['sign_flip_p']:.3g}"
+    return text

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from widedeep.analyses.first_pc import first_pc_claim
 from widedeep.analyses.matching import subspace_verdict
-from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, fraction_verdict
+from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, describe, fraction_verdict, paired_verdict
 from widedeep.book import results as results_schema
 from widedeep.book.tables import list_table
 from widedeep.labels import architecture_label
@@ -91,27 +92,32 @@ def judge_data(results: dict) -> tuple[str, str]:
 
 
 def judge_first_pc(results: dict) -> tuple[str, str]:
-    """Chapter 4: first-PC share inside vs outside each block, and whether removing the first PC breaks it."""
+    """Chapter 4 (book/protocol.md): over models with a CKA-only block, the first-PC share inside minus outside
+    (> 0) and the block's contrast after removing the first PC minus before (< 0), each with its n and interval."""
     blocked = _blocked(results["models"])
     if not blocked:
         return NOT_TESTABLE, "no model has a block"
-    broken = set(results["blocks_broken"])  # run names
-    both = sum(e["pc1_share_inside"] > e["pc1_share_outside"] and name in broken for name, e in blocked.items())
-    verdict = fraction_verdict(both, len(blocked))
-    shares = "; ".join(f"{e['pc1_share_inside']:.2f} vs {e['pc1_share_outside']:.2f}" for e in blocked.values())
-    return verdict, (f"first-PC share inside vs outside the block: {shares}; removing the first PC breaks "
-                     f"{len(broken)} of {len(blocked)} blocks")
+    if _version_1(results) or "min_pc1" not in results.get("detector", {}):
+        min_pc1 = 0.45  # the pre-protocol detector: blocks required a first-PC share >= 0.45
+    else:
+        min_pc1 = results["detector"]["min_pc1"]
+    claim = first_pc_claim(list(blocked.values()), min_pc1)
+    if claim["dominates"]["n"] == 0:
+        return claim["verdict"], f"{len(blocked)} model(s) with such a block"
+    return claim["verdict"], (f"first-PC share inside minus outside the block: {claim['dominates']['verdict']} "
+                              f"({describe(claim['dominates'])}); block contrast after minus before removing the "
+                              f"first PC: {claim['removal_breaks']['verdict']} ({describe(claim['removal_breaks'])})")
 
 
 def judge_seeds(results: dict) -> tuple[str, str]:
-    """Chapter 4: cross-seed CKA inside each seed's block against outside it."""
+    """Chapter 4: cross-seed CKA inside each blocked seed's block minus outside it (< 0), over the blocked seeds."""
     pairs = [e for e in _blocked(results["models"]).values() if e.get("cross_seed_cka_inside") is not None]
     if not pairs:
         return NOT_TESTABLE, "no seed-study model has a block"
-    unique = sum(e["cross_seed_cka_inside"] < e["cross_seed_cka_outside"] for e in pairs)
+    claim = paired_verdict([e["cross_seed_cka_inside"] - e["cross_seed_cka_outside"] for e in pairs], -1)
     numbers = "; ".join(f"{results_schema.label(e)}: {e['cross_seed_cka_inside']:.2f} inside vs "
                         f"{e['cross_seed_cka_outside']:.2f} outside" for e in pairs)
-    return fraction_verdict(unique, len(pairs)), f"CKA with the other seeds, {numbers}"
+    return claim["verdict"], f"inside minus outside, {describe(claim)}; CKA with the other seeds, {numbers}"
 
 
 def judge_probes(results: dict) -> tuple[str, str]:
