@@ -29,12 +29,14 @@ Layers come from `model.layers()` (our CifarResNet) or an explicit list of modul
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 Reduce = Callable[[int, torch.Tensor], object]
+Select = Callable[[int, object], torch.Tensor]  # (layer index, raw module output) -> the tensor to reduce
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]  # model(x), or model(**x) for keyword inputs
 
 
 class HookError(RuntimeError):
@@ -90,11 +92,14 @@ class Capture:
         reduced = capture(images)   # what reduce returned for each layer of capture.names, in order
 
     What `reduce` returns is what a call gives back for that layer (e.g. a Gram, a copy of the output,
-    or None after folding it into a running statistic).
+    or None after folding it into a running statistic). A module that returns a tuple, a dict or a
+    ModelOutput (transformer blocks, attention) needs `select(index, output)` to pick the tensor to
+    reduce; without it such an output raises `HookError`.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence | None, reduce: Reduce):
+    def __init__(self, model: nn.Module, layers: Sequence | None, reduce: Reduce, select: Select | None = None):
         self.model = model
+        self.select = select
         resolved = resolve_layers(model, layers)
         self.names = [name for name, _ in resolved]
         self.modules = [module for _, module in resolved]
@@ -118,6 +123,8 @@ class Capture:
                     f"layer '{name}' ({type(module).__name__}) fired {self._counts[index]} times in one forward "
                     f"pass: the module is called more than once (e.g. torchvision BasicBlock's shared `relu`), "
                     f"so one hook cannot tell its outputs apart. Give each call its own module or drop '{name}'.")
+            if self.select is not None:
+                output = self.select(index, output)
             if not isinstance(output, torch.Tensor):
                 raise HookError(f"layer '{name}' returned {type(output).__name__}, not a tensor; hook a "
                                 f"module whose output is one tensor of shape (n, ...)")
@@ -146,8 +153,8 @@ class Capture:
         self._training = []
         self._reduced = [None] * len(self.names)
 
-    def __call__(self, images: torch.Tensor) -> list:
-        """Run one forward pass on `images` and return each layer's reduction, in layer order."""
+    def __call__(self, images: Inputs) -> list:
+        """Run one forward pass on `images` (a tensor, or a dict of keyword tensors) and return each layer's reduction."""
         if not self._handles:
             raise RuntimeError("use Capture as a context manager: `with Capture(model, layers, reduce) as capture:`")
         self._counts = [0] * len(self.names)
@@ -155,7 +162,12 @@ class Capture:
         self._running = True
         try:
             with torch.inference_mode():
-                self.model(images.to(model_device(self.model)))
+                device = model_device(self.model)
+                if isinstance(images, Mapping):  # keyword inputs, e.g. a tokenizer's input_ids and attention_mask
+                    self.model(**{key: value.to(device) if isinstance(value, torch.Tensor) else value
+                                  for key, value in images.items()})
+                else:
+                    self.model(images.to(device))
         finally:
             self._running = False
         missing = [name for name, count in zip(self.names, self._counts) if count == 0]
