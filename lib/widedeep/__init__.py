@@ -6,3 +6,11 @@ analyses -> book -> cli.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Lazy exports: `from widedeep import compare` without importing torch on `import widedeep`."""
+    if name in ("compare", "Comparison"):
+        from widedeep import comparison  # the one import from the package up the layers (tests/test_layers.py)
+        return getattr(comparison, name)
+    raise AttributeError(f"module 'widedeep' has no attribute {name!r}")

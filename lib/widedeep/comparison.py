@@ -1,8 +1,9 @@
 """Compare any two PyTorch models (or one with itself) layer by layer: one entry point over capture and measures.
 
 Layer: beside the analyses (on `widedeep.capture`, `widedeep.measures` and
-`widedeep.analyses.measure_tests`); nothing in the package imports it, and `widedeep.compare` is
-exported lazily from the package so that `import widedeep` stays light.
+`widedeep.analyses.measure_tests`); nothing in the package imports it, and `compare` is
+exported lazily from the package (`from widedeep import compare`) so that `import widedeep` stays light;
+the module is `comparison`, not `compare`, so that the function does not shadow its module.
 
     from widedeep import compare
     result = compare(model_a, model_b, loader, layers_a=["layer1", "layer2"], layers_b=lambda n, m: ...)
