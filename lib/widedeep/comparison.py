@@ -465,7 +465,8 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
             example_ids: Callable[[object], object] | None = None, output: OutputSpec = None,
             batch_size: int = DEFAULT_BATCH_SIZE, max_examples: int | None = None, baseline: bool = False,
             seed: int = 0, device: str | torch.device | None = None, progress: bool = False,
-            gram_dtype: torch.dtype | None = None, measure_options: Mapping[str, object] | None = None) -> Comparison:
+            gram_dtype: torch.dtype | None = None, on_degenerate: str = "raise",
+            measure_options: Mapping[str, object] | None = None) -> Comparison:
     """Similarity of every layer of `model_a` to every layer of `model_b` (or of `model_a`) on the same examples.
 
     Args:
@@ -484,6 +485,8 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
         baseline: also give each score with model B's examples shuffled (`result.calibrated`).
         device: run both models there (moved back after); default: where each model is.
         gram_dtype: Gram precision for "cka" (default float32 for float32 activations; HSICs are float64).
+        on_degenerate: a constant layer (e.g. a zero-initialised head) raises; "nan" gives it NaN rows
+            and columns with a warning instead ("cka" only).
         measure_options: keyword options of the measures (`knn_k`, `eps`), see `lenses.lenses`.
     """
     if not isinstance(model_a, nn.Module):
@@ -540,9 +543,12 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
                                   MIN_EXAMPLES if streamed else 1)
             _, total = batches_of(data, batch_size)
             pairs = tqdm(pairs, total=total, disable=not progress, desc=f"compare ({name})", unit="batch")
-            run = _stream_cka if streamed else _whole_activations
-            matrix, null, n_examples = run(captures, pairs, state, rows_a, rows_b, names_a, names_b,
-                                           baseline, seed, lens)
+            if streamed:
+                matrix, null, n_examples = _stream_cka(captures, pairs, state, rows_a, rows_b, baseline, seed,
+                                                       on_degenerate)
+            else:
+                matrix, null, n_examples = _whole_activations(captures, pairs, state, rows_a, rows_b, baseline,
+                                                              seed, name, lens)
     finally:
         if device is not None:
             for model, home in zip(models, homes):
@@ -563,13 +569,15 @@ def _forward_pairs(captures: list[Capture], pairs: Iterable, state: dict) -> Ite
         yield reduced_a, reduced_b
 
 
-def _stream_cka(captures, pairs, state, rows_a, rows_b, names_a, names_b, baseline, seed, lens):
+def _stream_cka(captures: list[Capture], pairs: Iterable, state: dict, rows_a: list[int], rows_b: list[int],
+                baseline: bool, seed: int, on_degenerate: str) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Unbiased minibatch CKA from per-batch Grams: (matrix, shuffled-examples null or None, examples)."""
     one_capture = len(captures) == 1
     all_a = captures[0].names
     all_b = all_a if one_capture else captures[1].names
-    engine = MinibatchCKA(all_a) if one_capture else MinibatchCKA(all_a, all_b)
-    null_engine = MinibatchCKA(all_a, all_b) if baseline else None
+    engine = (MinibatchCKA(all_a, on_degenerate=on_degenerate) if one_capture
+              else MinibatchCKA(all_a, all_b, on_degenerate=on_degenerate))
+    null_engine = MinibatchCKA(all_a, all_b, on_degenerate=on_degenerate) if baseline else None
     generator = torch.Generator().manual_seed(seed)
     for grams_a, grams_b in _forward_pairs(captures, pairs, state):
         if not one_capture:
@@ -586,7 +594,9 @@ def _stream_cka(captures, pairs, state, rows_a, rows_b, names_a, names_b, baseli
     return engine.compute()[pick], null, engine.num_examples
 
 
-def _whole_activations(captures, pairs, state, rows_a, rows_b, names_a, names_b, baseline, seed, lens):
+def _whole_activations(captures: list[Capture], pairs: Iterable, state: dict, rows_a: list[int],
+                       rows_b: list[int], baseline: bool, seed: int, name: str,
+                       lens) -> tuple[np.ndarray, np.ndarray | None, int]:
     """A Chapter 9 measure on whole activations, each layer prepared once: (matrix, null or None, examples)."""
     parts_a, parts_b = [], []
     for outputs_a, outputs_b in _forward_pairs(captures, pairs, state):
@@ -601,6 +611,8 @@ def _whole_activations(captures, pairs, state, rows_a, rows_b, names_a, names_b,
     n = len(acts_a[0])
     if n < MIN_EXAMPLES:
         raise ValueError(f"data gave {n} examples; similarity measures need at least {MIN_EXAMPLES}")
+    if name == "subspace match":
+        _check_channel_layers(captures, acts_a, acts_b, rows_a, rows_b)
     sides_a = {i: lens.prepare(acts_a[i]) for i in rows_a}
     sides_b = {j: sides_a[j] if len(captures) == 1 and j in sides_a else lens.prepare(acts_b[j]) for j in rows_b}
     matrix = np.array([[lens.compare(sides_a[i], sides_b[j]) for j in rows_b] for i in rows_a])
@@ -610,3 +622,14 @@ def _whole_activations(captures, pairs, state, rows_a, rows_b, names_a, names_b,
         shuffled = {j: lens.prepare(acts_b[j][order]) for j in rows_b}
         null = np.array([[lens.compare(sides_a[i], shuffled[j]) for j in rows_b] for i in rows_a])
     return matrix, null, n
+
+
+def _check_channel_layers(captures: list[Capture], acts_a: list[np.ndarray], acts_b: list[np.ndarray],
+                          rows_a: list[int], rows_b: list[int]) -> None:
+    """Refuse a subspace match between a feature map (n, C, H, W) and a vector layer (n, C): no common positions."""
+    names_b = captures[-1].names
+    kinds = {f"'{captures[0].names[i]}' {acts_a[i].shape[1:]}": acts_a[i].ndim for i in rows_a}
+    kinds.update({f"'{names_b[j]}' {acts_b[j].shape[1:]}": acts_b[j].ndim for j in rows_b})
+    if set(kinds.values()) - {2, 4} or len(set(kinds.values())) > 1:
+        raise ValueError(f"the subspace match compares channels at common positions: all layers must be feature "
+                         f"maps (n, C, H, W) or all vectors (n, C); got {', '.join(kinds)}")
