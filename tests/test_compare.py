@@ -461,3 +461,19 @@ def test_the_subspace_match_refuses_maps_beside_vectors():
     model = _cifar_resnet()
     with pytest.raises(ValueError, match=r"all layers must be feature maps.*'conv' \(16, 32, 32\).*'logits' \(10,\)"):
         compare(model, data=_images(12), layers_a=["conv", "logits"], measure="subspace match")
+
+
+def test_keyword_inputs_from_two_loaders_are_checked_key_by_key():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=16, initializer_range=0.5))
+    ids = torch.randint(0, 50, (16, 8), generator=torch.Generator().manual_seed(0))
+    rows = [{"input_ids": ids[i], "attention_mask": torch.ones(8, dtype=torch.long)} for i in range(16)]
+    ordered = DataLoader(rows, batch_size=8)
+    result = compare(bert, bert, ordered, data_b=DataLoader(rows, batch_size=8), layers_a=["embeddings", "pooler"])
+    np.testing.assert_allclose(np.diag(result.matrix), 1.0, rtol=0, atol=1e-6)
+    shuffled = DataLoader(rows, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="hold different examples"):
+        compare(bert, bert, ordered, data_b=shuffled, layers_a=["embeddings", "pooler"])

@@ -367,6 +367,27 @@ def _as_ids(ids: object) -> np.ndarray:
     return np.asarray(list(ids))
 
 
+def same_rows(inputs_a: torch.Tensor | Mapping, inputs_b: torch.Tensor | Mapping) -> torch.Tensor | None:
+    """Per example, whether two model inputs are equal (NaN equal to NaN); None when their types or shapes differ."""
+    if isinstance(inputs_a, Mapping) and isinstance(inputs_b, Mapping):
+        if set(inputs_a) != set(inputs_b):
+            return None
+        tensors = [(inputs_a[k], inputs_b[k]) for k in inputs_a if isinstance(inputs_a[k], torch.Tensor)]
+    else:
+        tensors = [(inputs_a, inputs_b)]
+    same = None
+    for a, b in tensors:
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or not a.dim():
+            return None
+        a, b = a.detach().cpu().flatten(1), b.detach().cpu().flatten(1)
+        equal = a == b
+        if a.is_floating_point():
+            equal |= a.isnan() & b.isnan()
+        rows = equal.all(dim=1)
+        same = rows if same is None else same & rows
+    return same
+
+
 def check_aligned(index: int, raw_a: object, raw_b: object, inputs_a, inputs_b,
                   example_ids: Callable[[object], object] | None) -> None:
     """Refuse a pair of batches from `data` and `data_b` that do not hold the same examples in the same order."""
@@ -382,12 +403,11 @@ def check_aligned(index: int, raw_a: object, raw_b: object, inputs_a, inputs_b,
                              f"ids differ); give both loaders the same order (shuffle=False, or one seeded "
                              f"sampler), or pass a single data for both models")
         return
-    if not (isinstance(inputs_a, torch.Tensor) and isinstance(inputs_b, torch.Tensor)
-            and inputs_a.shape == inputs_b.shape):
+    same = same_rows(inputs_a, inputs_b)
+    if same is None:
         raise ValueError(f"batch {index}: the inputs of data and data_b differ in type or shape, so their examples "
                          f"cannot be matched by content; pass example_ids=lambda batch: ... (e.g. a dataset "
                          f"index in each batch) to check that both give the same examples in the same order")
-    same = (inputs_a.detach().cpu().flatten(1) == inputs_b.detach().cpu().flatten(1)).all(dim=1)
     if not bool(same.all()):
         raise ValueError(f"batch {index}: data and data_b hold different examples ({int((~same).sum())} of {n_a} "
                          f"inputs differ); give both loaders the same order (shuffle=False, or one seeded "
