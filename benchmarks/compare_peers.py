@@ -189,14 +189,17 @@ def speed(args) -> dict:
         diff = np.abs(matrix - reference)
         rows[tool] = {"version": status, "seconds": min(times), "max_abs_diff": float(diff.max()),
                       "max_abs_diff_without_inplace_layers": float(diff[np.ix_(clean, clean)].max()),
-                      "nan_entries": int(np.isnan(matrix).sum())}
+                      "nan_entries": int(np.isnan(matrix).sum()),
+                      # exactly 0 or 1 where the reference is not: values clamped to [0, 1]
+                      "entries_at_0_or_1": int(((matrix == 0) | (matrix == 1))[reference != np.round(reference)].sum())}
     ours = rows["widedeep.compare"]["seconds"]
     for tool, row in rows.items():
         if "seconds" in row:
             row["seconds_over_ours"] = row["seconds"] / ours
     return {"model": "torchvision resnet18(weights=None), seeds 0 and 1, BatchNorm set on one batch",
             "layers": names, "examples": args.examples, "batch_size": args.batch_size,
-            "forward_passes_alone_s": forward_s, "tools": rows}
+            "forward_passes_alone_s": forward_s, "reference_negative_entries": int((reference < 0).sum()),
+            "tools": rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,16 +290,19 @@ def report(result: dict) -> str:
              f"{s['model']}; {len(s['layers'])} layers ({', '.join(s['layers'])}); {s['examples']} random 32x32 "
              f"images in batches of {s['batch_size']}; best of {result['config']['repeats']} end-to-end calls",
              f"both models' forward passes alone: {s['forward_passes_alone_s']:.2f} s", "",
-             f"  {'tool':18} {'version':>9} {'seconds':>8} {'x ours':>7} {'max|diff| vs float64':>21} "
-             f"{'without bn1':>12}"]
+             f"  {'tool':18} {'version':>15} {'seconds':>8} {'x ours':>7} {'max|diff| vs float64':>21} "
+             f"{'without bn1':>12} {'at 0/1':>7}"]
     for tool, row in s["tools"].items():
         if "seconds" not in row:
             lines.append(f"  {tool:18} {row['version']}")
             continue
-        lines.append(f"  {tool:18} {row['version']:>9} {row['seconds']:8.2f} {row['seconds_over_ours']:7.2f} "
-                     f"{row['max_abs_diff']:21.2e} {row['max_abs_diff_without_inplace_layers']:12.2e}")
+        lines.append(f"  {tool:18} {row['version']:>15} {row['seconds']:8.2f} {row['seconds_over_ours']:7.2f} "
+                     f"{row['max_abs_diff']:21.2e} {row['max_abs_diff_without_inplace_layers']:12.2e} "
+                     f"{row['entries_at_0_or_1']:7d}")
     lines += ["", "'x ours': the tool's time over widedeep.compare's. 'without bn1': bn1 is followed by "
-              "ReLU(inplace=True), which rewrites a hooked output that a tool keeps by reference.", "",
+              "ReLU(inplace=True), which rewrites a hooked output that a tool keeps by reference. 'at 0/1': "
+              "entries exactly 0 or 1 where the reference is neither (clamped; the reference is negative in "
+              f"{result['speed']['reference_negative_entries']} of {len(s['layers']) ** 2} entries).", "",
               f"Peak memory above the warmed-up process (two CIFAR ResNet-32, batches of "
               f"{result['config']['memory_batch']}, {result['config']['memory_batches']} batches):",
               f"  {'tool':18} {'layers':>6} {'peak MiB':>9} {'forward alone':>14} {'16 L n^2 (MiB)':>15} "
