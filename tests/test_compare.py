@@ -321,6 +321,7 @@ def test_two_loaders_in_the_same_order_give_a_unit_diagonal():
     plain = DataLoader(dataset, batch_size=8)
     across = compare(model, model, plain, data_b=resized, example_ids=lambda batch: batch[1])
     assert across.matrix.shape == (30, 30)
+    assert across.matrix[0, 0] < 0.999   # model B saw the resized images: its own forward pass
     with pytest.raises(ValueError, match="differ in type or shape.*example_ids"):
         compare(model, model, plain, data_b=resized)
     with pytest.raises(ValueError, match="data_b gives more batches"):
@@ -453,6 +454,8 @@ def test_bad_arguments_name_themselves():
         compare(model, _images(8))
     with pytest.raises(TypeError, match="needs data"):
         compare(model)
+    with pytest.raises(ValueError, match=r"unknown measure_options \['k'\]"):
+        compare(model, data=_images(8), measure="mutual k-NN", measure_options={"k": 3})
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         compare(model, data=_images(8), batch_size=0)
 

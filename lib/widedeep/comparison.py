@@ -41,6 +41,7 @@ What it does with each input, and why:
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -525,8 +526,13 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
     if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
                                      or max_examples < MIN_EXAMPLES):
         raise ValueError(f"max_examples must be an integer >= {MIN_EXAMPLES}; got {max_examples!r}")
-    lens = None if streamed else lenses(**dict(measure_options or {}))[name]
-    same_model = model_b is None or model_b is model_a
+    options = dict(measure_options or {})
+    unknown = sorted(set(options) - set(inspect.signature(lenses).parameters))
+    if unknown:
+        raise ValueError(f"unknown measure_options {unknown}; the measures take {list(inspect.signature(lenses).parameters)}")
+    lens = None if streamed else lenses(**options)[name]
+    # one capture and one forward pass serve both sides, unless model B has batches of its own
+    same_model = model_b is None or (model_b is model_a and data_b is None)
     model_b = model_a if model_b is None else model_b
     if layers_b is None:
         layers_b = layers_a
@@ -537,7 +543,7 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
     if not streamed:
         notes.append(f"{name} reads every example's activations at once: at most {max_examples} examples")
 
-    models = [model_a] if same_model else [model_a, model_b]
+    models = [model_a] if model_b is model_a else [model_a, model_b]
     homes = [model_device(m) for m in models]
     if device is not None:
         for model in models:
@@ -577,7 +583,7 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
         if note.startswith("layer '"):
             warnings.warn(note, UserWarning, stacklevel=2)
     return Comparison(matrix, names_a, names_b, name, n_examples, null, type(model_a).__name__,
-                      type(model_b).__name__ if not same_model else type(model_a).__name__, tuple(notes))
+                      type(model_b).__name__, tuple(notes))
 
 
 def _forward_pairs(captures: list[Capture], pairs: Iterable, state: dict) -> Iterator[tuple[list, list]]:
