@@ -9,7 +9,7 @@ from torch import nn
 
 from widedeep.measures import cka
 from widedeep.measures import grams as gram_ops
-from widedeep.capture import Capture, HookError, capture_outputs, leaf_module_names, resolve_layers
+from widedeep.capture import Capture, HookError, capture_outputs, leaf_module_names, output_copy, resolve_layers
 from widedeep.measures.grams import capture_grams, gram_capture
 from widedeep.models import resnet
 
@@ -217,3 +217,32 @@ def test_one_capture_class_serves_any_reduction():
     assert shapes[0] == (6, 1, 16, 16) and shapes[-1] == (6, 10)
     whole = capture_outputs(model, images, [model.layers()[-1].name], batch_size=4)[0]
     torch.testing.assert_close(whole, model.eval()(images))  # whole outputs, cut into batches and joined
+
+
+class _PairOut(nn.Module):
+    """Returns (x * 2, x): a tuple output, as attention modules do."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * 2, x
+
+
+class _Keywords(nn.Module):
+    """Takes keyword inputs, as tokenised-text models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.pair = _PairOut()
+
+    def forward(self, values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return self.pair(values * scale)[0]
+
+
+def test_select_picks_a_tensor_from_tuple_outputs_and_dict_inputs_are_keywords():
+    model = _Keywords()
+    values, scale = torch.randn(5, 3), torch.full((5, 1), 3.0)
+    with pytest.raises(HookError, match="'pair' returned tuple"):
+        with Capture(model, ["pair"], output_copy) as capture:
+            capture({"values": values, "scale": scale})
+    with Capture(model, ["pair"], output_copy, select=lambda index, output: output[1]) as capture:
+        (kept,) = capture({"values": values, "scale": scale})
+    torch.testing.assert_close(kept, values * 3)
