@@ -444,6 +444,8 @@ def test_the_result_is_frozen_labelled_and_plots():
     assert [t.get_text() for t in axes.get_yticklabels()] == ["conv", "bn", "logits"]
     np.testing.assert_array_equal(axes.images[0].get_array(), result.matrix)
     assert isinstance(result.plot("calibrated"), matplotlib.figure.Figure)
+    import matplotlib.pyplot as plt
+    plt.close("all")
     with pytest.raises(ValueError, match="does not match"):
         Comparison(np.zeros((2, 2)), ("a",), ("b", "c"), "minibatch CKA", 4)
 
