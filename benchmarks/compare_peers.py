@@ -185,17 +185,21 @@ def speed(args) -> dict:
         if not status.startswith("unavailable"):
             runs[tool] = run
     times: dict[str, list[float]] = {label: [] for label in runs}
+    walls: dict[str, list[float]] = {label: [] for label in runs}
     matrices = {}
     for _ in range(args.repeats):   # round robin, so that a change in the machine's load hits every tool alike
         for label, run in runs.items():
-            start = time.perf_counter()
+            start, wall = time.process_time(), time.perf_counter()
             matrices[label] = run(model_a, model_b, loader, names)
-            times[label].append(time.perf_counter() - start)
+            times[label].append(time.process_time() - start)
+            walls[label].append(time.perf_counter() - wall)
     forward_s = min(times.pop("forward passes alone"))
+    forward_wall_s = min(walls.pop("forward passes alone"))
     for tool in times:
         diff = np.abs(matrices[tool] - reference)
         matrix = matrices[tool]
         rows[tool].update({"seconds": min(times[tool]), "all_seconds": times[tool],
+                           "wall_seconds": min(walls[tool]), "all_wall_seconds": walls[tool],
                            "max_abs_diff": float(diff.max()),
                            "max_abs_diff_without_inplace_layers": float(diff[np.ix_(clean, clean)].max()),
                            "nan_entries": int(np.isnan(matrix).sum()),
@@ -208,7 +212,8 @@ def speed(args) -> dict:
             row["seconds_beyond_forward"] = row["seconds"] - forward_s
     return {"model": "torchvision resnet18(weights=None), seeds 0 and 1, BatchNorm set on one batch",
             "layers": names, "examples": args.examples, "batch_size": args.batch_size,
-            "forward_passes_alone_s": forward_s, "reference_negative_entries": int((reference < 0).sum()),
+            "forward_passes_alone_s": forward_s, "forward_passes_alone_wall_s": forward_wall_s,
+            "reference_negative_entries": int((reference < 0).sum()),
             "tools": rows}
 
 
@@ -299,8 +304,11 @@ def report(result: dict) -> str:
              f"load average {result['load_average']:.1f}",
              f"{s['model']}; {len(s['layers'])} layers ({', '.join(s['layers'])}); {s['examples']} random 32x32 "
              f"images in batches of {s['batch_size']}; best of {result['config']['repeats']} end-to-end calls, tools taking turns",
-             f"both models' forward passes alone: {s['forward_passes_alone_s']:.2f} s", "",
-             f"  {'tool':18} {'version':>15} {'seconds':>8} {'beyond fwd':>10} {'x ours':>7} {'max|diff| vs float64':>21} "
+             f"both models' forward passes alone: {s['forward_passes_alone_s']:.2f} CPU s "
+             f"({s['forward_passes_alone_wall_s']:.2f} s wall)",
+             "Times are CPU seconds of this one-thread process (the least of the calls): on a shared machine they "
+             "do not count the time spent waiting for a core, which wall-clock times do (given in the JSON).", "",
+             f"  {'tool':18} {'version':>15} {'CPU s':>8} {'beyond fwd':>10} {'x ours':>7} {'max|diff| vs float64':>21} "
              f"{'without bn1':>12} {'at 0/1':>7}"]
     for tool, row in s["tools"].items():
         if "seconds" not in row:
