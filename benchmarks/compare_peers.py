@@ -1,4 +1,4 @@
-"""`widedeep.compare` against torch_cka and pytorch-cka end to end on torchvision's resnet18, and its memory at 100 layers.
+"""`widedeep.compare` against torch_cka and pytorch-cka end to end on torchvision's resnet18; memory at 100 layers.
 
     .venv/bin/pip install -r benchmarks/requirements-bench.txt
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compare_peers.py            # ~2-4 min on one core
@@ -30,7 +30,6 @@ import copy
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -204,7 +203,8 @@ def speed(args) -> dict:
                            "max_abs_diff_without_inplace_layers": float(diff[np.ix_(clean, clean)].max()),
                            "nan_entries": int(np.isnan(matrix).sum()),
                            # exactly 0 or 1 where the reference is not: values clamped to [0, 1]
-                           "entries_at_0_or_1": int(((matrix == 0) | (matrix == 1))[reference != np.round(reference)].sum())})
+                           "entries_at_0_or_1": int(((matrix == 0) | (matrix == 1))[
+                               reference != np.round(reference)].sum())})
     ours = rows["widedeep.compare"]["seconds"]
     for tool, row in rows.items():
         if "seconds" in row:
@@ -303,12 +303,14 @@ def report(result: dict) -> str:
     lines = [f"{result['provenance']['hardware']}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
              f"load average {result['load_average']:.1f}",
              f"{s['model']}; {len(s['layers'])} layers ({', '.join(s['layers'])}); {s['examples']} random 32x32 "
-             f"images in batches of {s['batch_size']}; best of {result['config']['repeats']} end-to-end calls, tools taking turns",
+             f"images in batches of {s['batch_size']}; best of {result['config']['repeats']} end-to-end calls, "
+             f"tools taking turns",
              f"both models' forward passes alone: {s['forward_passes_alone_s']:.2f} CPU s "
              f"({s['forward_passes_alone_wall_s']:.2f} s wall)",
              "Times are CPU seconds of this one-thread process (the least of the calls): on a shared machine they "
              "do not count the time spent waiting for a core, which wall-clock times do (given in the JSON).", "",
-             f"  {'tool':18} {'version':>15} {'CPU s':>8} {'beyond fwd':>10} {'x ours':>7} {'max|diff| vs float64':>21} "
+             f"  {'tool':18} {'version':>15} {'CPU s':>8} {'beyond fwd':>10} {'x ours':>7} "
+             f"{'max|diff| vs float64':>21} "
              f"{'without bn1':>12} {'at 0/1':>7}"]
     for tool, row in s["tools"].items():
         if "seconds" not in row:
@@ -318,7 +320,8 @@ def report(result: dict) -> str:
                      f"{row['seconds_over_ours']:7.2f} "
                      f"{row['max_abs_diff']:21.2e} {row['max_abs_diff_without_inplace_layers']:12.2e} "
                      f"{row['entries_at_0_or_1']:7d}")
-    lines += ["", "'beyond fwd': the tool's time less the forward passes alone. 'x ours': the tool's time over widedeep.compare's. 'without bn1': bn1 is followed by "
+    lines += ["", "'beyond fwd': the tool's time less the forward passes alone. 'x ours': the tool's time over "
+              "widedeep.compare's. 'without bn1': bn1 is followed by "
               "ReLU(inplace=True), which rewrites a hooked output that a tool keeps by reference. 'at 0/1': "
               "entries exactly 0 or 1 where the reference is neither (clamped; the reference is negative in "
               f"{result['speed']['reference_negative_entries']} of {len(s['layers']) ** 2} entries).", "",
@@ -328,7 +331,8 @@ def report(result: dict) -> str:
               f"{'outputs of one batch (MiB)':>27}"]
     for row in result["memory"]:
         lines.append(f"  {row['tool']:18} {row['layers']:6d} {row['peak_above_warm_process_mib']:9.1f} "
-                     f"{row['forward_passes_peak_mib']:14.1f} {row['grams_mib']:15.1f} {row['stored_outputs_mib']:27.1f}")
+                     f"{row['forward_passes_peak_mib']:14.1f} {row['grams_mib']:15.1f} "
+                     f"{row['stored_outputs_mib']:27.1f}")
     lines += ["'forward alone': the peak of the two models' plain forward passes over the same batches; "
               "'16 L n^2': compare's Grams and U-centred rows for two models; 'outputs of one batch': what "
               "keeping every hooked output of both models costs (float32)."]

@@ -83,7 +83,7 @@ def _frozen(array: np.ndarray | None) -> np.ndarray | None:
 
 @dataclass(frozen=True, eq=False)
 class Comparison:
-    """A labelled similarity matrix: rows are model A's layers, columns model B's, with its measure and example count."""
+    """A labelled similarity matrix: rows are model A's layers, columns model B's, with measure and example count."""
 
     matrix: np.ndarray
     rows: tuple[str, ...]
@@ -270,8 +270,9 @@ def first_tensor(output: object, path: str = "") -> tuple[torch.Tensor, str] | N
     return None
 
 
-def output_selector(names: Sequence[str], output: OutputSpec, notes: list[str]) -> Callable[[int, object], torch.Tensor]:
-    """A `Capture` select: the tensor to compare from each layer's raw output, warning once per layer on a default pick."""
+def output_selector(names: Sequence[str], output: OutputSpec,
+                    notes: list[str]) -> Callable[[int, object], torch.Tensor]:
+    """A `Capture` select: the tensor to compare from each layer's raw output, noting once per layer a default pick."""
     warned: set[str] = set()
 
     def select(index: int, raw: object) -> torch.Tensor:
@@ -527,9 +528,10 @@ def compare(model_a: nn.Module, model_b: nn.Module | None = None, data: object =
                                      or max_examples < MIN_EXAMPLES):
         raise ValueError(f"max_examples must be an integer >= {MIN_EXAMPLES}; got {max_examples!r}")
     options = dict(measure_options or {})
-    unknown = sorted(set(options) - set(inspect.signature(lenses).parameters))
+    known = list(inspect.signature(lenses).parameters)
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown measure_options {unknown}; the measures take {list(inspect.signature(lenses).parameters)}")
+        raise ValueError(f"unknown measure_options {unknown}; the measures take {known}")
     lens = None if streamed else lenses(**options)[name]
     # one capture and one forward pass serve both sides, unless model B has batches of its own
     same_model = model_b is None or (model_b is model_a and data_b is None)
