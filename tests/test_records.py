@@ -202,26 +202,43 @@ def results_files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+# Chapters 7-9 again with a lenient detector, so that seeds have blocks and the records of their block analyses
+# (block match, dominant datapoints, removal, snapshots, the block under every lens) are written and read too.
+LENIENT = {"block_threshold": 0.5, "block_min_contrast": 0.0, "block_min_pc1": None}
+BLOCK_CHAPTERS = ("07_subspace_match", "08_origins", "09_measures")
+
+
+def build(params, out: Path) -> tuple[Path, Path]:
+    """Every chapter at smoke, then Chapters 7-9 with blocks; copies of both results folders (JSON and npz)."""
+    copies = []
+    for chapters, overrides, tag in ((pipeline.CHAPTERS, {}, "default"), (BLOCK_CHAPTERS, LENIENT, "blocks")):
+        for chapter in chapters:
+            cli.run_chapter(chapter, "smoke", overrides, build=False, out_dir=out / "notebooks")
+        copies.append(out / tag)
+        shutil.copytree(params.results_dir, copies[-1], ignore=shutil.ignore_patterns("runs"))
+    return copies[0], copies[1]
+
+
 @pytest.mark.slow
 def test_the_smoke_book_builds_from_its_records_alone_with_the_same_numbers(tmp_path, monkeypatch):
     monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
     monkeypatch.setenv("WIDEDEEP_RAY", "0")
     params = profiles.load_profile("smoke")
     cli.train_profile("smoke", {}, in_process=True, progress=False)
-    for chapter in pipeline.CHAPTERS:                                # with checkpoints: records written
-        cli.run_chapter(chapter, "smoke", {}, build=False, out_dir=tmp_path / "first-notebooks")
-    first = tmp_path / "first"
-    shutil.copytree(params.results_dir, first)
+    first = build(params, tmp_path / "first")                        # with checkpoints: records written
     written = results_files(records.records_dir(params))
+    kinds = {kind for chapter in BLOCK_CHAPTERS for kind in
+             store.read_json(first[1] / f"{chapter}.json")["records"].values()}
+    assert {"match", "origins_pc1", "origins_removal", "lenses_self", "lenses_cross"} <= kinds
+    assert any("/snapshots/epoch-" in path for path in written)
     checkpoints = [p for p in params.runs_dir.iterdir() if p.name != ".results"]
     assert len(checkpoints) >= len(profiles.required_runs(params)) - len(profiles.side_study_runs(params))
     for path in checkpoints:
         shutil.rmtree(path)
-    for chapter in pipeline.CHAPTERS:                                # from the records alone
-        cli.run_chapter(chapter, "smoke", {}, build=False, out_dir=tmp_path / "second-notebooks")
+    second = build(params, tmp_path / "second")                      # from the records alone
     assert [p.name for p in params.runs_dir.iterdir()] == [".results"], "a model was loaded or trained"
     assert results_files(records.records_dir(params)) == written     # every record read, none written again
-    assert compare_results.compare(first, params.results_dir) == []
-    for chapter in pipeline.CHAPTERS:                                # and the same records read
-        assert store.read_json(first / f"{chapter}.json")["records"] == \
-            store.read_json(params.results_dir / f"{chapter}.json")["records"], chapter
+    for before, after in zip(first, second):
+        assert compare_results.compare(before, after) == []
+        for path in before.glob("*.json"):                           # and the same records read
+            assert store.read_json(path).get("records") == store.read_json(after / path.name).get("records"), path
