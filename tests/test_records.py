@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from widedeep import cli, pipeline, profiles, records, store
-from widedeep.analyses import runs
+from widedeep.analyses import origins, origins_study, runs
 from widedeep.measures.subspace import LayerPair
 from widedeep.train import TrainConfig, train_or_load
 
@@ -155,6 +155,18 @@ def test_a_pair_records_its_match_scores_not_its_grams(trained, tmp_path, one_th
     snap = again.snapshot(1)
     assert np.array_equal(runs.run_match_scores(again, snap, data, 20, layers, eps)[1], scores)
     assert not again.model_loaded and not snap.model_loaded
+
+
+def test_chapter_8_reads_from_its_recorded_shares_what_it_read_from_the_grams():
+    rng = np.random.default_rng(0)
+    grams = [(x := rng.standard_normal((30, 5 + i))) @ x.T for i in range(4)] + [np.ones((30, 30))]
+    shares = origins_study.stream_pc1_shares(grams)
+    assert shares.shape == (5, 30) and np.isnan(shares[4]).all()        # a constant layer has no first PC
+    inside = np.array([False, True, True, False, False])
+    assert np.array_equal(origins_study.shares_contributions(shares, inside),
+                          origins.pc1_contributions([g for g, i in zip(grams, inside) if i]))
+    with pytest.raises(ValueError, match="no first PC"):
+        origins_study.shares_contributions(shares, np.array([True, False, False, False, True]))
 
 
 # ---------------------------------------------------------------------------------------------

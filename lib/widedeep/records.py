@@ -11,8 +11,10 @@ and beside the run store for smoke (never committed). Each run's folder holds
 
 `Run` is a trained run read through its records: `metrics` come from the record, and `model` is
 loaded from the run store only when an analysis misses a record (and trained again, deterministically,
-if its checkpoint is gone). A record whose version is older than its code's is stale: it is
-recomputed where the checkpoint exists, and the run is trained again where it does not (saying so);
+if its checkpoint is gone). `run.snapshot(epoch)` is the run at a training snapshot, its records in
+`<run>/snapshots/epoch-N/`, its weights likewise loaded only on a miss. A record whose version is
+older than its code's is stale: it is recomputed where the checkpoint exists, and the run is trained
+again where it does not (saying so);
 `widedeep status` lists such runs with the retraining they need before anything runs.
 """
 

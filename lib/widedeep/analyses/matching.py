@@ -6,7 +6,9 @@ computes, step by step, what the chapter shows: the maximum-match scores of ever
 for every seed pair next to linear CKA of the same layers, the verdict on Wang et al.'s finding, the
 exact Grams against the authors' sampled protocol, simple-match sizes, where the two measures
 disagree (on one real layer), and the block of every seed that has one under the match. Each step
-returns the sentences the chapter quotes; `record()` is the results payload.
+returns the sentences the chapter quotes; `record()` is the results payload. What a step reads from
+the runs is a record (`VERSIONS`, `runs.run_match_scores`): scores, not Grams, so the chapter builds
+without a checkpoint where its records are present.
 """
 
 from __future__ import annotations

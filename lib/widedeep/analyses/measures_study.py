@@ -7,7 +7,9 @@ layer of every seed of the seed study.
 
 The measures are `widedeep.measures.lenses`: each splits into a summary of one layer (a Gram, a basis,
 a dissimilarity matrix, neighbour lists) and a cheap comparison of two summaries, so every layer of
-every seed is summarised once per lens and the many pairs below only compare summaries.
+every seed is summarised once per lens and the many pairs below only compare summaries. Their
+results are records (`VERSIONS`, every lens in one record of a run or a pair of seeds), so the
+layers are captured from a model only where a record is missing.
 Where features outnumber examples, the CCA family reduces each side to its top principal
 components (`widedeep.measures.similarity.principal_basis`): SVCCA keeps those holding 99% of the
 variance, mean CCA and PWCCA all, each capped at n / 4 directions, because every canonical

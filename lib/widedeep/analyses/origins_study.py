@@ -2,7 +2,9 @@
 
 Layer: analyses (on `origins` for the statistics, `structure` for each model's block, the run store for
 snapshots and regularised runs). Every model is the seed study's architecture in its schedule arm, so
-the seeds with and without a block are the comparison the follow-up paper draws.
+the seeds with and without a block are the comparison the follow-up paper draws. What the statistics
+read is recorded per run and snapshot (`VERSIONS`: each stream layer's first-PC shares per example,
+each blocked seed's removal effect); the full Grams are computed only where a record is missing.
 """
 
 from __future__ import annotations
