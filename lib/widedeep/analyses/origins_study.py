@@ -70,7 +70,7 @@ class OriginsStudy:
         self.models = structure.analyse_all(configs, profile)
         data = self.data = runs.cka_images(self.models[0].run, self.settings.examples)
         self.images, self.labels, self.classes = data.images, data.labels.numpy(), list(data.classes)
-        self._grams: dict[str, list[np.ndarray]] = {}    # stream Grams by records folder, only on a record miss
+        self._grams: dict[str, list[np.ndarray]] = {}    # final models' stream Grams, only on a record miss
         self.blocked = [m for m in self.models if m.block is not None]
         self.without = [m for m in self.models if m.block is None]
         self._snapshots: dict[tuple[str, int], BlockAnalysis] = {}
@@ -78,11 +78,13 @@ class OriginsStudy:
     # -- records: what the statistics read, computed from the Grams only on a miss ----------------
 
     def grams(self, m: BlockAnalysis) -> list[np.ndarray]:
-        """m's residual-stream Grams over the images (float64, from its model; kept for this study's life)."""
-        key = str(m.run.records_dir)   # a snapshot has its run's name but its own folder
-        if key not in self._grams:
-            self._grams[key] = stream_grams(m, self.images)
-        return self._grams[key]
+        """m's residual-stream Grams over the images (float64, from its model). A final model's are kept for the
+        study's life (its removal records need them again); a snapshot's are not (~0.4 GB each at cpu)."""
+        if all(m is not final for final in self.models):
+            return stream_grams(m, self.images)
+        if m.run.name not in self._grams:
+            self._grams[m.run.name] = stream_grams(m, self.images)
+        return self._grams[m.run.name]
 
     def recorded(self, m: BlockAnalysis, kind: str, compute, suffix: str = ".npz", **settings):
         """A record of `kind` in m's run folder on this study's images and stream layers."""
