@@ -11,8 +11,10 @@ and beside the run store for smoke (never committed). Each run's folder holds
 
 `Run` is a trained run read through its records: `metrics` come from the record, and `model` is
 loaded from the run store only when an analysis misses a record (and trained again, deterministically,
-if its checkpoint is gone). A record whose version is older than its code's is stale: it is
-recomputed where the checkpoint exists, and the run is trained again where it does not (saying so);
+if its checkpoint is gone). `run.snapshot(epoch)` is the run at a training snapshot, its records in
+`<run>/snapshots/epoch-N/`, its weights likewise loaded only on a miss. A record whose version is
+older than its code's is stale: it is recomputed where the checkpoint exists, and the run is trained
+again where it does not (saying so);
 `widedeep status` lists such runs with the retraining they need before anything runs.
 """
 
@@ -22,6 +24,7 @@ import json
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,8 @@ import torch
 from widedeep import store
 from widedeep.train import TrainConfig, default_device, is_complete, train_or_load
 
+# What reading a damaged record raises (a truncated npz is no zip file; a cut member ends early).
+DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, store.CorruptFileError)
 META_KEY = "__record__"       # the npz entry (a JSON string) holding an npz record's metadata
 RECORD_SUFFIXES = (".npz", ".json")
 TRAINING_FILES = ("config.json", "metrics.json")
@@ -78,6 +83,11 @@ def provenance(precision: str) -> dict:
             "precision": precision, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def _damaged(path: Path, error: Exception) -> RecordError:
+    return RecordError(f"{path} is a damaged record ({type(error).__name__}: {error}). Delete it (rm '{path}') "
+                       f"and rerun `widedeep analyse`: it is computed again from the run's checkpoint.")
+
+
 def _meta(path: Path) -> dict | None:
     """A record file's metadata, or None if it has none (a cache file from before records)."""
     try:
@@ -86,9 +96,8 @@ def _meta(path: Path) -> dict | None:
                 return json.loads(str(stored[META_KEY])) if META_KEY in stored.files else None
         value = store.read_json(path)
         return value.get(META_KEY) if isinstance(value, dict) else None
-    except (OSError, ValueError, KeyError, store.CorruptFileError) as error:
-        raise RecordError(f"{path} is a damaged record ({type(error).__name__}: {error}). Delete it (rm '{path}') "
-                          f"and rerun `widedeep analyse`: it is computed again from the run's checkpoint.") from None
+    except DAMAGED as error:
+        raise _damaged(path, error) from None
 
 
 def record_state(path: Path, version: int) -> str:
@@ -105,10 +114,13 @@ def record_state(path: Path, version: int) -> str:
 
 
 def _read(path: Path) -> Any:
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as stored:
-            return {k: stored[k] for k in stored.files if k != META_KEY}
-    return store.read_json(path)["value"]
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as stored:
+                return {k: stored[k] for k in stored.files if k != META_KEY}
+        return store.read_json(path)["value"]
+    except DAMAGED as error:
+        raise _damaged(path, error) from None
 
 
 def _write(path: Path, value: Any, meta: dict) -> Any:
@@ -133,6 +145,8 @@ class Run:
     _model: torch.nn.Module | None = field(default=None, repr=False)
     _metrics: dict | None = field(default=None, repr=False)
     _architecture: torch.nn.Module | None = field(default=None, repr=False)
+    _load: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)  # other weights (a snapshot)
+    _base: "Run | None" = field(default=None, repr=False)   # the run whose snapshot this is (its metrics)
 
     @property
     def name(self) -> str:
@@ -146,6 +160,8 @@ class Run:
     @property
     def metrics(self) -> dict:
         """The run's metrics: its record, else the run store's `metrics.json` (trained here)."""
+        if self._metrics is None and self._base is not None:
+            return self._base.metrics
         if self._metrics is None:
             path = self.records_dir / "metrics.json"
             if path.exists():
@@ -170,7 +186,7 @@ class Run:
     def model(self) -> torch.nn.Module:
         """The trained model (eval mode): loaded from the run store, or trained again if its checkpoint is gone."""
         if self._model is None:
-            self._model = self._trained().model
+            self._model = self._load() if self._load is not None else self._trained().model
         return self._model
 
     def _trained(self):
@@ -197,7 +213,28 @@ class Run:
 
     def with_model(self, model: torch.nn.Module, subfolder: str) -> "Run":
         """The same run with other weights (a snapshot), its records in `<records>/<subfolder>`."""
-        return Run(self.config, self.runs_dir, self.records_dir / subfolder, self.device, model, self._metrics)
+        return Run(self.config, self.runs_dir, self.records_dir / subfolder, self.device, model, self._metrics,
+                   _base=self)
+
+    def snapshot(self, epoch: int) -> "Run":
+        """The run at a snapshot epoch, its records in `<records>/snapshots/epoch-N`; weights loaded only on a miss."""
+        if epoch not in self.config.snapshot_epochs:
+            raise ValueError(f"{self.name} keeps snapshots at epochs {list(self.config.snapshot_epochs)}, not {epoch}")
+        return Run(self.config, self.runs_dir, self.records_dir / "snapshots" / f"epoch-{epoch}", self.device,
+                   _load=lambda: self._snapshot_model(epoch), _base=self)
+
+    def _snapshot_model(self, epoch: int) -> torch.nn.Module:
+        """The snapshot's weights from the run store (the run trained again first if its checkpoint is gone)."""
+        path = self.run_dir / "snapshots" / f"epoch-{epoch}.pt"
+        if not path.exists() and not is_complete(self.config, self.runs_dir):
+            self._trained()   # training writes the snapshots on its way
+        if not path.exists():
+            raise FileNotFoundError(f"snapshot {path} is missing while {self.name} is trained: a snapshot record "
+                                    f"needs it. Delete the run's folder (rm -r '{self.run_dir}') and rerun: it is "
+                                    f"trained again (deterministic: the same weights) with its snapshots")
+        model = self.config.build_model()
+        model.load_state_dict(store.load_checkpoint(path)["model"])
+        return model.to(self.device or default_device()).eval()
 
     def record_path(self, kind: str, key: dict, suffix: str = ".npz") -> Path:
         """`<records_dir>/<kind>-<hash of key>.<suffix>` (the key holds everything the numbers depend on)."""

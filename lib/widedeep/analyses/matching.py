@@ -6,7 +6,9 @@ computes, step by step, what the chapter shows: the maximum-match scores of ever
 for every seed pair next to linear CKA of the same layers, the verdict on Wang et al.'s finding, the
 exact Grams against the authors' sampled protocol, simple-match sizes, where the two measures
 disagree (on one real layer), and the block of every seed that has one under the match. Each step
-returns the sentences the chapter quotes; `record()` is the results payload.
+returns the sentences the chapter quotes; `record()` is the results payload. What a step reads from
+the runs is a record (`VERSIONS`, `runs.run_match_scores`): scores, not Grams, so the chapter builds
+without a checkpoint where its records are present.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from widedeep.analyses.verdicts import fraction_verdict
 from widedeep.capture import capture_outputs
 from widedeep.measures import cka, subspace
 from widedeep.profiles import Profile
+
+# Chapter 7's record kinds beside `runs.run_match_scores` ("match"): bump one when its numbers would change.
+VERSIONS = records.register_kinds({"match_sampled": 1, "match_simple": 1, "match_invariance": 1})
 
 
 def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Sequence[float],
@@ -54,6 +59,29 @@ def truncation_sentence(top_cka: float, top_match: float) -> str:
         "on this layer the two measures react alike")
 
 
+def invariance_checks(model, images, layer: str, energy_kept: float, eps: float) -> dict:
+    """Linear CKA and the match at `eps` between one layer's neurons and (a) an invertible mixing of its channels,
+    (b) its top directions holding `energy_kept` of the uncentred energy: {"checks", "kept", "channels"}."""
+    acts = subspace.neuron_matrix(capture_outputs(model, images, [layer])[0]).astype(np.float64)
+    mix = np.random.default_rng(1).standard_normal((acts.shape[0], acts.shape[0])) + 2 * np.eye(acts.shape[0])
+    u, s, vt = np.linalg.svd(acts, full_matrices=False)
+    energy = np.cumsum(s ** 2) / np.sum(s ** 2)   # the share of the uncentred energy
+    kept = int(np.searchsorted(energy, energy_kept)) + 1
+    transformed = {"channels mixed by an invertible matrix": mix @ acts,
+                   "only the top directions kept": (u[:, :kept] * s[:kept]) @ vt[:kept]}
+    checks = {k: [float(cka.feature_space_linear_cka(acts.T, t.T)),
+                  float(subspace.LayerPair.from_activations(acts, t).score(eps))] for k, t in transformed.items()}
+    return {"checks": checks, "kept": kept, "channels": int(acts.shape[0])}
+
+
+def simple_layers(scores: np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` evenly spaced layers (indices) with a non-empty maximum match (a simple match lives inside it)."""
+    candidates = np.flatnonzero(np.asarray(scores) > 0)
+    if not candidates.size:
+        return np.array([], int)
+    return candidates[np.unique(np.linspace(0, len(candidates) - 1, count).round().astype(int))]
+
+
 class MatchStudy:
     """Chapter 7 on a profile: the subspace match and CKA of Chapter 2's base model across its seeds."""
 
@@ -62,17 +90,22 @@ class MatchStudy:
         self.eps = list(self.settings.eps)
         self.runs = records.load_runs(profile, profiles.cka_base_grid(profile)[:-1])  # no plain control
         self.images = runs.cka_images(self.runs[0], self.settings.examples)
-        self.layers = subspace.relu_layer_names(self.runs[0].model)
+        self.layers = subspace.relu_layer_names(self.runs[0].architecture)  # no checkpoint needed
         self.pairs = list(itertools.combinations(range(len(self.runs)), 2))
 
     def pair_scores(self, run_a, run_b, layers: list[str]) -> tuple[dict, np.ndarray, np.ndarray]:
-        """Exact neuron Grams of a pair (cached), match scores (layers x eps) and the ε matching half the neurons."""
+        """A pair's layers and channels, match scores (layers x eps) and the ε matching half the neurons (recorded)."""
         return runs.run_match_scores(run_a, run_b, self.images, self.settings.batch_size, layers, self.eps)
 
     def matched_cka(self, run_a, run_b) -> np.ndarray:
         """Linear CKA of each post-ReLU layer with the same layer of the other run, on the same images."""
         matrix = runs.run_cka(run_a, self.images, self.settings.batch_size, 1, run_b=run_b, layers=self.layers)
         return np.diagonal(matrix)
+
+    def recorded(self, run_a, kind: str, compute, suffix: str = ".npz", **settings):
+        """A record of `kind` in run_a's folder on this study's images, computed on a miss."""
+        key = {"examples": runs.examples_key(self.images), "layers": self.layers, **settings}
+        return run_a.record(kind, VERSIONS[kind], key, compute, suffix)
 
     # -- across seeds ----------------------------------------------------------------------------
 
@@ -105,10 +138,16 @@ class MatchStudy:
     def sampling(self) -> dict[str, str]:
         """The first pair's scores from the authors' sampled coordinates against the exact Grams."""
         run_a, run_b = (self.runs[i] for i in self.pairs[0])
-        sampled = subspace.model_neuron_moments(run_a.model, run_b.model, self.images.images, self.layers,
-                                                batch_size=self.settings.batch_size, n_samples=self.settings.samples,
-                                                draws=self.settings.draws, seed=0)
-        self.sampled = subspace.moment_match_scores(sampled, self.eps)
+
+        def compute():
+            sampled = subspace.model_neuron_moments(
+                run_a.model, run_b.model, self.images.images, self.layers, batch_size=self.settings.batch_size,
+                n_samples=self.settings.samples, draws=self.settings.draws, seed=0)
+            return {"scores": subspace.moment_match_scores(sampled, self.eps)}
+
+        self.sampled = self.recorded(run_a, "match_sampled", compute, b=run_b.name, batch=self.settings.batch_size,
+                                   samples=self.settings.samples, draws=self.settings.draws, seed=0,
+                                   eps=self.eps)["scores"]
         self.exact = self.base[self.pairs[0]][1]
         self.gap = np.abs(self.sampled - self.exact)
         return {"n_samples": f"{self.settings.samples:,}", "n_draws": str(self.settings.draws),
@@ -120,15 +159,25 @@ class MatchStudy:
     def simple_matches(self) -> dict[str, str]:
         """Simple-match sizes of a few neurons in evenly spaced layers of the first pair whose maximum match is not
         empty (a simple match lives inside it)."""
-        eps, grams = self.settings.simple_eps, self.base[self.pairs[0]][0]
-        self.simple_n_a = grams["n_a"]
-        pairs = [subspace.LayerPair.from_gram(g, n) for g, n in zip(grams["grams"], grams["n_a"])]
-        self.simple_scores = np.array([pair.score(eps) for pair in pairs])
+        eps, settings = self.settings.simple_eps, self.settings
+        self.simple_n_a = self.base[self.pairs[0]][0]["n_a"]
+        run_a, run_b = (self.runs[i] for i in self.pairs[0])
+
+        def compute():
+            grams = runs.neuron_grams(run_a, run_b, self.images, settings.batch_size, self.layers)
+            pairs = [subspace.LayerPair.from_gram(g, n) for g, n in zip(grams["grams"], grams["n_a"])]
+            scores = np.array([pair.score(eps) for pair in pairs])
+            sizes = {self.layers[i]: [int(size) for size in pairs[i].simple_match_sizes(
+                eps, max_neurons=settings.simple_neurons, seed=0)["sizes"]]
+                for i in simple_layers(scores, settings.simple_layers)}
+            return {"scores": scores.tolist(), "sizes": sizes}
+
+        stored = self.recorded(run_a, "match_simple", compute, ".json", b=run_b.name, batch=settings.batch_size,
+                               eps=eps, simple_layers=settings.simple_layers, neurons=settings.simple_neurons, seed=0)
+        self.simple_scores = np.array(stored["scores"])
         candidates = np.flatnonzero(self.simple_scores > 0)
-        self.simple_chosen = candidates[np.unique(np.linspace(0, len(candidates) - 1, self.settings.simple_layers)
-                                                  .round().astype(int))] if candidates.size else np.array([], int)
-        self.simple_sizes = {self.layers[i]: [int(size) for size in pairs[i].simple_match_sizes(
-            eps, max_neurons=self.settings.simple_neurons, seed=0)["sizes"]] for i in self.simple_chosen}
+        self.simple_chosen = simple_layers(self.simple_scores, settings.simple_layers)
+        self.simple_sizes = stored["sizes"]
         sizes = [s for per_layer in self.simple_sizes.values() for s in per_layer]
         return {"simple_eps_text": f"{eps:g}", "simple_candidates": f"{candidates.size} of {len(self.layers)}",
                 "simple_summary": f"median {np.median(sizes):.0f}, range {min(sizes)}–{max(sizes)} neurons"
@@ -146,20 +195,14 @@ class MatchStudy:
         self.rank_corr = stats.spearmanr(cka_by_layer, half).statistic if len(self.layers) > 2 else float("nan")
         self.layer = self.layers[len(self.layers) // 2]
         run_a = self.runs[self.pairs[0][0]]
-        acts = subspace.neuron_matrix(capture_outputs(run_a.model, self.images.images, [self.layer])[0])
-        acts = acts.astype(np.float64)
-        mix = np.random.default_rng(1).standard_normal((acts.shape[0], acts.shape[0])) + 2 * np.eye(acts.shape[0])
-        u, s, vt = np.linalg.svd(acts, full_matrices=False)
-        energy = np.cumsum(s ** 2) / np.sum(s ** 2)   # the share of the uncentred energy
-        self.kept = int(np.searchsorted(energy, self.settings.energy_kept)) + 1
-        transformed = {"channels mixed by an invertible matrix": mix @ acts,
-                       "only the top directions kept": (u[:, :self.kept] * s[:self.kept]) @ vt[:self.kept]}
-        self.checks = {k: (cka.feature_space_linear_cka(acts.T, t.T),
-                           subspace.LayerPair.from_activations(acts, t).score(self.eps[0]))
-                       for k, t in transformed.items()}
+        stored = self.recorded(run_a, "match_invariance", lambda: invariance_checks(
+            run_a.model, self.images.images, self.layer, self.settings.energy_kept, self.eps[0]), ".json",
+            layer=self.layer, energy_kept=self.settings.energy_kept, eps=self.eps[0], mix_seed=1)
+        self.kept, channels = stored["kept"], stored["channels"]
+        self.checks = {k: tuple(v) for k, v in stored["checks"].items()}
         (mix_cka, _), (top_cka, top_match) = self.checks.values()
         return {"rank_corr": f"{self.rank_corr:+.2f}", "rank_sentence": rank_sentence(self.rank_corr),
-                "mix_cka": f"{mix_cka:.2f}", "trunc_keep": f"{self.kept} of {acts.shape[0]}",
+                "mix_cka": f"{mix_cka:.2f}", "trunc_keep": f"{self.kept} of {channels}",
                 "probe_layer": self.layer, "energy_kept": f"{self.settings.energy_kept:.0%}",
                 "trunc_sentence": truncation_sentence(top_cka, top_match)}
 
@@ -171,8 +214,8 @@ class MatchStudy:
         self.block: dict[str, dict] = {}
         sentences = []
         for owner in (m for m in seed_models if m.block is not None):
-            names = [layer.name for layer in owner.run.model.layers()]
-            layers = subspace.relu_layer_names(owner.run.model)
+            names = [layer.name for layer in owner.run.layers()]
+            layers = subspace.relu_layer_names(owner.run.architecture)
             positions = np.array([names.index(n) for n in layers])
             inside = (positions >= owner.block.start) & (positions <= owner.block.end)
             rows = []

@@ -7,7 +7,9 @@ layer of every seed of the seed study.
 
 The measures are `widedeep.measures.lenses`: each splits into a summary of one layer (a Gram, a basis,
 a dissimilarity matrix, neighbour lists) and a cheap comparison of two summaries, so every layer of
-every seed is summarised once per lens and the many pairs below only compare summaries.
+every seed is summarised once per lens and the many pairs below only compare summaries. Their
+results are records (`VERSIONS`, every lens in one record of a run or a pair of seeds), so the
+layers are captured from a model only where a record is missing.
 Where features outnumber examples, the CCA family reduces each side to its top principal
 components (`widedeep.measures.similarity.principal_basis`): SVCCA keeps those holding 99% of the
 variance, mean CCA and PWCCA all, each capped at n / 4 directions, because every canonical
@@ -41,12 +43,16 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from widedeep import profiles
+from widedeep import profiles, records
 from widedeep.analyses import measure_tests, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.capture import capture_outputs
 from widedeep.measures.lenses import Lens, lenses
 from widedeep.profiles import Profile
+
+# Chapter 9's record kinds, every lens in one record of a run or a pair: bump one when its numbers would change.
+VERSIONS = records.register_kinds({"lenses_self": 1, "lenses_cross": 1, "lenses_calibration": 1,
+                                   "lenses_deletion": 1, "lenses_outliers": 1, "accuracy_drops": 1})
 
 
 def one_blas_thread(function):
@@ -206,24 +212,37 @@ class MeasuresStudy:
         self.profile, self.settings = profile, profile.measures
         self.models = structure.analyse_all(profiles.seed_study_grid(profile), profile)
         data = runs.cka_images(self.models[0].run, self.settings.examples)
-        self.images, self.labels = data.images, data.labels
+        self.images, self.labels, self.examples = data.images, data.labels, runs.examples_key(data)
         self.positions = np.arange(0, len(self.models[0].stream), self.settings.stride)
         self.layer_names = [self.models[0].stream_names[i] for i in self.positions]
-        # float32 as captured (a deep seed's layers at 500 images would take gigabytes in float64)
-        self.layers = {m.run.config.name(): [x.float().numpy() for x in capture_outputs(
-            m.run.model, self.images, self.layer_names, batch_size=250)] for m in self.models}
-        self.lenses = lenses(self.settings.knn_k, profile.subspace.eps[-1])
+        self._layers: dict[str, list[np.ndarray]] = {}   # captured only on a record miss
+        self.lens_settings = {"knn_k": self.settings.knn_k, "eps": profile.subspace.eps[-1]}
+        self.lenses = lenses(**self.lens_settings)
         self.blocked = [m for m in self.models if m.block is not None]
         self.free = [m for m in self.models if m.block is None]
-        self._self: dict[tuple[str, str], np.ndarray] = {}
-        self._cross: dict[tuple[str, str], np.ndarray] = {}
+        self._self: dict[str, dict[str, np.ndarray]] = {}               # run name -> lens -> matrix
+        self._cross: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # (first, other) -> lens -> matrix
         self._sides: dict[tuple[str, str], list] = {}
+
+    def layers(self, m: BlockAnalysis) -> list[np.ndarray]:
+        """m's analysed layers over the images, float32 as captured (a deep seed's layers at 500 images would take
+        gigabytes in float64); captured from its model on first use, only where a record is missing."""
+        if self.name(m) not in self._layers:
+            self._layers[self.name(m)] = [x.float().numpy() for x in capture_outputs(
+                m.run.model, self.images, self.layer_names, batch_size=250)]
+        return self._layers[self.name(m)]
+
+    def recorded(self, m: BlockAnalysis, kind: str, compute, **settings) -> dict[str, np.ndarray]:
+        """An `.npz` record of `kind` in m's run folder on this study's images, layers and lenses."""
+        key = {"examples": self.examples, "layers": self.layer_names, "lenses": list(self.lenses),
+               **self.lens_settings, **settings}
+        return m.run.record(kind, VERSIONS[kind], key, compute)
 
     def sides(self, lens: str, m: BlockAnalysis) -> list:
         """m's analysed layers summarised under one lens (computed once)."""
         key = (lens, self.name(m))
         if key not in self._sides:
-            self._sides[key] = sides(self.lenses[lens], self.layers[self.name(m)])
+            self._sides[key] = sides(self.lenses[lens], self.layers(m))
         return self._sides[key]
 
     def name(self, m: BlockAnalysis) -> str:
@@ -234,21 +253,27 @@ class MeasuresStudy:
         span = m.on_stream(m.block)
         return (self.positions >= span.start) & (self.positions <= span.end)
 
+    @one_blas_thread
     def self_matrix(self, lens: str, m: BlockAnalysis) -> np.ndarray:
-        key = (lens, self.name(m))
+        """m's analysed layers against each other under the lens (every lens recorded at once)."""
+        key = self.name(m)
         if key not in self._self:
-            layers = self.sides(lens, m)
-            self._self[key] = measure_tests.similarity_matrix(self.lenses[lens].compare, layers, layers)
-        return self._self[key]
+            self._self[key] = self.recorded(m, "lenses_self", lambda: {name: measure_tests.similarity_matrix(
+                self.lenses[name].compare, self.sides(name, m), self.sides(name, m))
+                for name in by_measure(self.lenses, "self-similarity")})
+        return self._self[key][lens]
 
+    @one_blas_thread
     def cross(self, lens: str, other: BlockAnalysis, first: BlockAnalysis | None = None) -> np.ndarray:
-        """The lens between one seed's analysed layers (default: the first seed's) and another seed's."""
+        """The lens between one seed's analysed layers (default: the first seed's) and another seed's (a pair
+        record in the first seed's folder, every lens at once)."""
         first = self.models[0] if first is None else first
-        key = (lens, self.name(first), self.name(other))
+        key = (self.name(first), self.name(other))
         if key not in self._cross:
-            self._cross[key] = measure_tests.similarity_matrix(self.lenses[lens].compare,
-                                                               self.sides(lens, first), self.sides(lens, other))
-        return self._cross[key]
+            self._cross[key] = self.recorded(first, "lenses_cross", lambda: {name: measure_tests.similarity_matrix(
+                self.lenses[name].compare, self.sides(name, first), self.sides(name, other))
+                for name in by_measure(self.lenses, "cross-similarity")}, b=self.name(other))
+        return self._cross[key][lens]
 
     # -- the field's tests -------------------------------------------------------------------------
 
@@ -279,9 +304,14 @@ class MeasuresStudy:
         if len(self.models) < 2:
             return {}
         a, b = self.models[:2]
-        return {lens: calibrated(v, self.layers[self.name(a)], self.sides(lens, b), self.cross(lens, b),
-                                 self.settings.draws) for lens, v in
-                by_measure(self.lenses.items(), "calibration")}
+
+        def compute():
+            return {lens: np.array(list(calibrated(v, self.layers(a), self.sides(lens, b), self.cross(lens, b),
+                                                   self.settings.draws).values()))
+                    for lens, v in by_measure(self.lenses.items(), "calibration")}
+
+        stored = self.recorded(a, "lenses_calibration", compute, b=self.name(b), draws=self.settings.draws, seed=0)
+        return {lens: dict(zip(("best", "null", "calibrated"), map(float, stored[lens]))) for lens in self.lenses}
 
     def deletion_layers(self) -> list[int]:
         """Evenly spaced analysed layers (indices) whose top PCs are deleted."""
@@ -290,24 +320,36 @@ class MeasuresStudy:
 
     @one_blas_thread
     def accuracy_drops(self) -> dict[str, list[float]]:
-        """Per deletion layer: the first seed's accuracy drop on the analysis images per k."""
-        model = self.models[0].run.model.eval()
-        clean = accuracy_with_layer(model, self.images, self.labels)
-        self.clean_accuracy = clean
-        return {self.layer_names[i]: [clean - accuracy_with_layer(model, self.images, self.labels,
-                                                                  self.layer_names[i], k)
-                                      for k in self.settings.pc_ks] for i in self.deletion_layers()}
+        """Per deletion layer: the first seed's accuracy drop on the analysis images per k (recorded)."""
+        chosen = [self.layer_names[i] for i in self.deletion_layers()]
+
+        def compute():
+            model = self.models[0].run.model.eval()
+            clean = accuracy_with_layer(model, self.images, self.labels)
+            return {"clean": np.array(clean), "drops": np.array([
+                [clean - accuracy_with_layer(model, self.images, self.labels, name, k) for k in self.settings.pc_ks]
+                for name in chosen])}
+
+        stored = self.recorded(self.models[0], "accuracy_drops", compute, chosen=chosen, ks=self.settings.pc_ks)
+        self.clean_accuracy = float(stored["clean"])
+        return {name: [float(d) for d in row] for name, row in zip(chosen, stored["drops"])}
 
     @one_blas_thread
     def sensitivity(self, drops: dict[str, list[float]]) -> dict[str, dict]:
         """Per lens: Ding et al.'s rank correlation and the seed-vs-deletion margin."""
-        layers = self.layers[self.name(self.models[0])]
-        chosen = {self.layer_names[i]: layers[i] for i in self.deletion_layers()}
+        first, names = self.models[0], [self.layer_names[i] for i in self.deletion_layers()]
+
+        def compute():
+            chosen = {self.layer_names[i]: self.layers(first)[i] for i in self.deletion_layers()}
+            return {lens: np.array(list(deletion_similarities(self.lenses[lens], chosen, self.settings.pc_ks).values()))
+                    for lens in by_measure(self.lenses, "sensitivity")}
+
+        stored = self.recorded(first, "lenses_deletion", compute, chosen=names, ks=self.settings.pc_ks)
         out = {}
-        for lens in by_measure(self.lenses, "sensitivity"):
+        for lens in self.lenses:
             seed = (float(np.mean([np.diag(self.cross(lens, self.models[1]))[i] for i in self.deletion_layers()]))
                     if len(self.models) > 1 else float("nan"))
-            sims = deletion_similarities(self.lenses[lens], chosen, self.settings.pc_ks)
+            sims = {name: [float(v) for v in row] for name, row in zip(names, stored[lens])}
             out[lens] = {**sensitivity(sims, drops, seed), "similarities": sims}
         return out
 
@@ -317,11 +359,25 @@ class MeasuresStudy:
     @one_blas_thread
     def outliers(self) -> dict[str, dict]:
         """Per lens: Davari et al.'s changes at the middle analysed layer of the first seed (neighbour: the next)."""
-        layers, i = self.layers[self.name(self.models[0])], self.outlier_layer()
-        neighbour = layers[i + 1] if i + 1 < len(layers) else layers[i - 1]
-        s = self.settings
-        return {lens: outlier_changes(self.lenses[lens], layers[i], neighbour, s.outlier_fractions, s.outlier_scales)
-                for lens in by_measure(self.lenses, "outliers")}
+        first, i, s = self.models[0], self.outlier_layer(), self.settings
+        j = i + 1 if i + 1 < len(self.layer_names) else i - 1   # the neighbour
+
+        def compute():
+            layers = self.layers(first)
+            changes = {lens: outlier_changes(self.lenses[lens], layers[i], layers[j], s.outlier_fractions,
+                                             s.outlier_scales) for lens in by_measure(self.lenses, "outliers")}
+            return {f"{lens}|{part}": np.array(c[part]) for lens, c in changes.items()
+                    for part in ("self_change", "neighbour_change")}
+
+        stored = self.recorded(first, "lenses_outliers", compute, layer=self.layer_names[i],
+                               neighbour=self.layer_names[j], fractions=s.outlier_fractions, scales=s.outlier_scales)
+        out = {}
+        for lens in self.lenses:
+            self_change, neighbour_change = (stored[f"{lens}|{part}"] for part in ("self_change", "neighbour_change"))
+            out[lens] = {"self_change": self_change.tolist(), "neighbour_change": neighbour_change.tolist(),
+                         "max_self_change": float(np.max(self_change)),
+                         "max_neighbour_change": float(np.max(neighbour_change))}
+        return out
 
     # -- the block under every lens ----------------------------------------------------------------
 

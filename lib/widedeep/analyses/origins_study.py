@@ -2,7 +2,9 @@
 
 Layer: analyses (on `origins` for the statistics, `structure` for each model's block, the run store for
 snapshots and regularised runs). Every model is the seed study's architecture in its schedule arm, so
-the seeds with and without a block are the comparison the follow-up paper draws.
+the seeds with and without a block are the comparison the follow-up paper draws. What the statistics
+read is recorded per run and snapshot (`VERSIONS`: each stream layer's first-PC shares per example,
+each blocked seed's removal effect); the full Grams are computed only where a record is missing.
 """
 
 from __future__ import annotations
@@ -10,17 +12,47 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from widedeep import profiles, store
+from widedeep import profiles, records
 from widedeep.analyses import origins, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.capture import capture_outputs
 from widedeep.profiles import Profile
+
+# Chapter 8's record kinds: bump one when its numbers would change.
+VERSIONS = records.register_kinds({"origins_pc1": 1, "origins_removal": 1})
 
 
 def stream_grams(m: BlockAnalysis, images: torch.Tensor) -> list[np.ndarray]:
     """Each residual-stream layer's Gram (float64) over all the images at once (for the whole-set first PC)."""
     outputs = capture_outputs(m.run.model, images, m.stream_names, batch_size=250)
     return [(x.flatten(1).double() @ x.flatten(1).double().T).numpy() for x in outputs]
+
+
+def stream_pc1_shares(grams: list[np.ndarray]) -> np.ndarray:
+    """(layers, examples): each example's share u_1(i)^2 of each layer's first PC (NaN for a constant layer)."""
+    rows = []
+    for gram in grams:
+        try:
+            rows.append(origins.first_pc(gram)[1] ** 2)
+        except ValueError:   # a constant layer has no first PC; refused if a statistic reads it
+            rows.append(np.full(len(gram), np.nan))
+    return np.array(rows)
+
+
+def layer_shares(shares: np.ndarray, inside: np.ndarray) -> list[np.ndarray]:
+    """The rows of `shares` (`stream_pc1_shares`) of the layers inside, refusing a layer without a first PC."""
+    chosen = [row for row, keep in zip(shares, inside) if keep]
+    if any(np.isnan(row).any() for row in chosen):
+        raise ValueError("the layer is constant over these examples (zero centred Gram): it has no first PC")
+    return chosen
+
+
+def shares_contributions(shares: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`origins.pc1_contributions` of the layers inside, from their recorded first-PC shares."""
+    chosen = layer_shares(shares, inside)
+    if len(chosen) == 0:
+        raise ValueError("need at least one layer's Gram")
+    return np.mean(chosen, axis=0)
 
 
 def image_statistics(images: torch.Tensor) -> dict[str, np.ndarray]:
@@ -36,12 +68,32 @@ class OriginsStudy:
         self.profile, self.settings = profile, profile.origins
         configs = profiles.seed_study_grid(profile)
         self.models = structure.analyse_all(configs, profile)
-        data = runs.cka_images(self.models[0].run, self.settings.examples)
+        data = self.data = runs.cka_images(self.models[0].run, self.settings.examples)
         self.images, self.labels, self.classes = data.images, data.labels.numpy(), list(data.classes)
-        self.grams = {m.run.config.seed: stream_grams(m, self.images) for m in self.models}
+        self._grams: dict[str, list[np.ndarray]] = {}    # final models' stream Grams, only on a record miss
         self.blocked = [m for m in self.models if m.block is not None]
         self.without = [m for m in self.models if m.block is None]
         self._snapshots: dict[tuple[str, int], BlockAnalysis] = {}
+
+    # -- records: what the statistics read, computed from the Grams only on a miss ----------------
+
+    def grams(self, m: BlockAnalysis) -> list[np.ndarray]:
+        """m's residual-stream Grams over the images (float64, from its model). A final model's are kept for the
+        study's life (its removal records need them again); a snapshot's are not (~0.4 GB each at cpu)."""
+        if all(m is not final for final in self.models):
+            return stream_grams(m, self.images)
+        if m.run.name not in self._grams:
+            self._grams[m.run.name] = stream_grams(m, self.images)
+        return self._grams[m.run.name]
+
+    def recorded(self, m: BlockAnalysis, kind: str, compute, suffix: str = ".npz", **settings):
+        """A record of `kind` in m's run folder on this study's images and stream layers."""
+        key = {"examples": runs.examples_key(self.data), "layers": m.stream_names, **settings}
+        return m.run.record(kind, VERSIONS[kind], key, compute, suffix)
+
+    def pc1_shares(self, m: BlockAnalysis) -> np.ndarray:
+        """(stream layers, examples): each example's share of each stream layer's first PC (recorded)."""
+        return self.recorded(m, "origins_pc1", lambda: {"shares": stream_pc1_shares(self.grams(m))})["shares"]
 
     # -- which examples dominate -----------------------------------------------------------------
 
@@ -54,8 +106,7 @@ class OriginsStudy:
 
     def contributions(self, m: BlockAnalysis, span_of: BlockAnalysis | None = None) -> np.ndarray:
         """Each example's share of the first PC, averaged over the block's layers (another model's span allowed)."""
-        grams = self.grams[m.run.config.seed]
-        return origins.pc1_contributions([g for g, inside in zip(grams, self.inside(m, span_of)) if inside])
+        return shares_contributions(self.pc1_shares(m), self.inside(m, span_of))
 
     def concentration(self) -> dict[str, dict]:
         """Per model with a block: the share of the first PC's variance its top 1/5/10% carry, beside Gaussian."""
@@ -74,8 +125,7 @@ class OriginsStudy:
         """Per model with a block: mean Jaccard of the top sets between pairs of its block's layers."""
         out, f = {}, self.settings.fraction
         for m in self.blocked:
-            grams = [g for g, inside in zip(self.grams[m.run.config.seed], self.inside(m)) if inside]
-            sets = [origins.top_set(origins.first_pc(g)[1] ** 2, f) for g in grams]
+            sets = [origins.top_set(shares, f) for shares in layer_shares(self.pc1_shares(m), self.inside(m))]
             pairs = [origins.jaccard(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
             out[m.run.config.name()] = float(np.mean(pairs)) if pairs else float("nan")
         return out
@@ -99,23 +149,32 @@ class OriginsStudy:
         the stronger controls (a layer outside the block's dominant examples; a seed without a block's)."""
         out = {}
         for m in self.blocked:
-            grams, inside = self.grams[m.run.config.seed], self.inside(m)
-            choose, measure = origins.split_halves(len(self.labels), seed=0)
+            inside = self.inside(m)
             outside_layer = int(np.flatnonzero(~inside)[np.argmax(m.pc1_share[m.stream][~inside])])
-            effect = origins.removal_effect(grams, inside, self.settings.fraction, 0, self.settings.draws,
-                                            control_scores=origins.cross_half_projections(grams[outside_layer],
-                                                                                          choose, measure))
-            effect["control"] = f"dominant examples of the outside layer {m.stream_names[outside_layer]}"
-            if self.without:
-                other = self.without[0]
-                scores = np.mean([origins.cross_half_projections(g, choose, measure)
-                                  for g, i in zip(self.grams[other.run.config.seed], inside) if i], axis=0)
-                seed_effect = origins.removal_effect(grams, inside, self.settings.fraction, 0, 1, control_scores=scores)
-                effect["drop_other_seed"] = seed_effect["drop_control"]
-                effect["other_seed"] = other.run.config.name()
-            effect.pop("dominant_positions")
-            out[m.run.config.name()] = effect
+            other = self.without[0] if self.without else None
+            out[m.run.config.name()] = self.recorded(
+                m, "origins_removal", lambda: self.removal_effect(m, inside, outside_layer, other), ".json",
+                inside=inside.tolist(), outside_layer=m.stream_names[outside_layer], fraction=self.settings.fraction,
+                draws=self.settings.draws, seed=0, other=None if other is None else other.run.name)
         return out
+
+    def removal_effect(self, m: BlockAnalysis, inside: np.ndarray, outside_layer: int,
+                       other: BlockAnalysis | None) -> dict:
+        """m's removal effect with its controls (the outside layer's dominant examples, `other` seed's), from Grams."""
+        grams = self.grams(m)
+        choose, measure = origins.split_halves(len(self.labels), seed=0)
+        effect = origins.removal_effect(grams, inside, self.settings.fraction, 0, self.settings.draws,
+                                        control_scores=origins.cross_half_projections(grams[outside_layer],
+                                                                                      choose, measure))
+        effect["control"] = f"dominant examples of the outside layer {m.stream_names[outside_layer]}"
+        if other is not None:
+            scores = np.mean([origins.cross_half_projections(g, choose, measure)
+                              for g, i in zip(self.grams(other), inside) if i], axis=0)
+            seed_effect = origins.removal_effect(grams, inside, self.settings.fraction, 0, 1, control_scores=scores)
+            effect["drop_other_seed"] = seed_effect["drop_control"]
+            effect["other_seed"] = other.run.config.name()
+        effect.pop("dominant_positions")
+        return effect
 
     # -- what they look like ---------------------------------------------------------------------
 
@@ -138,12 +197,8 @@ class OriginsStudy:
     def snapshot_analysis(self, m: BlockAnalysis, epoch: int) -> BlockAnalysis:
         """The model of `m` at a snapshot epoch, analysed (its CKA and PC statistics cached beside the snapshot)."""
         key = (m.run.config.name(), epoch)
-        if key not in self._snapshots:
-            state = store.load_checkpoint(m.run.run_dir / "snapshots" / f"epoch-{epoch}.pt")["model"]
-            model = m.run.config.build_model()
-            model.load_state_dict(state)
-            model.to(next(m.run.model.parameters()).device).eval()
-            self._snapshots[key] = structure.analyse_snapshot(m.run, model, epoch, self.profile)
+        if key not in self._snapshots:   # the snapshot's weights are loaded only if one of its records is missing
+            self._snapshots[key] = structure.analyse_snapshot(m.run, epoch, self.profile)
         return self._snapshots[key]
 
     def snapshots(self) -> dict[str, list[dict]]:
@@ -157,9 +212,7 @@ class OriginsStudy:
                 snap = self.snapshot_analysis(m, epoch)
                 row = {"epoch": epoch, **snap.block_measures()}
                 if final_scores is not None:
-                    grams = stream_grams(snap, self.images)
-                    mask = self.inside(m)
-                    scores = origins.pc1_contributions([g for g, i in zip(grams, mask) if i])
+                    scores = shares_contributions(self.pc1_shares(snap), self.inside(m))
                     row["overlap_with_final"] = origins.jaccard(origins.top_set(scores, self.settings.fraction),
                                                                 origins.top_set(final_scores, self.settings.fraction))
                 rows.append(row)

@@ -1,4 +1,4 @@
-"""Per-run analyses kept as records: CKA, first-PC statistics, predictions, neuron Grams, probes, deletions.
+"""Per-run analyses kept as records: CKA, first-PC statistics, predictions, subspace matches, probes, deletions.
 
 Layer: analyses (drives `widedeep.measures` and `widedeep.analyses.probes` / `deletion` on trained
 runs; above measures, below book support). Every function returns the run's record
@@ -28,7 +28,7 @@ from widedeep.train import predict
 
 
 # Each record kind's version: bump it when the code that computes the kind would give other numbers.
-VERSIONS = records.register_kinds({"cka": 1, "pcs": 1, "preds": 1, "neurons": 1, "probes": 1, "deletions": 1})
+VERSIONS = records.register_kinds({"cka": 1, "pcs": 1, "preds": 1, "match": 1, "probes": 1, "deletions": 1})
 
 
 def cka_images(run, count: int) -> ImageData:
@@ -103,29 +103,31 @@ def run_predictions(run, data) -> np.ndarray:
     return _record(run, "preds", data, compute)["predictions"]
 
 
-def run_neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> dict:
-    """Stacked neuron Grams of the same `layers` of two runs over `data` (subspace match), cached in run_a's folder.
+def neuron_grams(run_a, run_b, data, batch_size: int, layers: list[str]) -> dict:
+    """Stacked neuron Grams of the same `layers` of two runs over `data` (exact form: every example x position).
 
-    Returns {"names", "n_a", "grams"} as `widedeep.subspace.model_neuron_moments` does (exact form:
-    every example x position), so Chapter 7 reruns without a forward pass.
+    Returns {"names", "n_a", "grams"} as `widedeep.subspace.model_neuron_moments` does. Never recorded:
+    the Grams of a deep pair would take most of the records' budget; what the chapter reads from them is.
     """
-    def compute():
-        moments = model_neuron_moments(run_a.model, run_b.model, data.images, layers, batch_size=batch_size)
-        return {"names": np.array(moments["names"]), "n_a": np.array(moments["n_a"]),
-                **{f"gram_{i}": g for i, g in enumerate(moments["grams"])}}
-
-    stored = _record(run_a, "neurons", data, compute, b=run_b.config.name(), batch=batch_size, layers=list(layers))
-    count = len(stored["names"])
-    return {"names": [str(n) for n in stored["names"]], "n_a": [int(n) for n in stored["n_a"]],
-            "grams": [stored[f"gram_{i}"] for i in range(count)]}
+    moments = model_neuron_moments(run_a.model, run_b.model, data.images, layers, batch_size=batch_size)
+    return {"names": list(moments["names"]), "n_a": list(moments["n_a"]), "grams": moments["grams"]}
 
 
 def run_match_scores(run_a, run_b, data, batch_size: int, layers: list[str],
                      eps_values: list[float]) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The pair's neuron Grams (cached), maximum-match scores (layers x eps) and the ε matching half the neurons per layer."""
-    grams = run_neuron_grams(run_a, run_b, data, batch_size, layers)
-    pairs = [LayerPair.from_gram(g, n) for g, n in zip(grams["grams"], grams["n_a"])]
-    return grams, np.array([p.scores(eps_values) for p in pairs]), np.array([p.eps_for_fraction(0.5) for p in pairs])
+    """A pair's maximum-match scores (layers x eps) and the ε matching half the neurons per layer, with each layer's
+    channels of run_a ({"names", "n_a"}); recorded in run_a's folder, the Grams computed only on a miss."""
+    def compute():
+        grams = neuron_grams(run_a, run_b, data, batch_size, layers)
+        pairs = [LayerPair.from_gram(g, n) for g, n in zip(grams["grams"], grams["n_a"])]
+        return {"names": np.array(grams["names"]), "n_a": np.array(grams["n_a"], dtype=np.int64),
+                "scores": np.array([p.scores(eps_values) for p in pairs]),
+                "half_eps": np.array([p.eps_for_fraction(0.5) for p in pairs])}
+
+    stored = _record(run_a, "match", data, compute, b=run_b.config.name(), batch=batch_size, layers=list(layers),
+                     eps=[float(e) for e in eps_values])
+    layout = {"names": [str(n) for n in stored["names"]], "n_a": [int(n) for n in stored["n_a"]]}
+    return layout, stored["scores"], stored["half_eps"]
 
 
 def probe_splits(run, probes: Probes):

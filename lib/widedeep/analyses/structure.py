@@ -163,9 +163,10 @@ def removal_effect(m: BlockAnalysis, removed: np.ndarray, detector: Detector) ->
             "cka_inside_after": after_in, "cka_outside_after": after_out, "block_after_pc1_removal": after_block}
 
 
-def analyse_snapshot(run, model, epoch: int, profile: Profile) -> BlockAnalysis:
-    """A run's weights at a snapshot epoch, analysed like a run (its records in the run's snapshot folder)."""
-    return analyse(run.with_model(model, f"snapshots/epoch-{epoch}"), profile)
+def analyse_snapshot(run, epoch: int, profile: Profile) -> BlockAnalysis:
+    """A run's weights at a snapshot epoch, analysed like a run (its records in the run's snapshot folder; the
+    snapshot's weights are loaded only where a record is missing)."""
+    return analyse(run.snapshot(epoch), profile)
 
 
 def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, tuple]:
