@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import types
 
 import numpy as np
 import pytest
 import torch
 
-from widedeep import data, store
+from widedeep import data, records, store
 from widedeep.analyses import runs
 from widedeep.measures import cka
 from widedeep.measures import grams as gram_ops
 from widedeep.models import resnet
+from widedeep.train import TrainConfig
 from widedeep.measures.pca import PCStats, model_pc_stats
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -130,6 +130,12 @@ def _tiny_resnet() -> torch.nn.Module:
     return resnet(8, 1, num_classes=10, in_channels=1).eval()
 
 
+def _tiny_run(folder) -> records.Run:
+    """A ResNet-8 run whose model is in memory and whose records go to `folder`."""
+    config = TrainConfig(depth=8, width=1, n_train=200, n_val=100, n_test=100)
+    return records.Run(config, folder / "store", folder, _model=_tiny_resnet())
+
+
 def test_model_pc_stats_on_a_tiny_resnet():
     model = _tiny_resnet()
     images = torch.rand(40, 1, 16, 16)
@@ -144,7 +150,7 @@ def test_model_pc_stats_on_a_tiny_resnet():
 
 
 def test_run_pc_stats_is_cached_per_setting(tmp_path, monkeypatch):
-    run = types.SimpleNamespace(model=_tiny_resnet(), run_dir=tmp_path)
+    run = _tiny_run(tmp_path)
     images = data.ImageData(torch.rand(40, 1, 16, 16), torch.randint(0, 10, (40,)), [])
     first = runs.run_pc_stats(run, images, batch_size=20, passes=1)
     files = sorted(tmp_path.glob("pcs-*.npz"))
@@ -163,7 +169,7 @@ def test_run_pc_stats_is_cached_per_setting(tmp_path, monkeypatch):
 
 
 def test_run_cka_cache_path_is_unchanged(tmp_path, monkeypatch):
-    run = types.SimpleNamespace(model=_tiny_resnet(), run_dir=tmp_path)
+    run = _tiny_run(tmp_path)
     images = data.ImageData(torch.rand(8, 1, 4, 4), torch.zeros(8, dtype=torch.long), [])
     monkeypatch.setattr(runs, "model_cka", lambda *args, **kwargs: (np.eye(2), [], []))
     runs.run_cka(run, images, batch_size=4, passes=2, seed=3)
@@ -174,7 +180,7 @@ def test_run_cka_cache_path_is_unchanged(tmp_path, monkeypatch):
 
 
 def test_a_layer_subset_is_computed_and_cached_on_its_own(tmp_path):
-    run = types.SimpleNamespace(model=_tiny_resnet(), run_dir=tmp_path)
+    run = _tiny_run(tmp_path)
     images = data.ImageData(torch.rand(40, 1, 16, 16), torch.randint(0, 10, (40,)), [])
     layers = run.model.layers()
     stream = [layer.name for layer in layers if layer.kind == "stream"]
