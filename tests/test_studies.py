@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_structure import PARAMS, analysed
+from test_structure import PARAMS, analysed, planted
 from widedeep import labels, profiles
-from widedeep.analyses import checks, first_pc, matching, populations, pruning, structure, trends
+from widedeep.analyses import checks, conditions, first_pc, matching, populations, pruning, structure, trends
 from widedeep.analyses import verdicts as v
 from widedeep.book import claims, notebook, results, tables
 from widedeep.train import TrainConfig
@@ -96,6 +96,38 @@ def test_grid_layout_sweep_and_trend_verdicts():
     assert blocked.stream_cka.shape == (len(blocked.stream),) * 2
 
 
+def planted_grid(profile, train_acc, with_block):
+    """Every main-arm model of `profile` as a planted analysis, its train accuracy and block chosen per config."""
+    models = []
+    for config in profiles.training_grid(profile):
+        run, cka, names, kinds, shares, _ = planted(config.depth)
+        run.config = config
+        run.metrics = {"final": {"test_acc": 0.8, "train_acc": train_acc(config)},
+                       "parameters": int(1e4 * config.depth * config.width ** 2)}
+        block, cka_only = structure.detect(cka, kinds, shares[:, 0], PARAMS) if with_block(config) else (None, None)
+        models.append(structure.BlockAnalysis(run, cka, names, kinds, shares, block, cka_only))
+    return models
+
+
+def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law(monkeypatch):
+    profile = profiles.with_values(SMOKE, n_trains=[250, 500, 1000], seeds=[0, 1], min_train_acc=0.99)
+    missing = profiles.training_grid(profile)[4]
+    grid = planted_grid(profile, lambda c: 0.95 if c == missing else 1.0,
+                        lambda c: (c.depth == 14 or c.width == 2) == (c.n_train <= 500))
+    monkeypatch.setattr(structure, "analyse_all", lambda configs, p: grid if configs else [])
+    study = conditions.ConditionsStudy(profile)
+    assert [r["name"] for r in study.left_out] == [missing.name()]
+    assert missing.name() not in {r["name"] for r in study.main_rows} and len(study.main_rows) == len(grid) - 1
+    assert study.rule_held() == (len(grid) - 1, len(grid), 0.95)
+    claims_ = study.claims()
+    assert {c["n"] for c in claims_.values()} == {len(grid) - 1} and claims_["capacity"]["left_out"] == 1
+    assert study.fits["continuous_fit"].n_models == len(grid) - 1         # the law never saw it
+    assert "train accuracy 0.950" in study.left_out_sentence()
+    assert study.record()["claims_fit"]["left_out"] == [missing.name()]
+    # without a rule (smoke) nothing is left out
+    assert conditions.ConditionsStudy(profiles.with_values(profile, min_train_acc=None)).left_out == []
+
+
 def test_first_pc_summaries_broken_blocks_and_records():
     blocked, unblocked = analysed(0), analysed(1, with_block=False)
     summary = first_pc.share_summary([blocked, unblocked])
@@ -106,8 +138,10 @@ def test_first_pc_summaries_broken_blocks_and_records():
     effects = [structure.removal_effect(m, faded, PARAMS) for m in (blocked, unblocked)]
     tested, broken, change = first_pc.broken_blocks([blocked, unblocked], effects, PARAMS)
     assert tested == broken == [blocked] and change == pytest.approx([0.0])
-    entries = first_pc.entries([blocked, unblocked], effects, {0: (0.3, 0.9)}, [blocked, unblocked])
+    roles = {m.run.config.name(): {"role": "seed_study", "left_out": None} for m in (blocked, unblocked)}
+    entries = first_pc.entries([blocked, unblocked], effects, {0: {1: (0.3, 0.9)}}, [blocked, unblocked], roles)
     assert entries[0]["cross_seed_cka_inside"] == 0.3 and "cross_seed_cka_inside" not in entries[1]
+    assert entries[0]["cross_seed_pairs"] == {"1": [0.3, 0.9]} and entries[0]["role"] == "seed_study"
     assert entries[0]["span_from"] == "block" and entries[0]["block_after_pc1_removal"] is None
     assert first_pc.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
     assert first_pc.split_sentence({}) == "no seed has a block"
