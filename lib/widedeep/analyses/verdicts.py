@@ -274,7 +274,7 @@ def claim(result: dict, rule: str, **extra) -> dict:
     if head(result.get("verdict")) is None or "n" not in result:
         raise ValueError(f"a verdict object needs a verdict spelled with widedeep.analyses.verdicts and its n; "
                          f"got {result!r}")
-    return {**result, "rule": rule, **extra}
+    return {**result, "interval": result.get("interval"), "rule": rule, **extra}
 
 
 def describe(result: dict) -> str:
@@ -285,7 +285,7 @@ def describe(result: dict) -> str:
     if result.get("n", 0) == 0:
         return "n = 0" + suffix
     if "k" in result:
-        text = f"k = {result['k']} of n = {result['n']}"
+        text = f"k = {result['k']} of n = {result['n']}" + (f" {result['unit']}" if result.get("unit") else "")
         if result.get("interval"):
             low, high = result["interval"]
             text += f", [{low:.2f}, {high:.2f}]"
@@ -294,7 +294,10 @@ def describe(result: dict) -> str:
         if result.get("p") is not None:
             text += f", p = {result['p']:.3g}"
         return text + suffix
-    text = f"n = {result['n']}"
+    text = f"n = {result['n']}" + (f" {result['unit']}" if result.get("unit") else "")
+    if result.get("discoveries") is not None:
+        text += (f", {result['discoveries']} discoveries against the calibration's quantile "
+                 f"{result['calibration_quantile']:g}")
     if result.get("mean") is not None:
         text += f", mean {result['mean']:+.3f}"
     if result.get("interval"):

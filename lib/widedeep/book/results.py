@@ -271,6 +271,17 @@ def run_of(document: dict) -> str:
     return document["provenance"].get("protocol") or PRE_PROTOCOL
 
 
+def stale_note(document: dict, profile: Profile) -> str:
+    """'' when a results file was written under the protocol `profile` has now, else a sentence saying it was not
+    (a chapter built alone against stale files says so on its page)."""
+    current, run = protocol.protocol_hash(profile), run_of(document)
+    if run == current:
+        return ""
+    written = "before the protocol" if run == PRE_PROTOCOL else f"under protocol {run}"
+    return (f"Note: the results read here were written {written}, not under this book's protocol now "
+            f"({current}): they are another run's; rebuild their chapter to judge them under this one")
+
+
 def read(path: str | Path) -> dict:
     """A results file, checked against the schema of its chapter (the file's stem)."""
     path = Path(path)
