@@ -260,3 +260,17 @@ def test_a_chapter_reading_another_chapters_stale_results_says_so(tmp_path):
     assert "Note:" not in claims.block_uniqueness(tmp_path, profile)
     assert results.stale_note({"provenance": provenance()}, profile).startswith(
         "Note: the results read here were written before the protocol")
+
+
+def test_the_subspace_claim_bootstraps_each_layer_over_seeds():
+    """Chapter 7 (book/protocol.md): a layer matches in under half its neurons when its upper bound, from a
+    bootstrap over the four seeds, is below 0.5; a layer whose pairs with one seed match highly is not."""
+    pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    scores = [[[0.10 + 0.01 * a], [0.8 if 3 in (a, b) else 0.2], [0.44 + 0.01 * b]] for a, b in pairs]
+    from widedeep.analyses.matching import subspace_claim
+    claim = subspace_claim(scores, [0.5], pairs)
+    assert claim["verdict"] == "partly shown" and (claim["k"], claim["n"]) == (2, 3)
+    assert claim["layer_intervals"][1][1] > 0.5 > claim["layer_intervals"][2][1]
+    one_pair = subspace_claim(scores[2:3], [0.5], pairs[2:3])   # seeds 0 and 3: layer b's pair is at 0.8
+    assert one_pair["verdict"] == "not shown"
+    assert subspace_claim([[[0.1], [0.2]]], [0.5], [(0, 1)])["verdict"] == "suggestive (2 models)"

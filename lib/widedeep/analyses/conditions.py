@@ -149,7 +149,8 @@ class ConditionsStudy:
         fit = self.fits[key] if found else None
         common = {"n": len(self.main_rows), "fit": key, "left_out": len(self.left_out),
                   "left_out_why": "grid models below the interpolation rule"}
-        rule = f"book/protocol.md, Chapter 3: the {key.replace('_', ' ')}'s"
+        rule = (f"book/protocol.md, Chapter 3: the {key.replace('_', ' ')}'s" if found else
+                "book/protocol.md, Chapter 3 (no law fitted: the grid cannot separate capacity from data):")
         out = {}
         for name, sign in (("capacity", "> 0"), ("data", "< 0")):
             value = fit.coefficients.get(name) if fit is not None and fit.estimable else None

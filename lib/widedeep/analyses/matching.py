@@ -59,7 +59,10 @@ def subspace_claim(match_scores: Sequence[Sequence[Sequence[float]]], eps: Seque
     boot = verdicts.seed_bootstrap(seeds, per_layer, rules["pair_bootstrap_resamples"], rules["level"])
     low, high = boot["interval"]
     below = high < rules["subspace_half"]
-    return verdicts.claim({"verdict": verdicts.fraction_verdict(int(below.sum()), len(below), min_models=1),
+    verdict = verdicts.fraction_verdict(int(below.sum()), len(below), min_models=1)
+    if len(seeds) < rules["min_models"]:   # one pair: the interval is that pair's value, at most suggestive
+        verdict = verdicts.suggestive(len(seeds)) if below.all() else verdicts.NOT_SHOWN
+    return verdicts.claim({"verdict": verdict,
                            "n": len(below), "k": int(below.sum()), "interval": None,
                            "layer_means": boot["estimate"].tolist(),
                            "layer_intervals": [[float(a), float(b)] for a, b in zip(low, high)],
