@@ -235,9 +235,9 @@ def test_rows_of_different_protocol_hashes_are_marked_and_said_so_above_the_tabl
     mixed = rows + [{"run": "bbbb"}]
     note = claims.runs_note(mixed, "aaaa")
     assert note.startswith("**These rows come from 2 different runs**") and "`aaaa` (2 rows), `bbbb` (1 rows)" in note
-    assert "another protocol than this page's now (`aaaa`): `bbbb`" in note
+    assert "not written under this page's protocol (`aaaa`), but before it or under another: `bbbb`" in note
     stale = claims.runs_note(rows, "cccc")
-    assert "different runs" not in stale and "another protocol" in stale and "`aaaa`" in stale
+    assert "different runs" not in stale and "under another: `aaaa`" in stale
     assert "*pre-protocol*" in claims.runs_note([{"run": "pre-protocol"}], "cccc")
     assert claims.runs_note([{"run": "—"}], "aaaa") == "No chapter has results for this profile yet."
     table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f", "stats": "n = 3",

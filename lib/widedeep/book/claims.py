@@ -325,9 +325,9 @@ def judge_lenses(results: dict) -> Judged:
     beats same-length runs of layers in seeds without a block (the seed study's seeds)."""
     claim, found = results["claim"], results["verdicts"]
     recorded = stored(results, "seen_by_other_measures")
-    stats = (describe(recorded) + "; " + ", ".join(f"{lens} {m['k']} of {m['n']} seeds"
-                                                  for lens, m in recorded["measures"].items())
-             if recorded else NOT_RECORDED)
+    per_measure = ", ".join(f"{lens} {m['k']} of {m['n']} seeds" for lens, m in (recorded or {}).get(
+        "measures", {}).items())
+    stats = (describe(recorded) + (f"; {per_measure}" if per_measure else "")) if recorded else NOT_RECORDED
     if claim["verdict"] == NOT_TESTABLE:
         return Judged(NOT_TESTABLE, f"{found.get('linear CKA', 'no verdict')} (Chapter 9)", stats)
     judged = len(claim["seen_by"]) + len(claim["not_seen_by"])
@@ -434,8 +434,8 @@ def runs_note(rows: list[dict], current: str) -> str:
                     + ", ".join(f"{label[run]} ({counts[run]} rows)" for run in runs)
                     + ". Rows of different runs are not one experiment; read each with its run.")
     if stale:
-        text.append("Written under another protocol than this page's now "
-                    f"(`{current}`): " + ", ".join(label[run] for run in stale) + "; rebuild those chapters "
+        text.append(f"Rows not written under this page's protocol (`{current}`), but before it or under "
+                    "another: " + ", ".join(label[run] for run in stale) + "; rebuild those chapters "
                     "(`make book`) to judge them under it.")
     return " ".join(text)
 
