@@ -239,6 +239,14 @@ def test_a_deletion_score_with_a_standard_error_over_the_bound_is_left_out_and_c
     assert claim["n"] == 3 and claim["left_out"] == 1 and claim["over_se"] == [models[0].label]
     assert claim["verdict"] == v.SHOWN   # the three kept models agree exactly
     assert "1 with a standard error over 0.005" in claim["left_out_why"]
+    study.position_control()   # every model has a block: nothing to control position with
+    assert study.claims["deletion_beyond_position"]["verdict"] == "not testable: no position control"
+    noisy = pruning_study(models)
+    noisy.effects = {m.label: effects(-0.01, -0.10, inside, examples=100) for m in models}
+    noisy.judge_deletions()
+    noisy.position_control()
+    assert noisy.claims["deletion"]["n"] == 0 and noisy.claims["deletion"]["left_out"] == 4
+    assert noisy.claims["deletion_beyond_position"]["verdict"].endswith("within its standard-error bound")
 
 
 def test_the_probe_row_states_the_plateau_and_its_control_in_one_headline():

@@ -228,9 +228,11 @@ class PruningStudy:
                                                  own["mean_delta_outside"] - control_outside, margin)}
             if self.deletion_scores[m.label]["kept"] and np.isfinite(difference):
                 beyond.append(difference)
+        kept = any(d["kept"] for d in self.deletion_scores.values())
+        why = "no position control" if kept else "no model's deletion score within its standard-error bound"
         result = (v.paired_verdict(beyond, +1, self.rules["level"], self.rules["min_models"],
                                    self.rules["sign_flip_min_models"]) if beyond else
-                  {"verdict": f"{v.NOT_TESTABLE}: no position control", "n": 0, "mean": None, "interval": None})
+                  {"verdict": f"{v.NOT_TESTABLE}: {why}", "n": 0, "mean": None, "interval": None})
         claim = self._judge("deletion_beyond_position", result, "deletion score minus its position controls' at "
                             "the same positions, paired effect > 0")
         numbers = "; ".join(
