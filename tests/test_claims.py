@@ -32,10 +32,19 @@ def test_capacity_and_data_claims_come_from_chapter_3s_fitted_law():
                "claims_fit": {"fit": "incidence_fit",
                               "verdicts": {"capacity": "shown", "data": "shown", "relative": "shown"}},
                "incidence_fit": law}
-    verdict, evidence = claims.judge_capacity(chapter)
-    assert verdict == "shown" and "blocks in 2 of 3 models" in evidence and "+0.800 [+0.200, +1.400]" in evidence
-    verdict, evidence = claims.judge_data(chapter)
+    verdict, evidence, stats = claims.judge_capacity(chapter)
+    assert verdict == "shown" and "blocks in 2 of 3 grid models" in evidence and "+0.800 [+0.200, +1.400]" in evidence
+    assert stats.startswith("n = 3; capacity coefficient +0.800") and claims.NOT_RECORDED in stats   # schema 2
+    verdict, evidence, stats = claims.judge_data(chapter)
     assert verdict == "shown" and "-0.900 [-1.500, -0.300]" in evidence and "p = 0.6" in evidence
+    # schema 3: the row repeats the chapter's verdict object, with the models the interpolation rule left out
+    chapter["claims_fit"]["left_out"] = ["fmnist16-resnet56x1-n250-s0-00000006"]
+    chapter["claims"] = {"capacity": {"verdict": "shown", "n": 3, "mean": 0.8, "interval": [0.2, 1.4],
+                                      "left_out": 1, "left_out_why": "grid models below the interpolation rule",
+                                      "rule": "book/protocol.md, Chapter 3"}}
+    verdict, evidence, stats = claims.judge_capacity(chapter)
+    assert "1 left out by the interpolation rule" in evidence
+    assert stats == "n = 3, mean +0.800 [+0.200, +1.400]; 1 left out (grid models below the interpolation rule)"
     chapter["claims_fit"] = {"fit": "continuous_fit",
                              "verdicts": {"capacity": "shown", "data": "contradicted", "relative": "not shown"}}
     chapter["continuous_fit"] = law
@@ -61,8 +70,8 @@ def test_first_pc_is_judged_on_cka_only_blocks_with_intervals_over_models():
     falls = removal(0.97, 0.70, 0.80, 0.75)   # contrast 0.27 -> 0.05
     dominated = [entry(110, n, s, block=BLOCK, pc1_share_inside=0.6 + 0.01 * s, pc1_share_outside=0.3, **falls)
                  for n in (500, 1000) for s in (0, 1)]
-    verdict, evidence = claims.judge_first_pc(first_pc_chapter(*dominated))
-    assert verdict == "shown" and "n = 4" in evidence and "[+" in evidence
+    verdict, evidence, stats = claims.judge_first_pc(first_pc_chapter(*dominated))
+    assert verdict == "shown" and "n = 4" in stats and "[+" in stats and claims.NOT_RECORDED in stats
     # the same four, but the first PC no larger inside than outside in two of them: only one half holds
     mixed = dominated[:2] + [{**e, "pc1_share_inside": 0.1} for e in dominated[2:]]
     assert claims.judge_first_pc(first_pc_chapter(*mixed))[0] == "partly shown"
@@ -71,15 +80,15 @@ def test_first_pc_is_judged_on_cka_only_blocks_with_intervals_over_models():
 
 def test_one_or_two_models_are_at_most_suggestive():
     one = entry(110, 500, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3, **removal(0.97, 0.7, 0.8, 0.75))
-    verdict, evidence = claims.judge_first_pc(first_pc_chapter(one))
-    assert verdict == "suggestive (1 model)" and "n = 1" in evidence
+    verdict, evidence, stats = claims.judge_first_pc(first_pc_chapter(one))
+    assert verdict == "suggestive (1 model)" and "n = 1" in stats
 
 
 def test_a_block_circular_through_the_first_pc_rule_is_not_testable():
     """A detector that required a first-PC share >= 0.45 cannot then show that the first PC dominates."""
     dominated = [entry(110, 500, s, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3,
                        **removal(0.97, 0.7, 0.8, 0.75)) for s in range(4)]
-    verdict, _ = claims.judge_first_pc(first_pc_chapter(*dominated, detector={**CKA_ONLY, "min_pc1": 0.45}))
+    verdict, _, _ = claims.judge_first_pc(first_pc_chapter(*dominated, detector={**CKA_ONLY, "min_pc1": 0.45}))
     assert verdict.startswith(claims.NOT_TESTABLE) and "first-PC rule" in verdict
 
 
@@ -87,15 +96,16 @@ def test_a_contrast_that_rises_under_pc_removal_is_not_broken():
     """ResNet-110 n500 of the pre-protocol run: contrast 0.28 -> 0.34 was counted as broken."""
     rises = [entry(110, 500, s, block=BLOCK, pc1_share_inside=0.6, pc1_share_outside=0.3,
                    **removal(0.90, 0.62 + 0.01 * s, 0.80, 0.46)) for s in range(4)]
-    verdict, evidence = claims.judge_first_pc(first_pc_chapter(*rises))
+    verdict, evidence, stats = claims.judge_first_pc(first_pc_chapter(*rises))
     assert verdict == "partly shown" and "contradicted" in evidence   # dominates, but the contrast rose
 
 
 def test_seed_uniqueness_compares_inside_with_outside():
     unique = [entry(110, 500, s, block=BLOCK, cross_seed_cka_inside=0.4 + 0.02 * s, cross_seed_cka_outside=0.7)
               for s in range(3)]
-    verdict, evidence = claims.judge_seeds({"models": table(*unique)})
-    assert verdict == "shown" and "n = 3" in evidence and "ResNet-110 ×1, n=500, s0: 0.40 inside vs 0.70" in evidence
+    verdict, evidence, stats = claims.judge_seeds({"models": table(*unique)})
+    assert verdict == "shown" and "n = 3" in stats and "ResNet-110 ×1, n=500, s0: 0.40 inside vs 0.70" in evidence
+    assert "predates the per-pair values" in stats   # an older file: the t-interval over blocked seeds
     shared = entry(110, 500, 3, block=BLOCK, cross_seed_cka_inside=0.9, cross_seed_cka_outside=0.7)
     assert claims.judge_seeds({"models": table(unique[0], shared)})[0] == "not shown"
     assert claims.judge_seeds({"models": table(unique[0])})[0] == "suggestive (1 model)"
@@ -104,7 +114,7 @@ def test_seed_uniqueness_compares_inside_with_outside():
 
 def test_missing_chapters_are_marked_not_run_and_rows_keep_the_findings_order(tmp_path):
     store.write_json(tmp_path / "03_block_structure.json", {
-        "schema_version": results.SCHEMA_VERSION, "provenance": provenance(), "models": table(entry(20, 500)),
+        "schema_version": 2, "provenance": provenance(), "models": table(entry(20, 500)),
         "trends": {"capacity": "not shown", "data": "not shown"}, "detector": {}, "seed_study": {},
         "threshold_sweep": {}, "short_arm": {}, "arms_compared": [], "training_length_effect": {},
         **dict.fromkeys([f"{arm}{fit}_fit" for arm in ("", "short_arm_") for fit in ("incidence", "continuous",
@@ -130,7 +140,7 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
     if not path.exists():
         pytest.skip(f"{path.name} not committed yet")
     result = results.read(path)
-    verdict, evidence = finding.judge(result)
+    verdict, evidence, stats = finding.judge(result)
     assert verdict and evidence
     recorded = {**result.get("trends", {}), **result.get("verdicts", {}),
                 **result.get("claims_fit", {}).get("verdicts", {}),
@@ -144,7 +154,7 @@ def test_subspace_verdict_counts_layers_below_one_half_at_the_loosest_eps():
     scores = [[[0.10, 0.0], [0.30, 0.0]], [[0.20, 0.0], [0.50, 0.1]]]
     base = {"eps": [0.5, 0.15], "pairs": [[0, 1], [2, 3]], "layers": ["a", "b"],
             "match_scores": scores, "linear_cka": [[0.9, 0.8], [0.9, 0.8]], "mean_score_by_eps": [0.275, 0.025]}
-    verdict, evidence = claims.judge_subspace({"base": base})
+    verdict, evidence, stats = claims.judge_subspace({"base": base})
     assert verdict == "shown" and evidence.startswith("2 of 2 layers") and "ε = 0.5" in evidence
     assert "mean score 0.28" in evidence and "CKA of the same layers is 0.85" in evidence
     one_high = [[[0.10, 0.0], [0.60, 0.0]], [[0.20, 0.0], [0.50, 0.1]]]  # layer b: mean 0.55 at eps 0.5
@@ -166,14 +176,14 @@ def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behin
                 "verdicts": {"dominant_datapoints": "shown", "differ_across_seeds": "not shown",
                              "removal_breaks_block": "shown", "forms_early": "shown",
                              "regulariser_removes_block": "partly shown"}}
-    verdict, evidence = claims.judge_dominant_datapoints(document)
+    verdict, evidence, stats = claims.judge_dominant_datapoints(document)
     assert verdict == "shown" and "top 5% carry 0.70, Jaccard between block layers 0.40" in evidence
     assert "(Gaussian scores: 0.25; two random sets: 0.026)" in evidence
-    verdict, evidence = claims.judge_differ_across_seeds(document)
+    verdict, evidence, stats = claims.judge_differ_across_seeds(document)
     assert verdict == "not shown" and "ResNet-110 ×1, n=500, s1: 0.020" in evidence
-    assert claims.judge_removal(document) == ("shown", "ResNet-110 ×1, n=500, s1: contrast 0.60 to 0.10 (random 0.55)")
+    assert claims.judge_removal(document)[:2] == ("shown", "ResNet-110 ×1, n=500, s1: contrast 0.60 to 0.10 (random 0.55)")
     assert claims.judge_forms_early(document)[1].endswith("0.30 (epoch 15), 0.50 (epoch 150)")
-    verdict, evidence = claims.judge_regulariser(document)
+    verdict, evidence, stats = claims.judge_regulariser(document)
     assert verdict == "partly shown" and evidence.startswith("1 of 2 (seed, threshold) runs")
 
 
@@ -183,15 +193,84 @@ def lens_results(found: dict, seen: list, unseen: list, verdict: str) -> dict:
 
 def test_the_lens_row_counts_the_other_measures_that_see_the_block():
     found = {"linear CKA": "shown", "Procrustes": "shown", "RSA": "not shown", "SVCCA": "partly shown"}
-    verdict, evidence = claims.judge_lenses(lens_results(found, ["Procrustes"], ["RSA", "SVCCA"], "partly shown"))
+    verdict, evidence, stats = claims.judge_lenses(lens_results(found, ["Procrustes"], ["RSA", "SVCCA"], "partly shown"))
     assert verdict == "partly shown"
     assert "seen by 1 of 3 other measures (Procrustes)" in evidence and "not by RSA, SVCCA" in evidence
     assert "under linear CKA: shown" in evidence
     untestable = dict.fromkeys(found, "not testable: no seed has a block")
-    verdict, evidence = claims.judge_lenses(lens_results(untestable, [], [], "not testable"))
+    verdict, evidence, stats = claims.judge_lenses(lens_results(untestable, [], [], "not testable"))
     assert verdict == "not testable" and "no seed has a block" in evidence
 
 
 def test_the_lens_row_reads_as_not_run_without_chapter_9():
     row = [r for r in claims.claims_rows({}) if r["chapter"] == "09_measures"]
     assert len(row) == 1 and row[0]["verdict"] == "not run"
+
+
+def pair_entry(seed, others, inside, outside):
+    """A blocked seed's Chapter 4 entry with its per-pair cross-seed CKA (inside, outside) against `others`."""
+    pairs = {str(t): [inside(t), outside(t)] for t in others}
+    return entry(110, 500, seed, block=BLOCK, cross_seed_pairs=pairs,
+                 cross_seed_cka_inside=sum(v[0] for v in pairs.values()) / len(pairs),
+                 cross_seed_cka_outside=sum(v[1] for v in pairs.values()) / len(pairs))
+
+
+def test_seed_uniqueness_with_per_pair_values_is_a_bootstrap_over_seeds():
+    seeds = range(6)
+    steady = [pair_entry(s, [t for t in seeds if t != s], lambda t: 0.4, lambda t: 0.7 + 0.01 * t) for s in range(3)]
+    verdict, _, stats = claims.judge_seeds({"models": table(*steady)})
+    assert verdict == "shown" and "bootstrap over 6 seeds" in stats
+    # pairs that disagree wildly: seed 5 is unlike every blocked seed inside their blocks, the others alike
+    noisy = [pair_entry(s, [t for t in seeds if t != s], lambda t: 0.1 if t == 5 else 0.9, lambda t: 0.75)
+             for s in range(3)]
+    verdict, _, stats = claims.judge_seeds({"models": table(*noisy)})
+    assert verdict == "not shown" and "bootstrap over 6 seeds" in stats
+
+
+def test_rows_of_different_protocol_hashes_are_marked_and_said_so_above_the_table():
+    """No silent mixing (book/protocol.md): each row names its run, and the note above the table says when the
+    rows come from more than one run or from another protocol than the page's."""
+    rows = [{"run": "aaaa"}, {"run": "aaaa"}, {"run": "—"}]
+    assert claims.runs_note(rows, "aaaa") == "Every row comes from one run, under this book's protocol (`aaaa`)."
+    mixed = rows + [{"run": "bbbb"}]
+    note = claims.runs_note(mixed, "aaaa")
+    assert note.startswith("**These rows come from 2 different runs**") and "`aaaa` (2 rows), `bbbb` (1 rows)" in note
+    assert "not written under this page's protocol (`aaaa`), but before it or under another: `bbbb`" in note
+    stale = claims.runs_note(rows, "cccc")
+    assert "different runs" not in stale and "under another: `aaaa`" in stale
+    assert "*pre-protocol*" in claims.runs_note([{"run": "pre-protocol"}], "cccc")
+    assert claims.runs_note([{"run": "—"}], "aaaa") == "No chapter has results for this profile yet."
+    table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f", "stats": "n = 3",
+                                  "chapter": "04_pca", "run": "bbbb"}])
+    assert "n = 3" in table and "`bbbb`" in table
+
+
+def test_a_chapter_reading_another_chapters_stale_results_says_so(tmp_path):
+    profile = profiles.load_profile("smoke")
+    current = claims.protocol.protocol_hash(profile)
+    document = {"schema_version": 2, "provenance": {**provenance(), "protocol": "0123456789abcdef"},
+                "models": table(entry(110, 500, 0, block=BLOCK, cross_seed_cka_inside=0.4, cross_seed_cka_outside=0.7)),
+                "detector": {}, "blocks_broken": [], "cross_seed_matched_stream_mean": 0.8}
+    store.write_json(tmp_path / "04_pca.json", document)
+    sentence = claims.block_uniqueness(tmp_path, profile)
+    assert "written under protocol 0123456789abcdef, not under this book's protocol now" in sentence
+    assert current in sentence
+    document["provenance"]["protocol"] = current
+    store.write_json(tmp_path / "04_pca.json", document)
+    assert "Note:" not in claims.block_uniqueness(tmp_path, profile)
+    assert results.stale_note({"provenance": provenance()}, profile).startswith(
+        "Note: the results read here were written before the protocol")
+
+
+def test_the_subspace_claim_bootstraps_each_layer_over_seeds():
+    """Chapter 7 (book/protocol.md): a layer matches in under half its neurons when its upper bound, from a
+    bootstrap over the four seeds, is below 0.5; a layer whose pairs with one seed match highly is not."""
+    pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    scores = [[[0.10 + 0.01 * a], [0.8 if 3 in (a, b) else 0.2], [0.44 + 0.01 * b]] for a, b in pairs]
+    from widedeep.analyses.matching import subspace_claim
+    claim = subspace_claim(scores, [0.5], pairs)
+    assert claim["verdict"] == "partly shown" and (claim["k"], claim["n"]) == (2, 3)
+    assert claim["layer_intervals"][1][1] > 0.5 > claim["layer_intervals"][2][1]
+    one_pair = subspace_claim(scores[2:3], [0.5], pairs[2:3])   # seeds 0 and 3: layer b's pair is at 0.8
+    assert one_pair["verdict"] == "not shown"
+    assert subspace_claim([[[0.1], [0.2]]], [0.5], [(0, 1)])["verdict"] == "suggestive (2 models)"

@@ -145,6 +145,12 @@ def test_deletion_effects_and_cumulative_curves():
     assert _same_state(model, state)
     assert [(d["block_index"], d["inside_block"]) for d in effects["deletions"]] == [
         (0, False), (1, False), (3, True), (5, True)]
+    # the per-example flips rebuild each deletion's accuracy change, and the score's per-example parts its mean
+    assert effects["examples"] == 16
+    for d in effects["deletions"]:
+        assert (len(d["gained"]) - len(d["lost"])) / 16 == pytest.approx(d["delta_acc"])
+    inside_mean, outside_mean = prune.mean_deltas(effects["deletions"])
+    assert prune.example_scores(effects).mean() == pytest.approx(inside_mean - outside_mean)
     for key in ("cumulative_inside", "cumulative_outside"):
         curve = effects[key]
         assert [c["n_deleted"] for c in curve] == [0, 1, 2] and curve[0]["delta_acc"] == 0
@@ -207,3 +213,13 @@ def test_position_control_averages_the_same_positions_in_models_without_a_block(
     assert inside == pytest.approx((0 * 3 - 0.02) / 4)  # positions 3, 4, 5 of a and 3 of b
     assert outside == pytest.approx((-0.1 * 2 - 0.02) / 5)  # positions 1, 2, 6, 7 of a and 7 of b
     assert all(math.isnan(v) for v in prune.position_control(own, []))
+
+
+def test_example_scores_need_both_sides_and_the_flips():
+    row = lambda index, inside, lost, gained: {"block_index": index, "inside_block": inside, "lost": lost,
+                                              "gained": gained, "delta_acc": (len(gained) - len(lost)) / 4}
+    effects = {"examples": 4, "deletions": [row(0, False, [0, 1], []), row(1, False, [0], [3]), row(2, True, [], [])]}
+    assert prune.example_scores(effects).tolist() == [1.0, 0.5, 0.0, -0.5]   # inside costs nothing, outside does
+    assert prune.example_scores({**effects, "deletions": effects["deletions"][:2]}) is None   # no inside deletion
+    old = {"deletions": [{k: v for k, v in d.items() if k not in ("lost", "gained")} for d in effects["deletions"]]}
+    assert prune.example_scores(old) is None   # a record from before the flips

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,3 +116,14 @@ def test_plateau_verdict():
 def test_a_gain_of_exactly_the_tolerance_is_a_plateau():
     # 0.805 - 0.785 is 0.020000000000000018 in floating point
     assert probes.plateau_verdict([0.785, 0.79, 0.805], [True, True, True], tol=0.02) == probes.PLATEAU
+
+
+def test_the_probe_statistic_is_the_largest_change_from_the_blocks_first_layer():
+    from widedeep.analyses.probes import largest_change
+    inside = [False, True, True, True, True, False]
+    # the endpoints agree (0.80 -> 0.80), but the accuracy climbs 0.06 inside: the plateau rule must see it
+    assert largest_change([0.5, 0.80, 0.86, 0.83, 0.80, 0.9], inside) == pytest.approx(0.06)
+    assert largest_change([0.5, 0.80, 0.79, 0.78, 0.81, 0.9], inside) == pytest.approx(0.02)
+    assert np.isnan(largest_change([0.5, 0.8, 0.9], [False, True, False]))
+    with pytest.raises(ValueError, match="consecutive"):
+        largest_change([0.1, 0.2, 0.3], [True, False, True])

@@ -17,7 +17,7 @@ NAME = "fmnist16-resnet20x1-n500-s0-1a2b3c4d"
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_committed_results_file_follows_the_schema(path):
     document = results.read(path)
-    assert document["schema_version"] in (1, results.SCHEMA_VERSION)
+    assert document["schema_version"] in results.VERSIONS
     assert path.stem in results.CHAPTERS
 
 
@@ -29,15 +29,41 @@ def test_the_committed_cpu_results_cover_every_chapter_of_their_run():
 
 def test_version_1_files_lack_only_the_keys_version_2_added():
     v1 = minimal("06_errors", schema_version=1)
-    for key in results.ADDED_IN_VERSION_2["06_errors"]:
+    for key in results.ADDED_IN_VERSION_2["06_errors"] + results.ADDED_IN_VERSION_3["06_errors"]:
         del v1[key]
     results.validate(v1, "06_errors")
     with pytest.raises(results.SchemaError, match="lacks"):
-        results.validate({**v1, "schema_version": results.SCHEMA_VERSION}, "06_errors")
+        results.validate({**v1, "schema_version": 2}, "06_errors")
     with pytest.raises(results.SchemaError, match="unknown keys"):  # a version-1 file cannot hold a new key
         results.validate({**v1, "power": {}}, "06_errors")
     with pytest.raises(results.SchemaError, match="schema_version is 1"):  # Chapter 8 is new in version 2
         results.validate(minimal("08_origins", schema_version=1), "08_origins")
+
+
+CLAIM = {"verdict": "shown", "n": 5, "mean": 0.1, "interval": [0.05, 0.15], "rule": "book/protocol.md, Chapter 4"}
+
+
+def test_version_2_files_lack_only_the_verdict_objects_and_version_3_needs_them():
+    v2 = minimal("04_pca", schema_version=2)
+    del v2["claims"]
+    results.validate(v2, "04_pca")
+    with pytest.raises(results.SchemaError, match=r"lacks \['claims'\]"):
+        results.validate({**v2, "schema_version": results.SCHEMA_VERSION}, "04_pca")
+    results.validate(minimal("04_pca", claims={"seeds_unique": CLAIM}), "04_pca")
+    results.validate(minimal("01_training", schema_version=2), "01_training")   # Chapter 1 judges no claim
+
+
+@pytest.mark.parametrize("claim, message", [
+    ({**CLAIM, "verdict": "probably"}, "is not a verdict"),
+    ({k: v for k, v in CLAIM.items() if k != "n"}, "a verdict object holds"),
+    ({k: v for k, v in CLAIM.items() if k != "rule"}, "a verdict object holds"),
+    ({**CLAIM, "n": -1}, "not a count"),
+    ({**CLAIM, "interval": [0.1]}, "neither None nor"),
+    ({**CLAIM, "rule": ""}, "name the rule"),
+])
+def test_verdict_objects_off_the_schema_are_refused(claim, message):
+    with pytest.raises(results.SchemaError, match=message):
+        results.validate(minimal("04_pca", claims={"seeds_unique": claim}), "04_pca")
 
 
 def minimal(chapter: str, **changes) -> dict:

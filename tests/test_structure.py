@@ -72,10 +72,10 @@ def test_tested_block_falls_back_to_the_cka_only_control():
     assert m.on_stream(None) is None and m.relative_span(None) is None
 
 
-def analysed(seed: int = 0, with_block: bool = True, depth: int = 14):
+def analysed(seed: int = 0, with_block: bool = True, depth: int = 14, n_train: int = 500):
     """A BlockAnalysis of the planted layout (blocked or not) for a given seed."""
     run, cka, names, kinds, shares, stream = planted(depth)
-    run.config = TrainConfig(depth=depth, width=1, n_train=500, seed=seed, epochs=1, batch_size=50, n_test=1000,
+    run.config = TrainConfig(depth=depth, width=1, n_train=n_train, seed=seed, epochs=1, batch_size=50, n_test=1000,
                              n_val=200)
     block, cka_only = analysis.detect(cka, kinds, shares[:, 0], PARAMS) if with_block else (None, None)
     return analysis.BlockAnalysis(run, cka, names, kinds, shares, block, cka_only)
@@ -104,8 +104,21 @@ def test_cross_seed_split_uses_each_seeds_own_block():
     cross[np.arange(2, 6), np.arange(2, 6)] = 0.3  # the seeds disagree exactly inside seed 0's block
     split = analysis.cross_seed_split([a, b], {(0, 1): cross})
     assert set(split) == {0} and split[0] == pytest.approx((0.3, 0.9))
+    pairs = analysis.cross_seed_pairs([a, b, analysed(2, with_block=False)], {(0, 1): cross, (2, 0): cross})
+    assert set(pairs) == {0} and set(pairs[0]) == {1, 2}   # seed 0 second in its pair with seed 2
 
 
-def test_same_architecture_controls_are_the_unblocked_models_of_that_architecture():
+def test_position_controls_are_the_unblocked_models_of_that_architecture_and_n_train():
     blocked, control, other_depth = analysed(0), analysed(1, with_block=False), analysed(2, False, depth=20)
-    assert analysis.same_architecture_without_block(blocked, [blocked, control, other_depth]) == [control]
+    other_data = analysed(3, with_block=False, n_train=1000)
+    assert analysis.same_architecture_without_block(blocked, [blocked, control, other_depth, other_data]) == [control]
+
+
+def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out():
+    assert analysis.left_out({"train_acc": 0.995}, "grid", 0.99) is None
+    assert analysis.left_out({"train_acc": 0.97}, "grid", 0.99).startswith("misses the interpolation rule")
+    assert analysis.left_out({"train_acc": 0.5}, "grid", None) is None          # no rule (smoke)
+    assert analysis.left_out({"train_acc": 0.7}, "seed_study", 0.99) is None    # below the rule by design
+    assert analysis.left_out({"train_acc": 1.0}, "short_arm", 0.99).startswith("short arm")
+    rows = [{"train_acc": 0.995}, {"train_acc": 0.98}]
+    assert analysis.misses_rule(rows, 0.99) == [rows[1]] and analysis.misses_rule(rows, None) == []

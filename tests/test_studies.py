@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_structure import PARAMS, analysed
+from test_structure import PARAMS, analysed, planted
 from widedeep import labels, profiles
-from widedeep.analyses import checks, first_pc, matching, populations, pruning, structure, trends
+from widedeep.analyses import checks, conditions, first_pc, matching, populations, pruning, structure, trends
 from widedeep.analyses import verdicts as v
 from widedeep.book import claims, notebook, results, tables
 from widedeep.train import TrainConfig
@@ -96,6 +96,38 @@ def test_grid_layout_sweep_and_trend_verdicts():
     assert blocked.stream_cka.shape == (len(blocked.stream),) * 2
 
 
+def planted_grid(profile, train_acc, with_block):
+    """Every main-arm model of `profile` as a planted analysis, its train accuracy and block chosen per config."""
+    models = []
+    for config in profiles.training_grid(profile):
+        run, cka, names, kinds, shares, _ = planted(config.depth)
+        run.config = config
+        run.metrics = {"final": {"test_acc": 0.8, "train_acc": train_acc(config)},
+                       "parameters": int(1e4 * config.depth * config.width ** 2)}
+        block, cka_only = structure.detect(cka, kinds, shares[:, 0], PARAMS) if with_block(config) else (None, None)
+        models.append(structure.BlockAnalysis(run, cka, names, kinds, shares, block, cka_only))
+    return models
+
+
+def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law(monkeypatch):
+    profile = profiles.with_values(SMOKE, n_trains=[250, 500, 1000], seeds=[0, 1], min_train_acc=0.99)
+    missing = profiles.training_grid(profile)[4]
+    grid = planted_grid(profile, lambda c: 0.95 if c == missing else 1.0,
+                        lambda c: (c.depth == 14 or c.width == 2) == (c.n_train <= 500))
+    monkeypatch.setattr(structure, "analyse_all", lambda configs, p: grid if configs else [])
+    study = conditions.ConditionsStudy(profile)
+    assert [r["name"] for r in study.left_out] == [missing.name()]
+    assert missing.name() not in {r["name"] for r in study.main_rows} and len(study.main_rows) == len(grid) - 1
+    assert study.rule_held() == (len(grid) - 1, len(grid), 0.95)
+    claims_ = study.claims()
+    assert {c["n"] for c in claims_.values()} == {len(grid) - 1} and claims_["capacity"]["left_out"] == 1
+    assert study.fits["continuous_fit"].n_models == len(grid) - 1         # the law never saw it
+    assert "train accuracy 0.950" in study.left_out_sentence()
+    assert study.record()["claims_fit"]["left_out"] == [missing.name()]
+    # without a rule (smoke) nothing is left out
+    assert conditions.ConditionsStudy(profiles.with_values(profile, min_train_acc=None)).left_out == []
+
+
 def test_first_pc_summaries_broken_blocks_and_records():
     blocked, unblocked = analysed(0), analysed(1, with_block=False)
     summary = first_pc.share_summary([blocked, unblocked])
@@ -106,8 +138,10 @@ def test_first_pc_summaries_broken_blocks_and_records():
     effects = [structure.removal_effect(m, faded, PARAMS) for m in (blocked, unblocked)]
     tested, broken, change = first_pc.broken_blocks([blocked, unblocked], effects, PARAMS)
     assert tested == broken == [blocked] and change == pytest.approx([0.0])
-    entries = first_pc.entries([blocked, unblocked], effects, {0: (0.3, 0.9)}, [blocked, unblocked])
+    roles = {m.run.config.name(): {"role": "seed_study", "left_out": None} for m in (blocked, unblocked)}
+    entries = first_pc.entries([blocked, unblocked], effects, {0: {1: (0.3, 0.9)}}, [blocked, unblocked], roles)
     assert entries[0]["cross_seed_cka_inside"] == 0.3 and "cross_seed_cka_inside" not in entries[1]
+    assert entries[0]["cross_seed_pairs"] == {"1": [0.3, 0.9]} and entries[0]["role"] == "seed_study"
     assert entries[0]["span_from"] == "block" and entries[0]["block_after_pc1_removal"] is None
     assert first_pc.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
     assert first_pc.split_sentence({}) == "no seed has a block"
@@ -127,12 +161,15 @@ def probe_rows(m, accuracies):
             for name, a in zip(m.stream_names, accuracies)]
 
 
-def effects(inside_cost, outside_cost, inside):
-    """Deletion effects: every block but the first of each stage deletable, costs by side."""
+def effects(inside_cost, outside_cost, inside, examples=10_000):
+    """Deletion effects: every block but the first of each stage deletable, costs by side; each deletion loses the
+    first examples (as many as its cost says), so the per-example flips agree with the accuracy changes."""
     deletions = [{"block_index": i, "delta_acc": inside_cost if inside[i] else outside_cost,
-                  "delta_acc_repaired": 0.0, "inside_block": inside[i]} for i in range(len(inside))]
+                  "delta_acc_repaired": 0.0, "inside_block": inside[i], "gained": [],
+                  "lost": list(range(round(-(inside_cost if inside[i] else outside_cost) * examples)))}
+                 for i in range(len(inside))]
     curve = [{"n_deleted": 0, "blocks": [], "delta_acc": 0.0, "delta_acc_repaired": 0.0}]
-    return {"baseline_acc": 0.8, "repair_only_delta": 0.0, "deletions": deletions,
+    return {"baseline_acc": 0.8, "repair_only_delta": 0.0, "deletions": deletions, "examples": examples,
             "cumulative_inside": curve + [{"n_deleted": 1, "blocks": [2], "delta_acc": inside_cost,
                                            "delta_acc_repaired": 0.0}],
             "cumulative_outside": curve + [{"n_deleted": 1, "blocks": [0], "delta_acc": outside_cost,
@@ -143,7 +180,7 @@ def test_pruning_study_judges_plateau_position_and_deletion_cost():
     blocked, control = analysed(0), analysed(1, with_block=False)
     for m in (blocked, control):
         m.run.test_acc = 0.8
-    study = pruning.PruningStudy([blocked, control], SMOKE)
+    study = pruning_study([blocked, control])
     assert study.with_block == [blocked.label] and study.controls == []
     shown, note = study.focus()
     assert shown == [blocked, control] and note.startswith("1 of 2 models have a block")
@@ -153,15 +190,20 @@ def test_pruning_study_judges_plateau_position_and_deletion_cost():
                         control.label: probe_rows(control, [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9])}
     texts = study.judge_probes()
     assert texts["probe_verdict"] == v.suggestive(1) and study.verdicts[blocked.label]["probe"] == v.PLATEAU
+    assert study.verdicts[blocked.label]["probe_change"] == pytest.approx(0.01)
     position = study.probe_position_control()
-    assert position["probe_specific"].startswith(v.SPECIFIC + ":")   # the control rises across the same layers
+    assert position["probe_specific"] == v.suggestive(1)   # the control rises 0.10 across the same layers
+    assert position["probe_headline"] == "suggestive (1 model), specificity suggestive (1 model) (n = 1)"
     inside = [False, True, True, False, False, False]
     assert study.inside_stream(blocked)[2:6] == [True] * 4 and not any(study.inside_stream(control))
     study.effects = {blocked.label: effects(-0.01, -0.10, inside), control.label: effects(-0.09, -0.10, inside)}
     assert study.judge_deletions()["single_verdict"] == v.suggestive(1)
+    assert study.deletion_scores[blocked.label]["score"] == pytest.approx(0.09)
+    assert study.deletion_scores[blocked.label]["se"] == pytest.approx((0.09 * 0.91 / 10_000) ** 0.5, rel=0.25)
     texts = study.position_control()
     # Inside costs 0.01 in the blocked model and 0.09 at the same positions without a block: beyond position.
     assert texts["position_verdict"] == v.suggestive(1) and study.position[blocked.label]["control_inside"] == -0.09
+    assert study.position[blocked.label]["beyond_position"] == pytest.approx(0.09 - (-0.09 + 0.10))
     assert study.cumulative()["cumulative_verdict"] == v.suggestive(1)
     found = study.found()
     assert set(found) == set(pruning.PruningStudy.CLAIMS) and all(v.head(x) for x in found.values())
@@ -170,7 +212,72 @@ def test_pruning_study_judges_plateau_position_and_deletion_cost():
     assert list(record["models"]) == [name, control_name]
     assert record["position_control"][name]["controls"] == [control_name]
     assert record["probe_position_control"] == {name: {control_name: pytest.approx(0.8 - 0.65)}}
+    assert {"probe", "probe_plateau", "probe_specific", "deletion", "deletion_beyond_position"} <= set(
+        record["claims"])
+    results.validate({"schema_version": results.SCHEMA_VERSION,
+                      "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "05_pruning")
     assert "mean Δ in / out" in tables.deletion_table(study) and "CKA-only" not in tables.spans_table(study)
+
+
+def pruning_study(models, left_out=()):
+    study = pruning.PruningStudy(models, SMOKE)
+    study.eligibility = {m.run.config.name(): {"role": "grid", "left_out": "misses" if m in left_out else None}
+                         for m in models}
+    study.judged = [m for m in study.blocked if m not in left_out]
+    return study
+
+
+def test_a_deletion_score_with_a_standard_error_over_the_bound_is_left_out_and_counted():
+    models = [analysed(s) for s in range(4)]
+    study = pruning_study(models)
+    inside = [False, True, True, False, False, False]
+    study.effects = {m.label: effects(-0.01, -0.10, inside, examples=10_000 if m.run.config.seed else 100)
+                     for m in models}   # seed 0 scored on 100 examples: standard error ~0.03
+    study.judge_deletions()
+    claim = study.claims["deletion"]
+    assert study.deletion_scores[models[0].label]["se"] > 0.005 and not study.deletion_scores[models[0].label]["kept"]
+    assert claim["n"] == 3 and claim["left_out"] == 1 and claim["over_se"] == [models[0].label]
+    assert claim["verdict"] == v.SHOWN   # the three kept models agree exactly
+    assert "1 with a standard error over 0.005" in claim["left_out_why"]
+    study.position_control()   # every model has a block: nothing to control position with
+    assert study.claims["deletion_beyond_position"]["verdict"] == "not testable: no position control"
+    noisy = pruning_study(models)
+    noisy.effects = {m.label: effects(-0.01, -0.10, inside, examples=100) for m in models}
+    noisy.judge_deletions()
+    noisy.position_control()
+    assert noisy.claims["deletion"]["n"] == 0 and noisy.claims["deletion"]["left_out"] == 4
+    assert noisy.claims["deletion_beyond_position"]["verdict"].endswith("within its standard-error bound")
+
+
+def test_the_probe_row_states_the_plateau_and_its_control_in_one_headline():
+    blocked = [analysed(s) for s in range(3)]
+    controls = [analysed(s, with_block=False) for s in range(3, 5)]
+    study = pruning_study(blocked + controls)
+    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]
+    study.probe_rows = {m.label: probe_rows(m, [x + 0.001 * i for x in flat]) for i, m in enumerate(blocked)}
+    study.probe_rows |= {m.label: probe_rows(m, flat) for m in controls}   # the controls plateau there too
+    study.judge_probes()
+    assert study.claims["probe_plateau"]["verdict"] == v.SHOWN
+    study.probe_position_control()
+    assert study.claims["probe"]["verdict"] == "shown, not specific to the block (n = 3)"
+    rising = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9]
+    study.probe_rows |= {m.label: probe_rows(m, [x + 0.002 * i for x in rising]) for i, m in enumerate(controls)}
+    study.probe_position_control()
+    assert study.claims["probe"]["verdict"] == "shown, specific to the block (n = 3)"
+    alone = pruning_study(blocked)   # no model without a block: the control cannot be tested
+    alone.probe_rows = study.probe_rows
+    alone.judge_probes()
+    alone.probe_position_control()
+    assert alone.claims["probe"]["verdict"] == "shown, control not testable (n = 3)"
+
+
+def test_a_grid_model_below_the_interpolation_rule_is_not_judged():
+    models = [analysed(s) for s in range(4)]
+    study = pruning_study(models, left_out=models[:1])
+    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]
+    study.probe_rows = {m.label: probe_rows(m, flat) for m in models}
+    study.judge_probes()
+    assert study.claims["probe_plateau"]["n"] == 3 and study.claims["probe_plateau"]["left_out"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The verdict vocabulary: one set of constants, composed verdicts keep their head, tallies and agreement."""
 
+import numpy as np
 import pytest
 
 from widedeep.analyses import verdicts
@@ -81,3 +82,72 @@ def test_paired_verdict_reads_the_t_interval_in_the_papers_direction():
     assert verdicts.paired_verdict([0.1, 0.2, 0.3], +1)["sign_flip_p"] is None   # fewer than 5 models
     with pytest.raises(ValueError, match="direction"):
         verdicts.paired_verdict([0.1], 0)
+
+
+def pairs_of(seeds, blocked, value):
+    """values[(s, t)] for each blocked seed s and every other seed t, from value(s, t)."""
+    return {(s, t): value(s, t) for s in blocked for t in seeds if t != s}
+
+
+def test_pair_bootstrap_excludes_zero_when_every_pair_agrees_and_covers_it_when_pairs_are_noisy():
+    seeds, blocked = list(range(8)), [0, 1, 2, 3]
+    rng = np.random.default_rng(0)
+    steady = pairs_of(seeds, blocked, lambda s, t: -0.30 + 0.01 * rng.standard_normal())
+    result = verdicts.pair_bootstrap_verdict(steady, blocked, seeds, -1, resamples=500)
+    assert result["verdict"] == "shown" and result["n"] == 4 and result["interval"][1] < 0
+    # the same mean, but each pair's value is dominated by noise of either sign: the interval must cover 0
+    noisy = pairs_of(seeds, blocked, lambda s, t: -0.05 + 0.8 * rng.standard_normal())
+    result = verdicts.pair_bootstrap_verdict(noisy, blocked, seeds, -1, resamples=500)
+    assert result["interval"][0] < 0 < result["interval"][1] and result["verdict"] == "not shown"
+    assert "bootstrap over 8 seeds, 500 resamples" in result["test"]
+
+
+def test_pair_bootstrap_redraws_seeds_not_pairs():
+    """A seed that is an outlier in every pair it belongs to moves the interval as one unit: with seed 7 far off,
+    resampling seeds (not the 4 x 7 pairs as if independent) gives a wider interval than the pairs' t-interval."""
+    seeds, blocked = list(range(8)), [0, 1, 2, 3]
+    values = pairs_of(seeds, blocked, lambda s, t: -0.2 + (1.0 if t == 7 else 0.0) + 0.01 * s)
+    result = verdicts.pair_bootstrap_verdict(values, blocked, seeds, -1, resamples=1000)
+    _, low, high = verdicts.t_interval(list(values.values()))
+    assert result["interval"][1] - result["interval"][0] > high - low
+
+
+def test_pair_bootstrap_with_fewer_than_three_blocked_seeds_is_at_most_suggestive():
+    seeds = [0, 1, 2]
+    values = pairs_of(seeds, [0, 1], lambda s, t: -0.3)
+    result = verdicts.pair_bootstrap_verdict(values, [0, 1], seeds, -1, resamples=100)
+    assert result["verdict"] == "suggestive (2 models)" and result["interval"] is None
+    assert verdicts.pair_bootstrap_verdict({}, [], seeds, -1, resamples=100)["verdict"] == "not testable"
+
+
+def test_seed_bootstrap_drops_and_counts_draws_where_the_statistic_is_undefined():
+    def spread(drawn):   # undefined when every drawn seed is the same one
+        return np.nan if len(set(drawn)) == 1 else float(np.std(drawn))
+    result = verdicts.seed_bootstrap([0, 1, 2], spread, resamples=2000)
+    assert 150 < result["undefined"] < 300 and np.isfinite(result["interval"]).all()   # about 3/27 of the draws
+    vector = verdicts.seed_bootstrap([0, 1, 2, 3], lambda d: np.array([np.mean(d), -np.mean(d)]), resamples=300)
+    assert np.allclose(vector["interval"][0], -vector["interval"][1][::-1])
+
+
+def test_bootstrap_se_is_the_standard_error_of_the_mean():
+    values = np.random.default_rng(1).choice([-1.0, 0.0, 1.0], size=1000, p=[0.05, 0.9, 0.05])
+    se = verdicts.bootstrap_se(values, resamples=2000)
+    assert se == pytest.approx(values.std() / np.sqrt(len(values)), rel=0.1)
+    assert verdicts.bootstrap_se(np.zeros(50), resamples=100) == 0.0
+
+
+def test_bound_verdict_needs_the_upper_bound_under_the_tolerance():
+    assert verdicts.bound_verdict([0.005, 0.01, 0.008, 0.006], 0.02)["verdict"] == "shown"
+    straddles = verdicts.bound_verdict([0.0, 0.04, 0.01, 0.03], 0.02)
+    assert straddles["verdict"] == "not shown" and straddles["interval"][0] < 0.02 < straddles["interval"][1]
+    assert verdicts.bound_verdict([0.05, 0.06, 0.07], 0.02)["verdict"] == "not shown"
+    assert verdicts.bound_verdict([0.01], 0.02)["verdict"] == "suggestive (1 model)"
+
+
+def test_a_verdict_object_carries_its_rule_and_what_was_left_out():
+    result = verdicts.claim(verdicts.paired_verdict([0.1, 0.2, 0.15], +1), "Chapter 5: deletion", left_out=2,
+                            left_out_why="standard error over 0.005")
+    assert result["rule"] == "Chapter 5: deletion" and result["n"] == 3
+    assert verdicts.describe(result).endswith("; 2 left out (standard error over 0.005)")
+    with pytest.raises(ValueError, match="verdict"):
+        verdicts.claim({"verdict": "probably", "n": 3}, "x")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from widedeep import profiles
-from widedeep.analyses import incidence, structure
+from widedeep.analyses import incidence, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
+from widedeep.labels import entry_label
 from widedeep.profiles import Profile
 
 FITS = ("incidence_fit", "continuous_fit", "block_size_fit")  # the laws fitted on each arm
@@ -32,8 +33,11 @@ class ConditionsStudy:
         self.main = structure.analyse_all(profiles.training_grid(profile), profile)
         self.short = structure.analyse_all(profiles.short_arm_grid(profile), profile)
         g = profile.grid
-        self.main_rows = incidence.law_rows([m.summary() for m in self.main], g.width_series_depth,
-                                            g.depth_series_width)
+        self.all_rows = incidence.law_rows([m.summary() for m in self.main], g.width_series_depth,
+                                           g.depth_series_width)
+        # the interpolation rule (book/protocol.md): a grid model that misses it is left out of the law
+        self.left_out = structure.misses_rule(self.all_rows, g.min_train_acc)
+        self.main_rows = [r for r in self.all_rows if r not in self.left_out]
         self.short_rows = incidence.law_rows([m.summary() for m in self.short], g.width_series_depth,
                                              g.depth_series_width)
         self.fits = self._fits(self.main_rows)
@@ -56,7 +60,7 @@ class ConditionsStudy:
                  else [(d, g.depth_series_width) for d in g.depths])
         n_trains = sorted(g.n_trains, reverse=True)
         layout = structure.grid_layout(self.main, archs, n_trains, g.seeds[0])
-        cells = incidence.cell_incidence(self.main_rows)
+        cells = incidence.cell_incidence(self.all_rows)
         titles = [[cell_title(*cells[(d, float(w), n)]) if (d, float(w), n) in cells else "" for d, w in archs]
                   for n in n_trains]
         return layout, [f"n_train = {n}" for n in n_trains], archs, titles
@@ -65,9 +69,12 @@ class ConditionsStudy:
 
     def rule_held(self) -> tuple[int, int, float]:
         """(main-arm models meeting the profile's train-accuracy rule, models, lowest train accuracy); no rule: all."""
-        accs = [r["train_acc"] for r in self.main_rows]
-        rule = self.profile.grid.min_train_acc
-        return sum(rule is None or a >= rule for a in accs), len(accs), min(accs)
+        accs = [r["train_acc"] for r in self.all_rows]
+        return len(accs) - len(self.left_out), len(accs), min(accs)
+
+    def left_out_sentence(self) -> str:
+        """'none' or the grid models the interpolation rule leaves out of the law, with their train accuracy."""
+        return "; ".join(f"{entry_label(r)} (train accuracy {r['train_acc']:.3f})" for r in self.left_out) or "none"
 
     def counts(self) -> dict[str, str]:
         """'k of n' models with a block in each arm."""
@@ -129,6 +136,29 @@ class ConditionsStudy:
             laws = incidence.law_record(fits, rows) if fits is not None else {}
             for key in FITS:
                 record[arm + key] = laws.get(key)  # None: the arm cannot separate capacity from data
-        key, verdicts = self.claim_fit()
-        record["claims_fit"] = {"fit": key, "verdicts": verdicts or {}}
+        key, found = self.claim_fit()
+        record["claims_fit"] = {"fit": key, "verdicts": found or {}, "left_out": [r["name"] for r in self.left_out]}
+        record["claims"] = self.claims()
         return record
+
+    def claims(self) -> dict[str, dict]:
+        """Claims 1 and 2 as verdict objects (book/protocol.md, Chapter 3): the capacity and data coefficients of
+        the fit that carries the claims with their intervals, and "relative to data" with its likelihood-ratio p;
+        n is the models fitted, and the grid models the interpolation rule left out are counted."""
+        key, found = self.claim_fit()
+        fit = self.fits[key] if found else None
+        common = {"n": len(self.main_rows), "fit": key, "left_out": len(self.left_out),
+                  "left_out_why": "grid models below the interpolation rule"}
+        rule = (f"book/protocol.md, Chapter 3: the {key.replace('_', ' ')}'s" if found else
+                "book/protocol.md, Chapter 3 (no law fitted: the grid cannot separate capacity from data):")
+        out = {}
+        for name, sign in (("capacity", "> 0"), ("data", "< 0")):
+            value = fit.coefficients.get(name) if fit is not None and fit.estimable else None
+            out[name] = verdicts.claim({**common, "verdict": found[name] if found else verdicts.NOT_TESTABLE,
+                                        "mean": None if value is None else value[0],
+                                        "interval": None if value is None else [value[1], value[2]]},
+                                       f"{rule} {name} coefficient {sign}, profile-likelihood interval")
+        out["relative"] = verdicts.claim({**common, "verdict": found["relative"] if found else verdicts.NOT_TESTABLE,
+                                          "interval": None, "lr_test_p": None if fit is None else fit.relative_test_p},
+                                         f"{rule} capacity and data shown, capacity + data = 0 not rejected")
+        return out

@@ -228,20 +228,29 @@ def deletion_logits(model: nn.Module, images: torch.Tensor, repair_images: torch
         yield i, plain, torch.cat([run_blocks(fixed, x, i + 1) for x in repaired_inputs[i]])
 
 
+def flips(logits: torch.Tensor, intact_right: np.ndarray, labels: torch.Tensor) -> dict[str, list[int]]:
+    """The test examples a deletion turns from right to wrong ("lost") and from wrong to right ("gained")."""
+    right = (logits.argmax(1).cpu() == labels.cpu()).numpy()
+    return {"lost": np.flatnonzero(intact_right & ~right).tolist(), "gained": np.flatnonzero(~intact_right & right).tolist()}
+
+
 def single_deletions(model: nn.Module, test: ImageData, repair_images: torch.Tensor,
                      batch_size: int = 500) -> dict:
     """Test accuracy change for deleting each deletable block alone, without and with BN repair.
 
-    Returns {"baseline_acc", "repair_only_delta", "deletions": [{"block_index", "delta_acc",
-    "delta_acc_repaired"}]}.
+    Returns {"baseline_acc", "repair_only_delta", "examples", "deletions": [{"block_index", "delta_acc",
+    "delta_acc_repaired", "lost", "gained"}]}: "lost" and "gained" are the test examples the plain deletion
+    turns wrong and right (`flips`), from which `example_scores` rebuilds every per-example change.
     """
     sweep = deletion_logits(model, test.images, repair_images, batch_size)
     _, intact, repaired = next(sweep)
     baseline = _correct(intact, test.labels)
+    intact_right = (intact.argmax(1).cpu() == test.labels.cpu()).numpy()
     rows = [{"block_index": i, "delta_acc": _correct(plain, test.labels) - baseline,
-             "delta_acc_repaired": _correct(mended, test.labels) - baseline} for i, plain, mended in sweep]
+             "delta_acc_repaired": _correct(mended, test.labels) - baseline, **flips(plain, intact_right, test.labels)}
+            for i, plain, mended in sweep]
     return {"baseline_acc": baseline, "repair_only_delta": _correct(repaired, test.labels) - baseline,
-            "deletions": rows}
+            "examples": len(test.labels), "deletions": rows}
 
 
 def cumulative_deletions(model: nn.Module, test: ImageData, repair_images: torch.Tensor, order: Sequence[int],
@@ -307,6 +316,25 @@ def mean_deltas(deletions: Sequence[dict], key: str = "delta_acc") -> tuple[floa
     outside = [d[key] for d in deletions if not d["inside_block"]]
     return (float(np.mean(inside)) if inside else float("nan"),
             float(np.mean(outside)) if outside else float("nan"))
+
+
+def example_scores(effects: dict) -> np.ndarray | None:
+    """Per test example, its part of the deletion score (book/protocol.md, Chapter 5): the mean over deletions
+    inside the block of its change in correctness (+1 gained, -1 lost, 0 otherwise) minus the same over
+    deletions outside. Their mean is mean_delta_inside - mean_delta_outside; None when a side has no deletion
+    (or the record predates the per-example flips)."""
+    rows = effects["deletions"]
+    sides = [[d for d in rows if d["inside_block"] == side] for side in (True, False)]
+    if not all(sides) or "examples" not in effects or any("lost" not in d for d in rows):
+        return None
+    means = []
+    for side in sides:
+        change = np.zeros(effects["examples"])
+        for d in side:
+            change[d["gained"]] += 1
+            change[d["lost"]] -= 1
+        means.append(change / len(side))
+    return means[0] - means[1]
 
 
 def cost_verdict(inside_delta: float, outside_delta: float, margin: float = 0.01) -> str:

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from widedeep import profiles, records
-from widedeep.analyses import runs
+from widedeep import profiles, protocol, records
+from widedeep.analyses import runs, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.analyses.verdicts import fraction_verdict
 from widedeep.capture import capture_outputs
@@ -39,6 +39,40 @@ def subspace_verdict(match_scores: Sequence[Sequence[Sequence[float]]], eps: Seq
     loosest = scores[:, :, int(np.argmax(eps))].mean(axis=0)
     low = int(np.sum(loosest < threshold))
     return fraction_verdict(low, loosest.size, min_models=1), low, loosest.size  # layers, not models
+
+
+def subspace_claim(match_scores: Sequence[Sequence[Sequence[float]]], eps: Sequence[float],
+                   pairs: Sequence[Sequence[int]], rules: dict | None = None) -> dict:
+    """Wang et al.'s claim (book/protocol.md, Chapter 7) as a verdict object: per layer, the maximum-match score at
+    the loosest ε averaged over the seed pairs, with a bootstrap interval over seeds (`verdicts.seed_bootstrap`:
+    a draw averages the pairs of distinct drawn seeds); a layer matches in fewer than half its neurons when its
+    upper bound is below `subspace_half`. Shown when every layer does, partly shown when some do, not shown when
+    none do (layers are not independent units: no interval over layers). `match_scores` is (pairs, layers, ε);
+    `pairs` the seeds of each pair."""
+    rules = rules or protocol.rules()
+    scores = np.asarray(match_scores, dtype=float)[:, :, int(np.argmax(eps))]
+    by_pair = {frozenset(map(int, pair)): row for pair, row in zip(pairs, scores)}
+    seeds = sorted({int(s) for pair in pairs for s in pair})
+    rule = "book/protocol.md, Chapter 7: a layer's upper bound (bootstrap over seeds) below subspace_half"
+    if len(seeds) < 2:
+        return verdicts.claim({"verdict": verdicts.NOT_TESTABLE, "n": scores.shape[1], "interval": None}, rule)
+
+    def per_layer(drawn: list) -> np.ndarray:
+        rows = [by_pair[frozenset((a, b))] for i, a in enumerate(drawn) for b in drawn[i + 1:] if a != b]
+        return np.mean(rows, axis=0) if rows else np.full(scores.shape[1], np.nan)
+
+    boot = verdicts.seed_bootstrap(seeds, per_layer, rules["pair_bootstrap_resamples"], rules["level"])
+    low, high = boot["interval"]
+    below = high < rules["subspace_half"]
+    verdict = verdicts.fraction_verdict(int(below.sum()), len(below), min_models=1)
+    if len(seeds) < rules["min_models"]:   # one pair: the interval is that pair's value, at most suggestive
+        verdict = verdicts.suggestive(len(seeds)) if below.all() else verdicts.NOT_SHOWN
+    return verdicts.claim({"verdict": verdict,
+                           "n": len(below), "k": int(below.sum()), "interval": None,
+                           "layer_means": boot["estimate"].tolist(),
+                           "layer_intervals": [[float(a), float(b)] for a, b in zip(low, high)],
+                           "seeds": len(seeds), "pairs": len(pairs), "undefined_resamples": boot["undefined"],
+                           "test": f"bootstrap over {len(seeds)} seeds, per layer"}, rule)
 
 
 def rank_sentence(rank_corr: float) -> str:
@@ -127,10 +161,15 @@ class MatchStudy:
 
     def verdict(self) -> dict[str, str]:
         """Wang et al.'s finding, layer by layer, at the loosest ε: the verdict the claims table shows."""
-        self.wang_verdict, low, n = subspace_verdict(self.scores, self.eps)
-        loosest = self.scores[:, :, -1].mean(0)
-        high = [f"{name} ({score:.2f})" for name, score in zip(self.layers, loosest) if score >= 0.5]
-        return {"wang_verdict": self.wang_verdict, "low_layers": f"{low} of {n}", "loose_eps": f"{self.eps[-1]:g}",
+        seeds = [[self.runs[i].config.seed, self.runs[j].config.seed] for i, j in self.pairs]
+        self.claim = subspace_claim(self.scores, self.eps, seeds)
+        self.wang_verdict = self.claim["verdict"]
+        loosest = int(np.argmax(self.eps))
+        bounds = self.claim.get("layer_intervals") or [[np.nan, np.nan]] * len(self.layers)
+        high = [f"{name} ({score:.2f}, upper bound {bound[1]:.2f})" for name, score, bound in
+                zip(self.layers, self.scores[:, :, loosest].mean(0), bounds) if not bound[1] < 0.5]
+        return {"wang_verdict": self.wang_verdict, "low_layers": f"{self.claim.get('k', 0)} of {len(self.layers)}",
+                "loose_eps": f"{self.eps[loosest]:g}", "wang_n": verdicts.describe(self.claim),
                 "high_layers": ", ".join(high) or "none"}
 
     # -- the authors' sampling -------------------------------------------------------------------
@@ -257,4 +296,5 @@ class MatchStudy:
             "disagreement": {"spearman_cka_vs_match": self.rank_corr, "layer": self.layer,
                              "checks": {k: {"linear_cka": c, "match": m} for k, (c, m) in self.checks.items()},
                              "kept_directions": self.kept},
-            "block": self.block, "verdicts": {"wang_low_match": self.wang_verdict}}
+            "block": self.block, "verdicts": {"wang_low_match": self.wang_verdict},
+            "claims": {"wang_low_match": self.claim}}

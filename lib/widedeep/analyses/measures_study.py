@@ -185,6 +185,23 @@ def lens_claim(block_verdicts: dict[str, str], reference: str = "linear CKA") ->
     return verdicts.fraction_verdict(len(seen), len(judged), min_models=1), seen, unseen  # measures, not models
 
 
+def lens_claim_object(details: dict[str, dict], block_verdicts: dict[str, str],
+                      reference: str = "linear CKA") -> dict:
+    """Claim 14 (book/protocol.md, Chapter 9) as a verdict object: over the measures other than `reference`
+    that could be judged, k of them see the block (each a share claim over the blocked seeds, whose k of n and
+    Clopper-Pearson interval are kept per measure); the models are the seed study's seeds."""
+    verdict, seen, unseen = lens_claim(block_verdicts, reference)
+    measures = {}
+    for lens in seen + unseen:
+        hits, total = sum(e["seen"] for e in details[lens].values()), len(details[lens])
+        measures[lens] = {"verdict": block_verdicts[lens], "k": hits, "n": total,
+                          "interval": list(verdicts.clopper_pearson(hits, total)) if total else None}
+    return verdicts.claim({"verdict": verdict, "n": len(measures), "k": len(seen), "interval": None,
+                           "unit": "measures", "measures": measures, "seen_by": seen, "not_seen_by": unseen},
+                          "book/protocol.md, Chapter 9: each other measure's share of blocked seeds whose contrast "
+                          "beats the block-free seeds' runs (null share_null); shown when every measure is")
+
+
 def accuracy_with_layer(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         layer: str | None = None, k: int = 0) -> float:
     """The model's accuracy on `images` (one batch) with `layer`'s output stripped of its top-k PCs (over them)."""

@@ -203,3 +203,62 @@ def removal_effect(grams: Sequence[np.ndarray], inside: Sequence[bool], fraction
         control_after = contrast_without(top_set(control_scores, k / len(measure)))
         out.update(contrast_after_control=control_after, drop_control=before - control_after)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol's tests of the follow-up's claims (book/protocol.md, Chapter 8)
+# ---------------------------------------------------------------------------------------------
+
+def span_jaccard(a: Sequence[int] | None, b: Sequence[int] | None) -> float:
+    """Jaccard of the layers of two spans, each (first, last) inclusive layer positions; 0 when either is None."""
+    if a is None or b is None:
+        return 0.0
+    first, second = set(range(a[0], a[1] + 1)), set(range(b[0], b[1] + 1))
+    return len(first & second) / len(first | second)
+
+
+def seed_label_permutation_test(sets: dict[tuple[int, int], Sequence[int]], permutations: int,
+                                seed: int = 0) -> dict:
+    """Do one seed's dominant sets at two layers overlap more than two seeds' sets at one layer?
+
+    `sets[(seed, layer)]` holds a seed's dominant examples at one layer. Statistic: mean Jaccard between
+    one seed's sets at two different layers minus mean Jaccard between two seeds' sets at one layer.
+    Null: the seed labels permuted within each layer (each layer's sets shuffled among the seeds present
+    there), `permutations` seeded draws; one-sided p = (1 + draws at least as large) / (1 + draws).
+    (scipy.stats.permutation_test permutes whole samples or pairs of equal size; here each layer is its own
+    stratum with its own set of seeds, so the draws are made here.) Needs at least one layer shared by two
+    seeds and one seed with sets at two layers.
+    """
+    keys = sorted(sets)
+    seeds = np.array([k[0] for k in keys])
+    layers = np.array([k[1] for k in keys])
+    n_examples = 1 + max(int(np.max(v)) for v in sets.values())
+    member = np.zeros((len(keys), n_examples))
+    for row, key in enumerate(keys):
+        member[row, np.asarray(sets[key], int)] = 1
+    shared = member @ member.T
+    sizes = member.sum(axis=1)
+    jaccard_matrix = shared / (sizes[:, None] + sizes[None, :] - shared)
+    same_layer = layers[:, None] == layers[None, :]
+    across = same_layer & ~np.eye(len(keys), dtype=bool)
+    if not across.any() or not ((seeds[:, None] == seeds[None, :]) & ~same_layer).any():
+        raise ValueError("the test needs a layer shared by two seeds and a seed with sets at two layers")
+    across_mean = float(jaccard_matrix[across].mean())
+
+    def within(labels: np.ndarray) -> float:
+        mask = (labels[:, None] == labels[None, :]) & ~same_layer
+        return float(jaccard_matrix[mask].mean())
+
+    observed = within(seeds) - across_mean
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(layers == layer) for layer in np.unique(layers)]
+    drawn = np.empty(permutations)
+    for i in range(permutations):
+        labels = seeds.copy()
+        for rows in strata:
+            labels[rows] = labels[rng.permutation(rows)]
+        drawn[i] = within(labels) - across_mean
+    exceed = int(np.sum(drawn >= observed - 1e-12))
+    return {"statistic": observed, "within_seed": observed + across_mean, "across_seeds": across_mean,
+            "p": (1 + exceed) / (1 + permutations), "permutations": permutations,
+            "seeds": int(len(np.unique(seeds))), "layers": int(len(strata))}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from widedeep import profiles, records
+from widedeep import profiles, protocol, records
 from widedeep.analyses import origins, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.capture import capture_outputs
@@ -130,6 +130,15 @@ class OriginsStudy:
             out[m.run.config.name()] = float(np.mean(pairs)) if pairs else float("nan")
         return out
 
+    def dominant_sets(self) -> dict[tuple[int, int], np.ndarray]:
+        """(seed, stream layer) -> its dominant set, at each layer of each blocked seed's block (claim 10's units)."""
+        out, f = {}, self.settings.fraction
+        for m in self.blocked:
+            shares = self.pc1_shares(m)   # recorded u_1(i)^2 per stream layer: the same top sets as the Grams'
+            for i in np.flatnonzero(self.inside(m)):
+                out[(m.run.config.seed, int(i))] = origins.top_set(layer_shares(shares[i:i + 1], np.ones(1, bool))[0], f)
+        return out
+
     def across_seed_overlap(self) -> dict[str, float]:
         """Jaccard of the dominant sets of two seeds, each on the first blocked seed's block layers."""
         if not self.blocked:
@@ -210,13 +219,13 @@ class OriginsStudy:
             rows = []
             for epoch in m.run.config.snapshot_epochs:
                 snap = self.snapshot_analysis(m, epoch)
-                row = {"epoch": epoch, **snap.block_measures()}
+                row = {"epoch": epoch, **snap.block_measures(), "span": stream_span(snap)}
                 if final_scores is not None:
                     scores = shares_contributions(self.pc1_shares(snap), self.inside(m))
                     row["overlap_with_final"] = origins.jaccard(origins.top_set(scores, self.settings.fraction),
                                                                 origins.top_set(final_scores, self.settings.fraction))
                 rows.append(row)
-            rows.append({"epoch": m.run.config.total_epochs, **m.block_measures(),
+            rows.append({"epoch": m.run.config.total_epochs, **m.block_measures(), "span": stream_span(m),
                          **({"overlap_with_final": 1.0} if final_scores is not None else {})})
             out[m.run.config.name()] = rows
         self.snapshot_models = out
@@ -244,53 +253,103 @@ class OriginsStudy:
 
     # -- verdicts --------------------------------------------------------------------------------
 
-    def verdicts(self) -> dict[str, str]:
-        """The follow-up's claims on these runs (`claims_verdicts` of this study's statistics)."""
+    def claims(self, rules: dict | None = None) -> dict[str, dict]:
+        """The follow-up's claims on these runs as verdict objects (`judge` of this study's statistics)."""
         blocked = [m.run.config.name() for m in self.blocked]
         snapshots = self.snapshot_models if hasattr(self, "snapshot_models") else self.snapshots()
         reg = self.reg if hasattr(self, "reg") else self.regularised()
-        return claims_verdicts(blocked, self.concentration(), self.gaussian(), self.within_model_overlap(),
-                               self.across_seed_overlap(), self.chance_overlap(), self.removal(),
-                               {n: rows for n, rows in snapshots.items() if n in blocked}, reg)
+        sets = self.dominant_sets()
+        sets = {key: value for key, value in sets.items()   # the layers inside the blocks of at least two seeds
+                if sum(other[1] == key[1] for other in sets) >= 2}
+        return judge(blocked, self.concentration(), self.gaussian(), self.within_model_overlap(),
+                     self.chance_overlap(), self.removal(), {n: rows for n, rows in snapshots.items() if n in blocked},
+                     reg, sets, rules)
+
+    def verdicts(self) -> dict[str, str]:
+        """The follow-up's claims on these runs, each verdict alone (`claims`)."""
+        return {k: v["verdict"] for k, v in self.claims().items()}
 
 
-def _share(hits: int, total: int) -> str:
-    return verdicts.share_verdict(hits, total)["verdict"]
+def stream_span(m: BlockAnalysis) -> list[int] | None:
+    """m's block as [first, last] residual-stream positions (None without a block)."""
+    block = m.on_stream(m.block)
+    return None if block is None else [int(block.start), int(block.end)]
 
 
 CLAIMS = ("dominant_datapoints", "differ_across_seeds", "removal_breaks_block", "forms_early",
           "regulariser_removes_block")
+SECTION = "book/protocol.md, Chapter 8"
 
 
-def claims_verdicts(blocked: list[str], concentration: dict[str, dict], gaussian: dict[str, float],
-                    within: dict[str, float], across: dict[str, float], chance: float, removal: dict[str, dict],
-                    snapshots: dict[str, list[dict]], regularised: dict[str, list[dict]]) -> dict[str, str]:
-    """The follow-up's five claims, each a share claim (`verdicts.share_verdict`) over the seeds it can be judged on.
+def formed_early(rows: list[dict], overlap: float) -> bool:
+    """Whether a snapshot at or before half of training (rows end with the final model) has a block whose span
+    overlaps the final block's by at least `overlap` (Jaccard of the two spans' layers)."""
+    final = rows[-1]
+    return any(origins.span_jaccard(r.get("span"), final.get("span")) >= overlap
+               for r in rows[:-1] if r["epoch"] <= final["epoch"] / 2)
 
-    - dominant datapoints: the top 5% carry over twice their Gaussian share, and the block's layers
-      share their top sets (Jaccard over three times chance);
-    - they differ across seeds: another seed's top set overlaps under half the mean within-model overlap;
-    - removing them breaks the block: the contrast drops more than random removals' mean + 2 sd and more
-      than the outside-layer control's;
-    - the block forms early: it is present at the snapshot nearest half of training or before;
-    - the regulariser removes it: a seed with a block has none when regularised (any threshold).
+
+def judge(blocked: list[str], concentration: dict[str, dict], gaussian: dict[str, float], within: dict[str, float],
+          chance: float, removal: dict[str, dict], snapshots: dict[str, list[dict]],
+          regularised: dict[str, list[dict]], sets: dict[tuple[int, int], np.ndarray],
+          rules: dict | None = None) -> dict[str, dict]:
+    """The follow-up's five claims (book/protocol.md, Chapter 8) as verdict objects, under the page's rules.
+
+    - dominant datapoints (share): the top 5% carry over `dominant_concentration` times their Gaussian share,
+      and the block's layers share their top sets (Jaccard over `dominant_overlap` times two random sets');
+    - they differ across seeds: the seed-label permutation test of the (seed, layer) dominant sets at the
+      layers inside at least two blocked seeds' blocks (`origins.seed_label_permutation_test`,
+      `origins_permutations` draws); shown when p <= 1 - level; needs three blocked seeds;
+    - removing them breaks the block (paired effect > 0): the contrast's fall under their removal minus the
+      mean fall over the random removals;
+    - the block forms early (share): a snapshot at or before half of training has a block whose span overlaps
+      the final one's by at least `early_span_overlap` (`formed_early`);
+    - the regulariser removes it (share): per blocked seed, no regularised twin (any threshold) has a block.
     """
+    rules = rules or protocol.rules()
+    level, least, null = rules["level"], rules["min_models"], rules["share_null"]
+
+    def share(hits: int, total: int, rule: str) -> dict:
+        return verdicts.claim(verdicts.share_verdict(hits, total, null, level, least), f"{SECTION}: {rule}")
+
+    concentrated = {n for n, v in concentration.items()
+                    if v["top_5pct"] > rules["dominant_concentration"] * gaussian["top_5pct"]}
+    shared = {n for n, v in within.items() if v > rules["dominant_overlap"] * chance}
+    out = {"dominant_datapoints": share(len(concentrated & shared & set(blocked)), len(blocked),
+                                        "top 5% over dominant_concentration x Gaussian and block layers' overlap "
+                                        "over dominant_overlap x chance, share claim")}
+    seeds = len({key[0] for key in sets})
+    differ = {"n": seeds, "interval": None, "p": None}
+    if len(blocked) < 3 or seeds < 3:
+        differ["verdict"] = f"{verdicts.NOT_TESTABLE}: the permutation test needs three blocked seeds sharing layers"
+    else:
+        differ.update(origins.seed_label_permutation_test(sets, rules["origins_permutations"]))
+        differ["verdict"] = verdicts.SHOWN if differ["p"] <= 1 - level else verdicts.NOT_SHOWN
+    out["differ_across_seeds"] = verdicts.claim(differ, f"{SECTION}: seed labels permuted within each layer, "
+                                                        f"shown when p <= 1 - level")
+    falls = [e["drop_dominant"] - e["drop_random_mean"] for e in removal.values()]
+    out["removal_breaks_block"] = verdicts.claim(
+        verdicts.paired_verdict(falls, +1, level, least, rules["sign_flip_min_models"]),
+        f"{SECTION}: contrast's fall under the dominant images' removal minus the mean fall under random ones, "
+        f"paired effect > 0")
+    early = sum(formed_early(rows, rules["early_span_overlap"]) for rows in snapshots.values())
+    out["forms_early"] = share(early, len(snapshots), "a block at a snapshot at or before half of training whose "
+                                                      "span overlaps the final one's >= early_span_overlap")
+    twins: dict[int, list[bool]] = {}
+    for rows in regularised.values():
+        for row in rows:
+            if row["has_block_unregularised"]:
+                twins.setdefault(row["seed"], []).append(not row["has_block"])
+    out["regulariser_removes_block"] = share(sum(all(v) for v in twins.values()), len(twins),
+                                             "no regularised twin of a blocked seed has a block, share claim")
     if not blocked:
-        return dict.fromkeys(CLAIMS, verdicts.NOT_TESTABLE)
-    concentrated = {n for n, v in concentration.items() if v["top_5pct"] > 2 * gaussian["top_5pct"]}
-    shared = {n for n, v in within.items() if v > 3 * chance}
-    mean_within = np.mean(list(within.values())) if within else np.nan
-    different = sum(v < mean_within / 2 for v in across.values())
-    breaks = sum(e["drop_dominant"] > e["drop_random_mean"] + 2 * e["drop_random_sd"]
-                 and e["drop_dominant"] > e.get("drop_control", -np.inf) for e in removal.values())
-    formed = sum(any(r["block_size"] > 0 for r in rows if r["epoch"] <= rows[-1]["epoch"] / 2)
-                 for rows in snapshots.values())
-    reg = [row for rows in regularised.values() for row in rows if row["has_block_unregularised"]]
-    return {"dominant_datapoints": _share(len(concentrated & shared & set(blocked)), len(blocked)),
-            "differ_across_seeds": _share(different, len(across)),
-            "removal_breaks_block": _share(breaks, len(removal)),
-            "forms_early": _share(formed, len(snapshots)),
-            "regulariser_removes_block": _share(sum(not r["has_block"] for r in reg), len(reg))}
+        out = {k: {**v, "verdict": verdicts.NOT_TESTABLE} for k, v in out.items()}
+    return out
+
+
+def claims_verdicts(*args, **kwargs) -> dict[str, str]:
+    """Each claim's verdict alone (`judge`)."""
+    return {k: v["verdict"] for k, v in judge(*args, **kwargs).items()}
 
 
 # -- sentences for the chapter's prose (glued, so the numbers are the ones computed) -----------------

@@ -249,4 +249,12 @@ class ErrorStudy:
                 "paired_null_mean_abs_diff": pc["null_mean_abs_diff"],
                 "beyond_null_count": self.class_beyond_count, "beyond_null_difference": self.class_beyond_mean},
             "verdicts": {"example_level": self.main_verdict, "example_level_half_splits": self.example_verdict,
-                         "class_level": self.class_verdict}}
+                         "class_level": self.class_verdict},
+            "claims": {"example_level": verdicts.claim(
+                {"verdict": self.main_verdict, "n": int(self.wide.shape[0] + self.deep.shape[0]), "interval": None,
+                 "unit": "seeds", "discoveries": int(self.main["n_significant"]),
+                 "calibration_quantile": float(np.quantile(self.calibration, s.null_quantile)),
+                 "matched": bool(self.matched)},
+                "book/protocol.md, Chapter 6: Fisher's exact test per example over all seeds, BH at errors_fdr; "
+                "shown when the discoveries exceed the half-split calibration's errors_null_quantile quantile, "
+                "not testable when the pair is not matched on validation accuracy")}}

@@ -217,6 +217,20 @@ def gain_inside(accuracies: Sequence[float], inside: Sequence[bool]) -> float:
     return float(acc[members[-1]] - acc[members[0]])
 
 
+def largest_change(accuracies: Sequence[float], inside: Sequence[bool]) -> float:
+    """The protocol's probe statistic (book/protocol.md, Chapter 5): the largest |accuracy change| from the block's
+    first layer to any later layer of it (NaN without at least two layers inside)."""
+    acc, mask = np.asarray(accuracies, dtype=float), np.asarray(inside, dtype=bool)
+    if acc.shape != mask.shape:
+        raise ValueError(f"{acc.size} accuracies but {mask.size} membership flags: give one per layer")
+    members = np.flatnonzero(mask)
+    if members.size < 2:
+        return float("nan")
+    if np.any(np.diff(members) != 1):
+        raise ValueError("the layers inside the block must be consecutive")
+    return float(np.max(np.abs(acc[members[1:]] - acc[members[0]])))
+
+
 def plateau_verdict(accuracies: Sequence[float], inside: Sequence[bool], tol: float = 0.02) -> str:
     """'plateau' if probe accuracy changes by at most `tol` across the block, else 'rises' or 'falls'.
 

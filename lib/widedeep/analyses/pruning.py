@@ -15,10 +15,13 @@ import time
 
 import numpy as np
 
-from widedeep.analyses import deletion, probes, runs
+from widedeep import protocol
+from widedeep.analyses import deletion, probes, runs, structure
 from widedeep.analyses import verdicts as v
 from widedeep.analyses.structure import BlockAnalysis, same_architecture_without_block
 from widedeep.profiles import Profile
+
+SECTION = "book/protocol.md, Chapter 5"
 
 SPAN_SOURCES = {"block": "block", "cka_only": "CKA-only (control)", None: "—"}
 MAX_FOCUS = 6  # models with a block drawn in the figures
@@ -44,6 +47,34 @@ class PruningStudy:
         self.probe_position: dict[str, dict[str, float]] = {}
         self.position: dict[str, dict] = {}
         self.timing_s: dict[str, float] = {}
+        # the protocol's units: models with a block that no rule leaves out (a grid model below the
+        # interpolation rule is left out and counted; the short arm is described, not judged)
+        self.rules = protocol.rules()
+        self.eligibility = structure.eligibility(models, profile)
+        self.judged = [m for m in self.blocked if not self.left(m)]
+        self.claims: dict[str, dict] = {}
+        self.deletion_scores: dict[str, dict] = {}
+
+    def left(self, m: BlockAnalysis) -> str | None:
+        """Why a rule leaves m out of the claims (`structure.left_out`), or None."""
+        return self.eligibility[m.run.config.name()]["left_out"]
+
+    def position_controls(self, m: BlockAnalysis) -> list[BlockAnalysis]:
+        """m's position controls: models of its architecture and n_train without a block that no rule leaves out."""
+        return [c for c in same_architecture_without_block(m, self.models) if not self.left(c)]
+
+    def rule_left_out(self) -> dict:
+        """The models with a block a rule leaves out, counted for a verdict object."""
+        below = [m for m in self.blocked if self.left(m)]
+        return {"left_out": len(below), "left_out_why": "models with a block below the interpolation rule"}
+
+    def left_out_sentence(self) -> str:
+        """'none' or the models with a block a rule leaves out, with why."""
+        return "; ".join(f"{m.label} ({self.left(m)})" for m in self.blocked if self.left(m)) or "none"
+
+    def _judge(self, name: str, result: dict, rule: str, **extra) -> dict:
+        self.claims[name] = v.claim(result, f"{SECTION}: {rule}", **extra)
+        return self.claims[name]
 
     # -- the models ------------------------------------------------------------------------------
 
@@ -92,38 +123,48 @@ class PruningStudy:
         return [r["test_acc"] for r in self.probe_rows[m.label]]
 
     def judge_probes(self) -> dict[str, str]:
-        """Per model, the probe gain across its span and the plateau verdict; the verdict on the models with a block."""
-        tol = self.profile.probes.plateau_tol
+        """Per model the probe statistic (the largest |accuracy change| from its span's first layer to a later one)
+        and the endpoint verdict (descriptive); the plateau claim over the judged models (book/protocol.md)."""
+        tol, level, least = self.profile.probes.plateau_tol, self.rules["level"], self.rules["min_models"]
         for m in self.models:
             accuracy, inside = self.probe_accuracy(m), self.inside_stream(m)
             self.verdicts[m.label].update({"probe_gain_inside": probes.gain_inside(accuracy, inside),
+                                           "probe_change": probes.largest_change(accuracy, inside),
                                            "probe": probes.plateau_verdict(accuracy, inside, tol)})
-        gains = ", ".join(f"{k}: {self.verdicts[k]['probe_gain_inside']:+.3f}" for k in self.with_block + self.controls)
-        return {"probe_verdict": self.agreement("probe", v.PLATEAU), "probe_tally": self.tally("probe"),
-                "probe_tally_controls": self.tally("probe", self.controls), "probe_gains": gains or
-                "none (no tested span)"}
+        plateau = self._judge("probe_plateau", v.bound_verdict(
+            [self.verdicts[m.label]["probe_change"] for m in self.judged], tol, level, least),
+            "largest |probe accuracy change| from the block's first layer, t-interval upper bound <= "
+            "probe_plateau_tol", **self.rule_left_out())
+        changes = ", ".join(f"{k}: {self.verdicts[k]['probe_change']:.3f}" for k in self.with_block + self.controls)
+        return {"probe_verdict": plateau["verdict"], "probe_n": v.describe(plateau),
+                "probe_tally": self.tally("probe"), "probe_tally_controls": self.tally("probe", self.controls),
+                "probe_gains": changes or "none (no tested span)"}
 
     def probe_position_control(self) -> dict[str, str]:
-        """Whether the plateau belongs to the block: probe gains across the same layers of same-architecture
-        models without a block, and the verdict (specific to the block, or not)."""
-        tol = self.profile.probes.plateau_tol
-        plateaus = []
-        for m in self.blocked:
+        """Whether the plateau belongs to the block: per judged model, the probe statistic at its layers in its
+        position controls (mean over them) minus its own, a paired effect > 0; and the row's headline."""
+        differences = []
+        for m in self.judged:
             mask = self.inside_stream(m)
-            same = same_architecture_without_block(m, self.models)
-            self.probe_position[m.label] = {c.label: probes.gain_inside(self.probe_accuracy(c), mask) for c in same}
-            plateaus += [probes.plateau_verdict(self.probe_accuracy(c), mask, tol) for c in same]
-        n_plateaus = sum(p == v.PLATEAU for p in plateaus)
-        specific = (f"{v.NOT_TESTABLE} (no model with a block, or none without one to compare)" if not plateaus
-                    else f"{v.SPECIFIC}: no model without a block plateaus across the same layers"
-                    if n_plateaus == 0 else
-                    f"{v.NOT_SPECIFIC}: across the same layers, {n_plateaus} of {len(plateaus)} comparisons with "
-                    f"a model without a block plateau too")
+            same = self.position_controls(m)
+            self.probe_position[m.label] = {c.label: probes.largest_change(self.probe_accuracy(c), mask) for c in same}
+            if same:
+                differences.append(float(np.mean(list(self.probe_position[m.label].values())))
+                                   - self.verdicts[m.label]["probe_change"])
+        result = (v.paired_verdict(differences, +1, self.rules["level"], self.rules["min_models"],
+                                   self.rules["sign_flip_min_models"]) if differences else
+                  {"verdict": f"{v.NOT_TESTABLE}: no position control", "n": 0, "mean": None, "interval": None})
+        specific = self._judge("probe_specific", result, "probe statistic of the position controls minus the "
+                               "model's own, paired effect > 0")
+        plateau = self.claims["probe_plateau"]
+        self._judge("probe", {**plateau, "verdict": headline(plateau["verdict"], specific["verdict"], plateau["n"])},
+                    "the plateau's verdict and its block-free control's, in one headline")
         position = "; ".join(
-            f"{k}: {self.verdicts[k]['probe_gain_inside']:+.3f} across its block, "
-            + (", ".join(f"{g:+.3f}" for g in gains.values()) or "no model") + " across the same layers without a block"
-            for k, gains in self.probe_position.items()) or "no model with a block"
-        return {"probe_specific": specific, "probe_position": position}
+            f"{k}: {self.verdicts[k]['probe_change']:.3f} in its block, "
+            + (", ".join(f"{g:.3f}" for g in changes.values()) or "no control") + " at the same layers without a block"
+            for k, changes in self.probe_position.items()) or "no model with a block"
+        return {"probe_specific": specificity(specific["verdict"]), "probe_specific_n": v.describe(specific),
+                "probe_headline": self.claims["probe"]["verdict"], "probe_position": position}
 
     # -- deletions -------------------------------------------------------------------------------
 
@@ -136,34 +177,70 @@ class PruningStudy:
         self.timing_s["deletions"] = round(time.perf_counter() - start, 1)
 
     def judge_deletions(self) -> dict[str, str]:
-        """Per model, mean deletion costs inside and outside its span; the verdicts on the models with a block."""
+        """Per model the mean deletion costs inside and outside its span (descriptive); per judged model its score
+        (inside minus outside) and the score's standard error by a bootstrap over the test examples; the claim over
+        the judged models whose standard error is within `deletion_max_se` (the others left out and counted)."""
+        resamples, bound = self.rules["deletion_se_resamples"], self.rules["deletion_max_se"]
         for m in self.models:
             self.verdicts[m.label].update(deletion.deletion_verdicts(self.effects[m.label],
                                                                      self.profile.deletion.margin))
-        return {"single_verdict": self.agreement("single", v.CHEAPER_INSIDE),
+        for m in self.judged:
+            parts = deletion.example_scores(self.effects[m.label])
+            own = self.verdicts[m.label]
+            se = None if parts is None else v.bootstrap_se(parts, resamples)
+            self.deletion_scores[m.label] = {"score": own["mean_delta_inside"] - own["mean_delta_outside"], "se": se,
+                                             "kept": se is not None and se <= bound}
+            own.update(deletion_score=self.deletion_scores[m.label]["score"], deletion_se=se)
+        kept = [k for k, d in self.deletion_scores.items() if d["kept"]]
+        over = [k for k, d in self.deletion_scores.items() if d["se"] is not None and d["se"] > bound]
+        sideless = [k for k, d in self.deletion_scores.items() if d["se"] is None]
+        below = self.rule_left_out()["left_out"]
+        why = "; ".join(text for count, text in (
+            (len(over), f"{len(over)} with a standard error over {bound:g}"),
+            (len(sideless), f"{len(sideless)} without a deletable block on one side"),
+            (below, f"{below} below the interpolation rule")) if count)
+        claim = self._judge("deletion", v.paired_verdict(
+            [self.deletion_scores[k]["score"] for k in kept], +1, self.rules["level"], self.rules["min_models"],
+            self.rules["sign_flip_min_models"]), "mean accuracy change of single deletions inside minus outside the "
+            "block, paired effect > 0, models with a bootstrap standard error over deletion_max_se left out",
+            left_out=len(over) + len(sideless) + below, left_out_why=why or "none", over_se=over)
+        return {"single_verdict": claim["verdict"], "single_n": v.describe(claim),
                 "single_verdict_repaired": self.agreement("single_repaired", v.CHEAPER_INSIDE),
-                "single_tally": self.tally("single"), "single_tally_controls": self.tally("single", self.controls)}
+                "single_tally": self.tally("single"), "single_tally_controls": self.tally("single", self.controls),
+                "deletion_se": ", ".join(f"{k}: {d['se']:.4f}" for k, d in self.deletion_scores.items()
+                                         if d["se"] is not None) or "none", "max_se": f"{bound:g}"}
 
     def position_control(self) -> dict[str, str]:
-        """What position alone costs: the same positions deleted in same-architecture models without a block,
-        subtracted from each blocked model's costs; the verdict once position is accounted for."""
+        """What position alone costs: the same positions deleted in the position controls, per judged model whose
+        score is kept; beyond position is its score minus the controls' (a paired effect > 0)."""
         margin = self.profile.deletion.margin
-        for m in self.blocked:
-            same = same_architecture_without_block(m, self.models)
+        beyond = []
+        for m in self.judged:
+            same = self.position_controls(m)
             control_inside, control_outside = deletion.position_control(
                 self.effects[m.label]["deletions"], [self.effects[c.label]["deletions"] for c in same])
             own = self.verdicts[m.label]
+            difference = own["deletion_score"] - (control_inside - control_outside)
             self.position[m.label] = {
                 "controls": [c.label for c in same], "control_inside": control_inside,
-                "control_outside": control_outside,
+                "control_outside": control_outside, "beyond_position": difference,
                 "verdict": deletion.cost_verdict(own["mean_delta_inside"] - control_inside,
                                                  own["mean_delta_outside"] - control_outside, margin)}
+            if self.deletion_scores[m.label]["kept"] and np.isfinite(difference):
+                beyond.append(difference)
+        kept = any(d["kept"] for d in self.deletion_scores.values())
+        why = "no position control" if kept else "no model's deletion score within its standard-error bound"
+        result = (v.paired_verdict(beyond, +1, self.rules["level"], self.rules["min_models"],
+                                   self.rules["sign_flip_min_models"]) if beyond else
+                  {"verdict": f"{v.NOT_TESTABLE}: {why}", "n": 0, "mean": None, "interval": None})
+        claim = self._judge("deletion_beyond_position", result, "deletion score minus its position controls' at "
+                            "the same positions, paired effect > 0")
         numbers = "; ".join(
             f"{k}: {self.verdicts[k]['mean_delta_inside']:+.3f} inside vs "
             f"{self.verdicts[k]['mean_delta_outside']:+.3f} "
             f"outside, the same positions in {len(p['controls'])} model(s) without a block "
             f"{signed(p['control_inside'])} vs {signed(p['control_outside'])}" for k, p in self.position.items())
-        return {"position_verdict": v.agreement([p["verdict"] for p in self.position.values()], v.CHEAPER_INSIDE),
+        return {"position_verdict": claim["verdict"], "position_n": v.describe(claim),
                 "position_numbers": numbers or "no model with a block"}
 
     def cumulative(self) -> dict[str, str]:
@@ -179,8 +256,8 @@ class PruningStudy:
     # -- verdicts --------------------------------------------------------------------------------
 
     def agreement(self, key: str, expected: str) -> str:
-        """Whether the models with a block bear out the paper's `expected` verdict on `key`."""
-        return v.agreement([self.verdicts[k][key] for k in self.with_block], expected)
+        """Whether the judged models with a block bear out the paper's `expected` verdict on `key` (descriptive)."""
+        return v.agreement([self.verdicts[m.label][key] for m in self.judged], expected)
 
     def tally(self, key: str, labels: list[str] | None = None) -> str:
         """The per-model verdicts on `key` as one sentence (models with a block by default)."""
@@ -188,11 +265,10 @@ class PruningStudy:
 
     def found(self) -> dict[str, str]:
         """The verdicts on the paper's two claims, as recorded in the results."""
-        return {"probe_plateau": self.agreement("probe", v.PLATEAU),
-                "probe_plateau_specific_to_block": self.probe_position_control()["probe_specific"],
-                "single_deletion_cheaper_inside": self.agreement("single", v.CHEAPER_INSIDE),
-                "single_deletion_cheaper_inside_beyond_position":
-                    v.agreement([p["verdict"] for p in self.position.values()], v.CHEAPER_INSIDE),
+        return {"probe_plateau": self.claims["probe"]["verdict"],
+                "probe_plateau_specific_to_block": specificity(self.claims["probe_specific"]["verdict"]),
+                "single_deletion_cheaper_inside": self.claims["deletion"]["verdict"],
+                "single_deletion_cheaper_inside_beyond_position": self.claims["deletion_beyond_position"]["verdict"],
                 "single_deletion_cheaper_inside_repaired": self.agreement("single_repaired", v.CHEAPER_INSIDE),
                 "cumulative_deletion_cheaper_inside": self.agreement("cumulative", v.CHEAPER_INSIDE)}
 
@@ -234,11 +310,32 @@ class PruningStudy:
                 "span_from": self.spans[m.label][1], "probe_layers": [p["layer"] for p in rows],
                 "probe_acc": [p["test_acc"] for p in rows], "probe_val_acc": [p["val_acc"] for p in rows],
                 "probe_l2": [p["l2"] for p in rows], "deletion_baseline_acc": e["baseline_acc"],
+                **self.eligibility[name[m.label]],
                 "repair_only_delta": e["repair_only_delta"], "deletions": e["deletions"],
                 "cumulative_inside": e["cumulative_inside"], "cumulative_outside": e["cumulative_outside"],
                 "verdicts": self.verdicts[m.label]}
         position = {name[k]: {**p, "controls": [name[c] for c in p["controls"]]} for k, p in self.position.items()}
         probe_position = {name[k]: {name[c]: g for c, g in gains.items()} for k, gains in self.probe_position.items()}
+        claims = {k: ({**c, "over_se": [name[label] for label in c["over_se"]]} if "over_se" in c else c)
+                  for k, c in self.claims.items()}
         return {"settings": self.profile.section_values("probes", "deletion"), "timing_s": self.timing_s,
                 "verdicts": self.found(), "position_control": position, "probe_position_control": probe_position,
-                "models": entries}
+                "models": entries, "claims": claims}
+
+
+def specificity(verdict: str) -> str:
+    """The paired verdict on the position control, in the words of the probe row: specific to the block when
+    shown, not specific when not shown or contradicted, as it is when suggestive or not testable."""
+    if v.head(verdict) == v.SHOWN:
+        return v.SPECIFIC
+    return verdict if v.head(verdict) in (v.SUGGESTIVE, v.NOT_TESTABLE) else v.NOT_SPECIFIC
+
+
+def headline(plateau: str, specific: str, n: int) -> str:
+    """The probe row's headline (book/protocol.md): 'shown, not specific to the block (n = 5)'."""
+    words = specificity(specific)
+    if v.head(words) == v.NOT_TESTABLE:
+        words = "control not testable"
+    elif v.head(words) == v.SUGGESTIVE:
+        words = f"specificity {words}"
+    return f"{plateau}, {words} (n = {n})"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from widedeep import records
+from widedeep import profiles, records
 from widedeep.analyses import blocks, runs, similarity
 from widedeep.labels import run_label
 from widedeep.models import STREAM
@@ -169,29 +169,82 @@ def analyse_snapshot(run, epoch: int, profile: Profile) -> BlockAnalysis:
     return analyse(run.snapshot(epoch), profile)
 
 
-def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, tuple]:
-    """Per seed with a block: mean matched-layer CKA with the other seeds inside vs outside its own block.
+def cross_seed_pairs(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, dict]:
+    """Per seed with a block, per other seed: mean matched-layer CKA inside vs outside the first seed's block.
 
     `cross[(seed_a, seed_b)]` is the stream-only CKA between two seeds of one architecture; its diagonal
-    (a layer against the same layer of the other seed) is split by each seed's own block in turn.
+    (a layer against the same layer of the other seed) is split by each seed's own block in turn. These
+    are the per-pair values Chapter 4's bootstrap over seeds resamples.
     """
     by_seed = {m.run.config.seed: m for m in models}
-    per_seed: dict[int, list[tuple[float, float]]] = {}
+    per_seed: dict[int, dict[int, tuple[float, float]]] = {}
     for pair, matrix in cross.items():
         matched = similarity.matched_layer_similarity(matrix)
-        for seed in pair:
+        for seed, other in (pair, pair[::-1]):
             m = by_seed[seed]
             if m.block is not None:
-                per_seed.setdefault(seed, []).append(
-                    blocks.inside_outside(matched, m.on_stream(m.block), [m.kinds[i] for i in m.stream]))
-    return {seed: (float(np.mean([v[0] for v in values])), float(np.mean([v[1] for v in values])))
-            for seed, values in per_seed.items()}
+                inside, outside = blocks.inside_outside(matched, m.on_stream(m.block), [m.kinds[i] for i in m.stream])
+                per_seed.setdefault(seed, {})[other] = (float(inside), float(outside))
+    return per_seed
+
+
+def cross_seed_split(models: list[BlockAnalysis], cross: dict[tuple[int, int], np.ndarray]) -> dict[int, tuple]:
+    """Per seed with a block: mean matched-layer CKA with the other seeds inside vs outside its own block."""
+    return {seed: (float(np.mean([v[0] for v in pairs.values()])), float(np.mean([v[1] for v in pairs.values()])))
+            for seed, pairs in cross_seed_pairs(models, cross).items()}
+
+
+ROLES = ("grid", "seed_study", "short_arm")
+
+
+def roles(profile: Profile) -> dict[str, str]:
+    """Run name -> its part in Chapters 3-5's claims: "grid" (the main arm, held to the interpolation rule),
+    "seed_study" (on its own schedule, below the rule by design) or "short_arm" (described, never judged)."""
+    out = {c.name(): "short_arm" for c in profiles.short_arm_grid(profile)}
+    out.update({c.name(): "grid" for c in profiles.training_grid(profile)})
+    out.update({c.name(): "seed_study" for c in profiles.seed_study_grid(profile)})
+    return out
+
+
+def left_out(summary: dict, role: str | None, min_train_acc: float | None) -> str | None:
+    """Why a model is left out of the claims judged on Chapters 3-5's models (book/protocol.md), or None.
+
+    A grid model that misses the interpolation rule (clean train accuracy below `min_train_acc`) is left out
+    of every claim judged on the grid; the short arm is described, not judged; a model of no role (an
+    override's extra run) is not part of the protocol's units.
+    """
+    if role == "grid":
+        if min_train_acc is not None and summary["train_acc"] < min_train_acc:
+            return f"misses the interpolation rule (train accuracy {summary['train_acc']:.3f} < {min_train_acc:g})"
+        return None
+    if role == "seed_study":
+        return None
+    return "short arm: described, not judged" if role == "short_arm" else "not a unit of the protocol"
+
+
+def eligibility(models: list[BlockAnalysis], profile: Profile) -> dict[str, dict]:
+    """Per run name: {"role", "left_out"} (`roles`, `left_out`) under the profile's interpolation rule."""
+    by_name = roles(profile)
+    out = {}
+    for m in models:
+        role = by_name.get(m.run.config.name())
+        out[m.run.config.name()] = {"role": role,
+                                    "left_out": left_out(m.summary(), role, profile.grid.min_train_acc)}
+    return out
+
+
+def misses_rule(rows: list[dict], min_train_acc: float | None) -> list[dict]:
+    """The rows (run summaries with a train_acc) below the interpolation rule (none without a rule)."""
+    return [] if min_train_acc is None else [r for r in rows if r["train_acc"] < min_train_acc]
 
 
 def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis]) -> list[BlockAnalysis]:
-    """The models of m's depth and width that have no block: controls for what position alone does."""
+    """Position controls (book/protocol.md, Chapter 5): the models of m's depth, width and n_train that have no
+    block, measured at m's own layers for what position alone does."""
     c = m.run.config
-    return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width) == (c.depth, c.width)]
+    key = (c.depth, c.width, c.n_train)
+    return [o for o in models if o.block is None and (o.run.config.depth, o.run.config.width,
+                                                       o.run.config.n_train) == key]
 
 
 def analyse_all(configs: list, profile: Profile) -> list[BlockAnalysis]:

@@ -8,7 +8,8 @@ so `head(verdict)` is always in `VERDICTS`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -148,11 +149,108 @@ def paired_verdict(values: Sequence[float], direction: int, level: float = 0.95,
     if n < min_models:
         return {**out, "verdict": suggestive(n) if all(direction * v > 0 for v in values) else NOT_SHOWN}
     mean, low, high = t_interval(values, level)
-    verdict = SHOWN if direction * low > 0 and direction * high > 0 else \
-        CONTRADICTED if direction * low < 0 and direction * high < 0 else NOT_SHOWN
+    verdict = _interval_verdict(low, high, direction)
     if n >= sign_flip_from:
         out["sign_flip_p"] = sign_flip_p(values, direction)
     return {**out, "interval": [low, high], "verdict": verdict}
+
+
+def _interval_verdict(low: float, high: float, direction: int) -> str:
+    """shown when [low, high] excludes 0 in `direction`, contradicted when it excludes 0 the other way, else not shown."""
+    if direction * low > 0 and direction * high > 0:
+        return SHOWN
+    return CONTRADICTED if direction * low < 0 and direction * high < 0 else NOT_SHOWN
+
+
+def seed_bootstrap(seeds: Sequence, statistic: Callable[[list], float | np.ndarray], resamples: int,
+                   level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile bootstrap over seeds: `statistic(drawn seeds)` on `resamples` draws of len(seeds) seeds with
+    replacement (scipy.stats.bootstrap draws them; both members of a pair come with their seed).
+
+    The statistic may be undefined on a draw (NaN: e.g. every drawn seed the same, so no pair): such draws are
+    dropped and counted, and the interval is the percentile interval of the others (scipy's own percentile
+    interval when none is dropped). It may return a vector (one value per layer): the interval is per entry.
+    Returns {"estimate", "interval" ([low, high], arrays for a vector), "undefined"}.
+    """
+    seeds = list(seeds)
+    if len(seeds) < 2:
+        raise ValueError(f"a bootstrap over seeds needs at least 2 seeds; got {len(seeds)}")
+
+    def on_indices(indices):
+        return statistic([seeds[int(i)] for i in indices])
+
+    with warnings.catch_warnings():   # degenerate or NaN draws: handled below, not by scipy's BCa machinery
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((np.arange(len(seeds)),), on_indices, vectorized=False, n_resamples=resamples,
+                                 method="percentile", confidence_level=level, rng=np.random.default_rng(seed))
+    draws = np.atleast_2d(result.bootstrap_distribution)          # (outputs, resamples)
+    defined = np.all(np.isfinite(draws), axis=0)
+    if not defined.any():
+        raise ValueError("the statistic is undefined on every bootstrap draw")
+    low, high = np.percentile(draws[:, defined], [50 * (1 - level), 50 * (1 + level)], axis=1)
+    estimate = np.asarray(statistic(seeds), dtype=float)
+    if estimate.ndim == 0:
+        low, high = float(low[0]), float(high[0])
+    return {"estimate": estimate, "interval": [low, high], "undefined": int((~defined).sum())}
+
+
+def pair_bootstrap_verdict(values: dict[tuple, float], blocked: Sequence, seeds: Sequence, direction: int,
+                           resamples: int, level: float = 0.95, min_models: int = 3, seed: int = 0) -> dict:
+    """A pair statistic over seeds (book/protocol.md, Chapter 4): `values[(s, t)]` for each blocked seed s and
+    every other seed t. Per blocked seed, the mean over the other seeds; the claim's mean is their mean, and its
+    interval is a bootstrap over seeds (`seed_bootstrap`): a draw keeps each drawn copy of a blocked seed with its
+    drawn partners of another seed. Shown when the interval excludes 0 in `direction`, contradicted the other
+    way; at most suggestive with one or two blocked seeds."""
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1 (the paper's sign of the effect); got {direction!r}")
+    blocked = [s for s in blocked if s in seeds]
+    per_seed = {s: float(np.mean([values[(s, t)] for t in seeds if t != s])) for s in blocked}
+    n = len(per_seed)
+    out = {"n": n, "mean": float(np.mean(list(per_seed.values()))) if n else None, "interval": None,
+           "per_seed": per_seed, "direction": "> 0" if direction > 0 else "< 0",
+           "test": f"bootstrap over {len(seeds)} seeds, {resamples} resamples, {level:.0%}"}
+    if n == 0:
+        return {**out, "verdict": NOT_TESTABLE}
+    if n < min_models:
+        return {**out, "verdict": suggestive(n) if all(direction * v > 0 for v in per_seed.values()) else NOT_SHOWN}
+
+    def statistic(drawn: list) -> float:
+        copies = [np.mean(partners) for s in drawn if s in per_seed
+                  for partners in [[values[(s, t)] for t in drawn if t != s]] if partners]
+        return float(np.mean(copies)) if copies else np.nan
+
+    boot = seed_bootstrap(seeds, statistic, resamples, level, seed)
+    low, high = boot["interval"]
+    return {**out, "interval": [low, high], "undefined_resamples": boot["undefined"],
+            "verdict": _interval_verdict(low, high, direction)}
+
+
+def bootstrap_se(values: Sequence[float], resamples: int, seed: int = 0) -> float:
+    """The bootstrap standard error of the mean of per-example `values` (scipy.stats.bootstrap, seeded)."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or len(values) < 2:
+        raise ValueError(f"a bootstrap standard error needs at least 2 values; got shape {values.shape}")
+    with warnings.catch_warnings():   # constant values: a degenerate distribution, standard error 0
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap((values,), np.mean, n_resamples=resamples, method="percentile",
+                                 rng=np.random.default_rng(seed))
+    return float(result.standard_error)
+
+
+def bound_verdict(values: Sequence[float], bound: float, level: float = 0.95, min_models: int = 3) -> dict:
+    """A per-model statistic that must stay small (book/protocol.md, Chapter 5's plateau): shown when the
+    t-interval's upper bound is at most `bound`; not shown when the lower bound exceeds it, or when the interval
+    straddles it; at most suggestive (every model at most `bound`) with one or two models."""
+    values = [float(v) for v in values if v is not None and np.isfinite(v)]
+    n = len(values)
+    out = {"n": n, "mean": float(np.mean(values)) if values else None, "interval": None, "bound": bound,
+           "test": f"t-interval {level:.0%}, upper bound <= {bound:g}"}
+    if n == 0:
+        return {**out, "verdict": NOT_TESTABLE}
+    if n < min_models:
+        return {**out, "verdict": suggestive(n) if all(v <= bound + 1e-9 for v in values) else NOT_SHOWN}
+    mean, low, high = t_interval(values, level)
+    return {**out, "interval": [low, high], "verdict": SHOWN if high <= bound + 1e-9 else NOT_SHOWN}
 
 
 def combine(*parts: str) -> str:
@@ -170,16 +268,42 @@ def combine(*parts: str) -> str:
     return CONTRADICTED if CONTRADICTED in heads else NOT_SHOWN
 
 
+def claim(result: dict, rule: str, **extra) -> dict:
+    """A verdict object as the results files keep it: the verdict, its n, k or mean, interval and test, and
+    the rule of book/protocol.md it was judged by (`extra`: e.g. the models left out and why)."""
+    if head(result.get("verdict")) is None or "n" not in result:
+        raise ValueError(f"a verdict object needs a verdict spelled with widedeep.analyses.verdicts and its n; "
+                         f"got {result!r}")
+    return {**result, "interval": result.get("interval"), "rule": rule, **extra}
+
+
 def describe(result: dict) -> str:
-    """'n = 5, mean +0.12 [+0.05, +0.19]' or 'k = 6 of n = 8 [0.35, 0.97]': a verdict's n and interval in words."""
+    """'n = 5, mean +0.12 [+0.05, +0.19]' or 'k = 6 of n = 8 [0.35, 0.97]': a verdict's n and interval in words
+    (with the models left out, where a rule left some out)."""
+    left_out = result.get("left_out") or 0
+    suffix = f"; {left_out} left out ({result.get('left_out_why', 'by the protocol')})" if left_out else ""
     if result.get("n", 0) == 0:
-        return "n = 0"
+        return "n = 0" + suffix
     if "k" in result:
-        low, high = result["interval"]
-        return f"k = {result['k']} of n = {result['n']}, [{low:.2f}, {high:.2f}] (null {result['null']:g})"
-    text = f"n = {result['n']}, mean {result['mean']:+.3f}"
+        text = f"k = {result['k']} of n = {result['n']}" + (f" {result['unit']}" if result.get("unit") else "")
+        if result.get("interval"):
+            low, high = result["interval"]
+            text += f", [{low:.2f}, {high:.2f}]"
+        if result.get("null") is not None:
+            text += f" (null {result['null']:g})"
+        if result.get("p") is not None:
+            text += f", p = {result['p']:.3g}"
+        return text + suffix
+    text = f"n = {result['n']}" + (f" {result['unit']}" if result.get("unit") else "")
+    if result.get("discoveries") is not None:
+        text += (f", {result['discoveries']} discoveries against the calibration's quantile "
+                 f"{result['calibration_quantile']:g}")
+    if result.get("mean") is not None:
+        text += f", mean {result['mean']:+.3f}"
     if result.get("interval"):
         text += f" [{result['interval'][0]:+.3f}, {result['interval'][1]:+.3f}]"
+    if result.get("p") is not None:
+        text += f", permutation p = {result['p']:.3g}"
     if result.get("sign_flip_p") is not None:
         text += f", sign-flip p = {result['sign_flip_p']:.3g}"
-    return text
+    return text + suffix

@@ -4,9 +4,13 @@ Layer: book support (reads `widedeep.book.results`; verdicts in `widedeep.analys
 
 The introduction's claims table is built here, from `results/<profile>/*.json`, never typed: each
 finding names the chapter and figure that test it and a function that turns that chapter's results
-into a verdict ("shown", "partly shown", "not shown", "not testable", or a chapter's own wording)
-and a one-line piece of evidence with the numbers behind it. A chapter whose results file is missing
-gives "not run". `provenance_lines` states where every results file came from.
+into a `Judged` row: the verdict ("shown", "partly shown", "not shown", "not testable", or a chapter's
+own wording), a one-line piece of evidence with the numbers behind it, and its n and interval. A
+results file of schema 3 carries each claim's verdict object (`claims`), which the row repeats; an
+older file is judged from its numbers as its run judged them, and says that it records no interval.
+A chapter whose results file is missing gives "not run". Every row names the run (protocol hash) its
+results came from; `runs_note` says above the table when the rows come from more than one run, or from
+another protocol than the page's now. `provenance_lines` states where every results file came from.
 """
 
 from __future__ import annotations
@@ -14,15 +18,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from widedeep.analyses.first_pc import first_pc_claim
+from widedeep import protocol
+from widedeep.analyses.first_pc import first_pc_claim, seeds_unique_claim
 from widedeep.analyses.matching import subspace_verdict
+from widedeep.analyses.origins import span_jaccard
 from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, describe, fraction_verdict, paired_verdict
 from widedeep.book import results as results_schema
 from widedeep.book.tables import list_table
 from widedeep.labels import architecture_label
+
+
+class Judged(NamedTuple):
+    """One row's verdict, its evidence, and its n and interval in words."""
+
+    verdict: str
+    evidence: str
+    stats: str
+
+
+NOT_RECORDED = "no interval recorded (a results file from before the protocol's verdict objects)"
 
 
 @dataclass(frozen=True)
@@ -32,7 +50,12 @@ class Finding:
     claim: str
     chapter: str          # results file stem, e.g. "03_block_structure"
     figure: str           # the figure of that chapter that shows it
-    judge: Callable[[dict], tuple[str, str]]
+    judge: Callable[[dict], Judged]
+
+
+def stored(results: dict, key: str) -> dict | None:
+    """The verdict object a schema-3 results file recorded for a claim, or None (older files)."""
+    return (results.get("claims") or {}).get(key)
 
 
 def _blocked(models: dict[str, dict]) -> dict[str, dict]:
@@ -58,90 +81,138 @@ def _version_1(results: dict) -> bool:
     return results.get("schema_version") == 1
 
 
-def judge_capacity(results: dict) -> tuple[str, str]:
+def _law_stats(results: dict, name: str) -> str:
+    """A law claim's n and interval: the recorded verdict object's, else the fit's coefficient and model count."""
+    claim = stored(results, name)
+    if claim is not None:
+        return describe(claim)
+    key, _, fit = _law(results)
+    return f"n = {fit.get('n_models', len(results['models']))}; {_coefficient(fit, name)}; {NOT_RECORDED}"
+
+
+def judge_capacity(results: dict) -> Judged:
     """Chapter 3's fitted law: the capacity coefficient (> 0 in the paper's direction), with the models that carry a block."""
     if _version_1(results):  # judged as that run's Chapter 3 did: its yes/no cells
         blocked = _blocked(results["models"]).values()
         names = "; ".join(results_schema.label(e) for e in blocked) or "none"
-        return results["trends"]["capacity"], (f"blocks in {len(blocked)} of {len(results['models'])} grid models "
-                                               f"({names})")
+        return Judged(results["trends"]["capacity"], f"blocks in {len(blocked)} of {len(results['models'])} grid "
+                      f"models ({names})", f"n = {len(results['models'])}; {NOT_RECORDED}")
     key, verdicts, fit = _law(results)
     if not verdicts:
-        return NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)"
+        return Judged(NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)",
+                      f"n = {len(results['models'])}")
     blocked = _blocked(results["models"]).values()
-    return verdicts["capacity"], (f"{key.replace('_', ' ')}: {_coefficient(fit, 'capacity')} per log-parameter; "
-                                  f"blocks in {len(blocked)} of {len(results['models'])} models trained to "
-                                  f"interpolation")
+    left = results["claims_fit"].get("left_out") or []
+    return Judged(verdicts["capacity"], (f"{key.replace('_', ' ')}: {_coefficient(fit, 'capacity')} per "
+                                         f"log-parameter; blocks in {len(blocked)} of {len(results['models'])} grid "
+                                         f"models, {len(left)} left out by the interpolation rule"),
+                  _law_stats(results, "capacity"))
 
 
-def judge_data(results: dict) -> tuple[str, str]:
+def judge_data(results: dict) -> Judged:
     """Chapter 3's fitted law: data coefficient < 0 and capacity + data = 0 not rejected ("relative to data")."""
     if _version_1(results):
         sizes = sorted({e["n_train"] for e in results["models"].values()})
         by_size = {n: sum(1 for e in _blocked(results["models"]).values() if e["n_train"] == n) for n in sizes}
-        return results["trends"]["data"], "models with a block by n_train: " + ", ".join(
-            f"{n}: {k}" for n, k in by_size.items())
+        return Judged(results["trends"]["data"], "models with a block by n_train: " + ", ".join(
+            f"{n}: {k}" for n, k in by_size.items()), f"n = {len(results['models'])}; {NOT_RECORDED}")
     key, verdicts, fit = _law(results)
     if not verdicts:
-        return NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)"
+        return Judged(NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)",
+                      f"n = {len(results['models'])}")
     verdict = verdicts["data"] if verdicts["data"] in ("contradicted", "not estimable") else verdicts["relative"]
     p = fit.get("relative_test_p")
-    return verdict, (f"{key.replace('_', ' ')}: {_coefficient(fit, 'data')} per log-n_train (paper: < 0); "
-                     f"capacity + data = 0: p = {'—' if p is None else f'{p:.3g}'}; data claim {verdicts['data']}, "
-                     f"relative claim {verdicts['relative']}")
+    return Judged(verdict, (f"{key.replace('_', ' ')}: {_coefficient(fit, 'data')} per log-n_train (paper: < 0); "
+                            f"capacity + data = 0: p = {'—' if p is None else f'{p:.3g}'}; data claim "
+                            f"{verdicts['data']}, relative claim {verdicts['relative']}"), _law_stats(results, "data"))
 
 
-def judge_first_pc(results: dict) -> tuple[str, str]:
+def judge_first_pc(results: dict) -> Judged:
     """Chapter 4 (book/protocol.md): over models with a CKA-only block, the first-PC share inside minus outside
     (> 0) and the block's contrast after removing the first PC minus before (< 0), each with its n and interval."""
-    blocked = _blocked(results["models"])
-    if not blocked:
-        return NOT_TESTABLE, "no model has a block"
-    if _version_1(results) or "min_pc1" not in results.get("detector", {}):
-        min_pc1 = 0.45  # the pre-protocol detector: blocks required a first-PC share >= 0.45
-    else:
-        min_pc1 = results["detector"]["min_pc1"]
-    claim = first_pc_claim(list(blocked.values()), min_pc1)
-    if claim["dominates"]["n"] == 0:
-        return claim["verdict"], f"{len(blocked)} model(s) with such a block"
-    return claim["verdict"], (f"first-PC share inside minus outside the block: {claim['dominates']['verdict']} "
-                              f"({describe(claim['dominates'])}); block contrast after minus before removing the "
-                              f"first PC: {claim['removal_breaks']['verdict']} ({describe(claim['removal_breaks'])})")
+    claim = {"verdict": stored(results, "first_pc"), "dominates": stored(results, "first_pc_dominates"),
+             "removal_breaks": stored(results, "first_pc_removal_breaks")}
+    note = ""
+    if claim["verdict"] is None:   # an older file: judged again from its entries
+        blocked = _blocked(results["models"])
+        if not blocked:
+            return Judged(NOT_TESTABLE, "no model has a block", "n = 0")
+        if _version_1(results) or "min_pc1" not in results.get("detector", {}):
+            min_pc1 = 0.45  # the pre-protocol detector: blocks required a first-PC share >= 0.45
+        else:
+            min_pc1 = results["detector"]["min_pc1"]
+        claim = first_pc_claim(list(blocked.values()), min_pc1)
+        note = f"; {NOT_RECORDED}"
+    verdict = claim["verdict"]["verdict"] if isinstance(claim["verdict"], dict) else claim["verdict"]
+    dominates, falls = claim["dominates"], claim["removal_breaks"]
+    if dominates["n"] == 0:
+        return Judged(verdict, f"{len(_blocked(results['models']))} model(s) with such a block", describe(dominates))
+    return Judged(verdict, (f"first-PC share inside minus outside the block: {dominates['verdict']}; block contrast "
+                            f"after minus before removing the first PC: {falls['verdict']}"),
+                  f"share: {describe(dominates)}; contrast: {describe(falls)}{note}")
 
 
-def judge_seeds(results: dict) -> tuple[str, str]:
-    """Chapter 4: cross-seed CKA inside each blocked seed's block minus outside it (< 0), over the blocked seeds."""
+def judge_seeds(results: dict) -> Judged:
+    """Chapter 4: cross-seed CKA inside each blocked seed's block minus outside it (< 0), over the blocked seeds,
+    with a bootstrap over seeds (older files without the per-pair values: a t-interval over blocked seeds)."""
     pairs = [e for e in _blocked(results["models"]).values() if e.get("cross_seed_cka_inside") is not None]
-    if not pairs:
-        return NOT_TESTABLE, "no seed-study model has a block"
-    claim = paired_verdict([e["cross_seed_cka_inside"] - e["cross_seed_cka_outside"] for e in pairs], -1)
     numbers = "; ".join(f"{results_schema.label(e)}: {e['cross_seed_cka_inside']:.2f} inside vs "
                         f"{e['cross_seed_cka_outside']:.2f} outside" for e in pairs)
-    return claim["verdict"], f"inside minus outside, {describe(claim)}; CKA with the other seeds, {numbers}"
+    claim = stored(results, "seeds_unique")
+    note = ""
+    if claim is None:
+        if not pairs:
+            return Judged(NOT_TESTABLE, "no seed-study model has a block", "n = 0")
+        if any("cross_seed_pairs" in e for e in pairs):
+            claim = seeds_unique_claim(pairs, protocol.rules()["pair_bootstrap_resamples"])
+        else:
+            claim = paired_verdict([e["cross_seed_cka_inside"] - e["cross_seed_cka_outside"] for e in pairs], -1)
+            note = "; t-interval over blocked seeds: the file predates the per-pair values"
+    evidence = f"CKA with the other seeds, inside minus outside each blocked seed's block; {numbers or 'no pair'}"
+    return Judged(claim["verdict"], evidence, describe(claim) + (f" ({claim['test']})" if claim.get("test") else "")
+                  + note)
 
 
-def judge_probes(results: dict) -> tuple[str, str]:
-    """Chapter 5's probe verdicts."""
+def judge_probes(results: dict) -> Judged:
+    """Chapter 5's probe row: the plateau and its block-free control in one headline (book/protocol.md)."""
     verdicts = results["verdicts"]
-    return verdicts["probe_plateau"], f"compared with the same layers without a block, the plateau is " \
-                                      f"{verdicts['probe_plateau_specific_to_block']}"
+    headline, plateau, specific = (stored(results, k) for k in ("probe", "probe_plateau", "probe_specific"))
+    if headline is None:
+        return Judged(verdicts["probe_plateau"], f"compared with the same layers without a block, the plateau is "
+                                                 f"{verdicts['probe_plateau_specific_to_block']}", NOT_RECORDED)
+    return Judged(headline["verdict"], (f"largest |probe accuracy change| from the block's first layer, against "
+                                        f"probe_plateau_tol {plateau.get('bound', float('nan')):g}; the position "
+                                        f"controls' minus the model's own: {specific['verdict']}"),
+                  f"plateau: {describe(plateau)}; control: {describe(specific)}")
 
 
-def judge_deletion(results: dict) -> tuple[str, str]:
-    """Chapter 5's deletion verdicts: mean single-deletion cost inside vs outside each block, and the position control."""
+def judge_deletion(results: dict) -> Judged:
+    """Chapter 5's deletion row: the score (inside minus outside) over models within the standard-error bound, and
+    beyond position (the score minus its controls'), both paired effects > 0."""
     verdicts = results["verdicts"]
     numbers = "; ".join(f"{results_schema.label(e)}: {e['verdicts']['mean_delta_inside']:+.3f} inside vs "
                         f"{e['verdicts']['mean_delta_outside']:+.3f} outside"
                         for e in _blocked(results["models"]).values() if "mean_delta_inside" in e.get("verdicts", {}))
     controls = "; ".join(f"{c['control_inside']:+.3f} vs {c['control_outside']:+.3f}"
                          for c in results.get("position_control", {}).values())
-    return verdicts["single_deletion_cheaper_inside"], (
-        f"Δ test accuracy per deleted residual block, {numbers or 'no block'}; the same positions in models "
-        f"without a block: {controls or 'none'}; beyond position: "
-        f"{verdicts['single_deletion_cheaper_inside_beyond_position']}")
+    evidence = (f"Δ test accuracy per deleted residual block, {numbers or 'no block'}; the same positions in models "
+                f"without a block: {controls or 'none'}")
+    score, beyond = stored(results, "deletion"), stored(results, "deletion_beyond_position")
+    if score is None:
+        return Judged(verdicts["single_deletion_cheaper_inside"], evidence + "; beyond position: "
+                      + verdicts["single_deletion_cheaper_inside_beyond_position"], NOT_RECORDED)
+    return Judged(f"{score['verdict']}, beyond position: {beyond['verdict']}", evidence,
+                  f"score: {describe(score)}; beyond position: {describe(beyond)}")
 
 
-def judge_errors(results: dict) -> tuple[str, str]:
+def judge_errors(results: dict) -> Judged:
+    """Chapter 6 as a row, with the recorded verdict object's n where there is one."""
+    verdict, evidence = _errors(results)
+    claim = stored(results, "example_level")
+    return Judged(verdict, evidence, describe(claim) if claim else NOT_RECORDED)
+
+
+def _errors(results: dict) -> tuple[str, str]:
     """Chapter 6: the main test (all seeds, filtered) against its half-split calibration, with the power it had."""
     wide, deep = (architecture_label(results[side]["depth"], results[side]["width"]) for side in ("wide", "deep"))
     if _version_1(results):  # no main test yet: the median over half splits against the seed-split null
@@ -163,72 +234,107 @@ def judge_errors(results: dict) -> tuple[str, str]:
         f"wide seeds; class level: {verdicts['class_level']}")
 
 
-def judge_subspace(results: dict) -> tuple[str, str]:
-    """Chapter 7: shown when, at the paper's largest ε, each seed-paired layer matches in under half its neurons."""
+def judge_subspace(results: dict) -> Judged:
+    """Chapter 7: shown when, at the paper's largest ε, every layer's score over seed pairs has its upper bound
+    (bootstrap over seeds) below one half (older files: the mean alone)."""
     base = results["base"]
-    verdict, low, layers = subspace_verdict(base["match_scores"], base["eps"])
+    claim = stored(results, "wang_low_match")
+    if claim is None:
+        verdict, low, layers = subspace_verdict(base["match_scores"], base["eps"])
+        stats = f"k = {low} of n = {layers} layers by their mean alone; {NOT_RECORDED}"
+    else:
+        verdict, low, layers = claim["verdict"], claim.get("k", 0), claim["n"]
+        highest = max((b[1] for b in claim.get("layer_intervals") or []), default=float("nan"))
+        stats = f"{describe(claim)} layers, each with a bootstrap over {claim.get('seeds', '—')} seeds " \
+                f"(largest upper bound {highest:.2f})"
     loosest = int(np.argmax(base["eps"]))
     cka_mean = float(np.mean(base["linear_cka"]))
-    return verdict, (f"{low} of {layers} layers match in under half their neurons at ε = {base['eps'][loosest]:g} "
-                     f"(mean score {base['mean_score_by_eps'][loosest]:.2f} over {len(base['pairs'])} seed pairs), "
-                     f"while linear CKA of the same layers is {cka_mean:.2f}")
+    return Judged(verdict, (f"{low} of {layers} layers match in under half their neurons at ε = "
+                            f"{base['eps'][loosest]:g} (mean score {base['mean_score_by_eps'][loosest]:.2f} over "
+                            f"{len(base['pairs'])} seed pairs), while linear CKA of the same layers is {cka_mean:.2f}"),
+                  stats)
 
 
-def judge_dominant_datapoints(results: dict) -> tuple[str, str]:
+def _origins(results: dict, key: str, evidence: str) -> Judged:
+    """A Chapter 8 row: the recorded verdict object where there is one, else the recorded verdict alone."""
+    claim = stored(results, key)
+    if claim is None:
+        return Judged(results["verdicts"][key], evidence, NOT_RECORDED)
+    return Judged(claim["verdict"], evidence, describe(claim))
+
+
+def judge_dominant_datapoints(results: dict) -> Judged:
     """Chapter 8: a few examples carry each blocked seed's first PC, and its block's layers share them."""
     top = "; ".join(f"{results_schema.label(results['models'][n])}: top 5% carry {c['top_5pct']:.2f}, "
                     f"Jaccard between block layers {results['within_model_overlap'].get(n, float('nan')):.2f}"
                     for n, c in results["concentration"].items()) or "no seed with a block"
-    return results["verdicts"]["dominant_datapoints"], (
-        f"{top} (Gaussian scores: {results['gaussian']['top_5pct']:.2f}; two random sets: "
-        f"{results['chance_overlap']:.3f})")
+    return _origins(results, "dominant_datapoints", f"{top} (Gaussian scores: {results['gaussian']['top_5pct']:.2f}; "
+                                                    f"two random sets: {results['chance_overlap']:.3f})")
 
 
-def judge_differ_across_seeds(results: dict) -> tuple[str, str]:
-    """Chapter 8: the first blocked seed's dominant set against the other seeds', on its block's layers."""
-    across = "; ".join(f"{results_schema.label(results['models'][n])}: {v:.3f}"
-                       for n, v in results["across_seed_overlap"].items()) or "no other seed"
-    return results["verdicts"]["differ_across_seeds"], (
-        f"Jaccard with the first blocked seed's dominant set: {across} (two random sets: "
-        f"{results['chance_overlap']:.3f})")
+def judge_differ_across_seeds(results: dict) -> Judged:
+    """Chapter 8: one seed's dominant sets at two layers against two seeds' sets at one layer (permutation test);
+    older files: the first blocked seed's dominant set against the other seeds'."""
+    claim = stored(results, "differ_across_seeds")
+    if claim is not None and claim.get("p") is not None:
+        evidence = (f"mean Jaccard of one seed's dominant sets at two block layers {claim['within_seed']:.3f}, of two "
+                    f"seeds' sets at one layer {claim['across_seeds']:.3f}, over {claim['layers']} layers "
+                    f"(two random sets: {results['chance_overlap']:.3f})")
+    else:
+        across = "; ".join(f"{results_schema.label(results['models'][n])}: {v:.3f}"
+                           for n, v in results["across_seed_overlap"].items()) or "no other seed"
+        evidence = (f"Jaccard with the first blocked seed's dominant set: {across} (two random sets: "
+                    f"{results['chance_overlap']:.3f})")
+    return _origins(results, "differ_across_seeds", evidence)
 
 
-def judge_removal(results: dict) -> tuple[str, str]:
+def judge_removal(results: dict) -> Judged:
     """Chapter 8: the block's contrast after removing its dominant examples, against random removals."""
     drops = "; ".join(f"{results_schema.label(results['models'][n])}: contrast {e['contrast_before']:.2f} to "
                       f"{e['contrast_after_dominant']:.2f} (random {e['contrast_before'] - e['drop_random_mean']:.2f})"
                       for n, e in results["removal"].items()) or "no seed with a block"
-    return results["verdicts"]["removal_breaks_block"], drops
+    return _origins(results, "removal_breaks_block", drops)
 
 
-def judge_forms_early(results: dict) -> tuple[str, str]:
-    """Chapter 8: block size at the snapshots of the seeds that end with a block."""
+def judge_forms_early(results: dict) -> Judged:
+    """Chapter 8: block size (and, where recorded, the span's overlap with the final block) at the snapshots."""
     blocked = results["removal"].keys()
+
+    def at(row: dict, final: dict) -> str:
+        text = f"{row['block_size']:.2f} (epoch {row['epoch']}"
+        if "span" in row and row is not final:
+            text += f", span overlap {span_jaccard(row['span'], final['span']):.2f}"
+        return text + ")"
+
     sizes = "; ".join(f"{results_schema.label(results['models'][n])}: block size "
-                      + ", ".join(f"{r['block_size']:.2f} (epoch {r['epoch']})" for r in rows)
+                      + ", ".join(at(r, rows[-1]) for r in rows)
                       for n, rows in results["snapshots"].items() if n in blocked) or "no seed with a block"
-    return results["verdicts"]["forms_early"], sizes
+    return _origins(results, "forms_early", sizes)
 
 
-def judge_regulariser(results: dict) -> tuple[str, str]:
+def judge_regulariser(results: dict) -> Judged:
     """Chapter 8: seeds with a block that have none when trained with the first-PC regulariser."""
     rows = [r for rows in results["regularised"].values() for r in rows if r["has_block_unregularised"]]
-    return results["verdicts"]["regulariser_removes_block"], (
+    return _origins(results, "regulariser_removes_block", (
         f"{sum(not r['has_block'] for r in rows)} of {len(rows)} (seed, threshold) runs of seeds with a block have "
-        f"none when regularised, over thresholds {', '.join(results['regularised']) or 'none'}")
+        f"none when regularised, over thresholds {', '.join(results['regularised']) or 'none'}"))
 
 
-def judge_lenses(results: dict) -> tuple[str, str]:
+def judge_lenses(results: dict) -> Judged:
     """Chapter 9: the measures other than linear CKA whose inside-outside contrast on the CKA block's layers
-    beats same-length runs of layers in seeds without a block."""
+    beats same-length runs of layers in seeds without a block (the seed study's seeds)."""
     claim, found = results["claim"], results["verdicts"]
+    recorded = stored(results, "seen_by_other_measures")
+    per_measure = ", ".join(f"{lens} {m['k']} of {m['n']} seeds" for lens, m in (recorded or {}).get(
+        "measures", {}).items())
+    stats = (describe(recorded) + (f"; {per_measure}" if per_measure else "")) if recorded else NOT_RECORDED
     if claim["verdict"] == NOT_TESTABLE:
-        return NOT_TESTABLE, f"{found.get('linear CKA', 'no verdict')} (Chapter 9)"
+        return Judged(NOT_TESTABLE, f"{found.get('linear CKA', 'no verdict')} (Chapter 9)", stats)
     judged = len(claim["seen_by"]) + len(claim["not_seen_by"])
-    return claim["verdict"], (f"seen by {len(claim['seen_by'])} of {judged} other measures "
-                              f"({', '.join(claim['seen_by']) or 'none'}); not by "
-                              f"{', '.join(claim['not_seen_by']) or 'none'}; under linear CKA: "
-                              f"{found.get('linear CKA', '—')}")
+    return Judged(claim["verdict"], (f"on the seed study: seen by {len(claim['seen_by'])} of {judged} other measures "
+                                     f"({', '.join(claim['seen_by']) or 'none'}); not by "
+                                     f"{', '.join(claim['not_seen_by']) or 'none'}; under linear CKA: "
+                                     f"{found.get('linear CKA', '—')}"), stats)
 
 
 FINDINGS = [
@@ -264,18 +370,23 @@ FINDINGS = [
 ]
 
 
-def block_uniqueness(results_dir: str | Path) -> str:
-    """What Chapter 4 found under CKA of each seed's block (unique to it or not), from its results file."""
+def block_uniqueness(results_dir: str | Path, profile=None) -> str:
+    """What Chapter 4 found under CKA of each seed's block (its claim's verdict and each seed's numbers), from its
+    results file, saying so when that file was written under another protocol than `profile`'s now."""
     path = Path(results_dir) / "04_pca.json"
     if not path.exists():
         return "Chapter 4 asks whether a block is unique to its model (its results are not here yet)"
-    models = results_schema.read(path)["models"].values()
+    document = results_schema.read(path)
+    judged = judge_seeds(document)
+    stale = results_schema.stale_note(document, profile) if profile is not None else ""
+    models = document["models"].values()
     compared = [e for e in models if e.get("cross_seed_cka_inside") is not None]
-    return "; ".join(
-        f"Chapter 4 found the block of {results_schema.label(e)} "
-        + ("unique to it" if e["cross_seed_cka_inside"] < e["cross_seed_cka_outside"] else "not unique to it")
-        + f" (CKA with the other seeds {e['cross_seed_cka_inside']:.2f} inside, {e['cross_seed_cka_outside']:.2f}"
-          " outside)" for e in compared) or "Chapter 4 found no seed with a block to compare"
+    if not compared:
+        return "Chapter 4 found no seed with a block to compare" + (f" ({stale})" if stale else "")
+    seeds = "; ".join(f"{results_schema.label(e)}: {e['cross_seed_cka_inside']:.2f} inside, "
+                      f"{e['cross_seed_cka_outside']:.2f} outside" for e in compared)
+    return (f"Chapter 4 judged \"each block is unique to its seed\" {judged.verdict} ({judged.stats}; CKA with the "
+            f"other seeds {seeds})" + (f". {stale}" if stale else ""))
 
 
 def load_results(results_dir: str | Path) -> dict[str, dict]:
@@ -284,25 +395,49 @@ def load_results(results_dir: str | Path) -> dict[str, dict]:
 
 
 def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) -> list[dict]:
-    """One row per finding: claim, verdict, evidence, chapter and figure (verdict "not run" without results)."""
+    """One row per finding: claim, verdict, evidence, n and interval, chapter, figure and run ("not run" without
+    results)."""
     rows = []
     for finding in findings:
         if finding.chapter in results:
-            verdict, evidence = finding.judge(results[finding.chapter])
+            judged = finding.judge(results[finding.chapter])
         else:
-            verdict, evidence = NOT_RUN, f"no {finding.chapter}.json in this profile's results"
+            judged = Judged(NOT_RUN, f"no {finding.chapter}.json in this profile's results", "—")
         run = results_schema.run_of(results[finding.chapter]) if finding.chapter in results else "—"
-        rows.append({"claim": finding.claim, "verdict": verdict, "evidence": evidence,
-                     "chapter": finding.chapter, "figure": finding.figure, "run": run})
+        rows.append({"claim": finding.claim, "verdict": judged.verdict, "evidence": judged.evidence,
+                     "stats": judged.stats, "chapter": finding.chapter, "figure": finding.figure, "run": run})
     return rows
 
 
 def claims_table(rows: list[dict]) -> str:
-    """The introduction's table: each finding, our verdict (bold), its evidence, figure, chapter link and run
-    (the protocol hash its results were written under, or pre-protocol)."""
-    return list_table(["the paper finds", "our runs", "evidence", "figure", "chapter", "run"], [
-        [r["claim"], f"**{r['verdict']}**", r["evidence"], r["figure"],
+    """The introduction's table: each finding, our verdict (bold), its n and interval, its evidence, figure,
+    chapter link and run (the protocol hash its results were written under, or pre-protocol)."""
+    return list_table(["the paper finds", "our runs", "n, interval", "evidence", "figure", "chapter", "run"], [
+        [r["claim"], f"**{r['verdict']}**", r.get("stats", "—"), r["evidence"], r["figure"],
          f"[Chapter {int(r['chapter'][:2])}]({r['chapter']}.md)", _run_label(r.get("run", "—"))] for r in rows])
+
+
+def runs_note(rows: list[dict], current: str) -> str:
+    """What the table's rows rest on, said above it: one run under this page's protocol (`current`), or which runs
+    they mix and which were written under another protocol. Rows are never silently mixed: each names its run."""
+    runs = sorted({r["run"] for r in rows if r.get("run", "—") != "—"})
+    if not runs:
+        return "No chapter has results for this profile yet."
+    label = {run: _run_label(run) for run in runs}
+    stale = [run for run in runs if run != current]
+    if len(runs) == 1 and not stale:
+        return f"Every row comes from one run, under this book's protocol ({label[runs[0]]})."
+    text = []
+    if len(runs) > 1:
+        counts = {run: sum(r.get("run") == run for r in rows) for run in runs}
+        text.append(f"**These rows come from {len(runs)} different runs** (last column): "
+                    + ", ".join(f"{label[run]} ({counts[run]} rows)" for run in runs)
+                    + ". Rows of different runs are not one experiment; read each with its run.")
+    if stale:
+        text.append(f"Rows not written under this page's protocol (`{current}`), but before it or under "
+                    "another: " + ", ".join(label[run] for run in stale) + "; rebuild those chapters "
+                    "(`make book`) to judge them under it.")
+    return " ".join(text)
 
 
 def _run_label(run: str) -> str:
@@ -318,8 +453,8 @@ def provenance_lines(results: dict[str, dict]) -> list[str]:
         older = (" (schema 1: the run published before the bfloat16 book; `make book` rewrites it)"
                  if _version_1(result) else "")
         run = results_schema.run_of(result)
-        protocol = (" (pre-protocol: written before book/protocol.md fixed the run's rules)"
-                    if run == results_schema.PRE_PROTOCOL else f"; protocol {run}")
+        under = (" (pre-protocol: written before book/protocol.md fixed the run's rules)"
+                 if run == results_schema.PRE_PROTOCOL else f"; protocol {run}")
         lines.append(f"{chapter}: profile {p['profile']}, commit {p['commit']}, {p['hardware']}, "
-                     f"{p['wall_time_s']:.0f} s; {versions}{older}{protocol}")
+                     f"{p['wall_time_s']:.0f} s; {versions}{older}{under}")
     return lines

@@ -5,9 +5,13 @@ for the verdict vocabulary and `widedeep.labels` for display labels).
 
 Every results file is one JSON object:
 
-- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read), or 1 for
-  the files of the cpu run published before version 2 (`ADDED_IN_VERSION_2`: they lack those keys and
-  are read as they are until `make book` rewrites them; the claims table says which rows they carry);
+- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read), or an
+  older version: 1 for the files of the cpu run published before version 2 (`ADDED_IN_VERSION_2`: they
+  lack those keys and are read as they are until `make book` rewrites them; the claims table says which
+  rows they carry), 2 for files written before the verdict objects (`ADDED_IN_VERSION_3`);
+- `claims` (version 3, the chapters that judge a claim of the introduction's table, `CLAIM_CHAPTERS`):
+  each claim's verdict object (`widedeep.analyses.verdicts.claim`): its verdict, n, k or mean, interval
+  (None where the rule has none) and the rule of book/protocol.md it was judged by;
 - `provenance`: profile, commit, hardware, wall time and package versions (`store.provenance`), and the
   hash of the protocol the chapter ran under (`protocol`; files written before `book/protocol.md` lack
   it and are shown as pre-protocol);
@@ -38,7 +42,7 @@ from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
 # lacks them and is otherwise checked as before. Chapters new in version 2 have no version-1 files.
 ADDED_IN_VERSION_2 = {
@@ -49,6 +53,11 @@ ADDED_IN_VERSION_2 = {
     "06_errors": ("power", "main_test"),
 }
 NEW_IN_VERSION_2 = ("08_origins", "09_measures")
+# Version 3 (the protocol's verdicts) added each judging chapter's verdict objects.
+CLAIM_CHAPTERS = ("03_block_structure", "04_pca", "05_pruning", "06_errors", "07_subspace_match", "08_origins",
+                  "09_measures")
+ADDED_IN_VERSION_3 = {chapter: ("claims",) for chapter in CLAIM_CHAPTERS}
+VERSIONS = (1, 2, SCHEMA_VERSION)
 RUN_NAME = re.compile(r"(?P<data>[a-z0-9]+)-(?P<family>resnet|plain)(?P<depth>\d+)x(?P<width>[0-9.e+-]+)"
                       r"-n(?P<n_train>\d+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})")
 PROVENANCE_KEYS = ("profile", "commit", "hardware", "wall_time_s", "versions")
@@ -77,26 +86,28 @@ CHAPTERS = {
     "03_block_structure": ChapterSchema(("detector", "models", "short_arm", "seed_study", "trends", "threshold_sweep",
                                          "arms_compared", "training_length_effect", "incidence_fit", "continuous_fit",
                                          "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
-                                         "short_arm_block_size_fit", "claims_fit"),
+                                         "short_arm_block_size_fit", "claims_fit", "claims"),
                                         ("models", "short_arm", "seed_study"),
                                         ("trends.*", "claims_fit.verdicts.*") + tuple(
                                             f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")
                                             for fit in ("incidence", "continuous", "block_size"))),
-    "04_pca": ChapterSchema(("models", "detector", "blocks_broken", "cross_seed_matched_stream_mean"), ("models",)),
+    "04_pca": ChapterSchema(("models", "detector", "blocks_broken", "cross_seed_matched_stream_mean", "claims"),
+                            ("models",)),
     "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
-                                 "models"), ("models",),
+                                 "models", "claims"), ("models",),
                                 ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
     "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "power", "main_test", "example_level",
-                                "class_level", "verdicts"), (), ("verdicts.*", "main_test.verdict")),
+                                "class_level", "verdicts", "claims"), (), ("verdicts.*", "main_test.verdict")),
     "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
                                  "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
-                                 "regularised", "verdicts"), ("models",), ("verdicts.*",)),
+                                 "regularised", "verdicts", "claims"), ("models",), ("verdicts.*",)),
     "09_measures": ChapterSchema(("settings", "models", "layers", "identification", "identification_block_free",
                                   "calibration", "accuracy_drops",
-                                  "sensitivity", "outliers", "block", "table", "verdicts", "claim"), ("models",),
+                                  "sensitivity", "outliers", "block", "table", "verdicts", "claim", "claims"),
+                                 ("models",),
                                  ("verdicts.*", "claim.verdict")),
     "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
-                                        "block", "verdicts"), (), ("verdicts.*",)),
+                                        "block", "verdicts", "claims"), (), ("verdicts.*",)),
 }
 
 
@@ -159,14 +170,16 @@ def validate(document: dict, chapter: str, source: str = "results") -> None:
     if not isinstance(document, dict):
         raise SchemaError(f"{source}: a results file is a JSON object")
     version = document.get("schema_version")
-    if version not in (1, SCHEMA_VERSION) or (version == 1 and chapter in NEW_IN_VERSION_2):
-        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION} (and 1 for "
-                          f"chapters 1-7); rebuild the chapter (make chapter NB={chapter}) to rewrite it")
+    if version not in VERSIONS or (version == 1 and chapter in NEW_IN_VERSION_2):
+        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION} (and 2, and 1 "
+                          f"for chapters 1-7); rebuild the chapter (make chapter NB={chapter}) to rewrite it")
     provenance = document.get("provenance")
     if not isinstance(provenance, dict) or any(k not in provenance for k in PROVENANCE_KEYS):
         raise SchemaError(f"{source}: provenance must hold {list(PROVENANCE_KEYS)}")
     schema = CHAPTERS[chapter]
-    keys = [k for k in schema.keys if version == SCHEMA_VERSION or k not in ADDED_IN_VERSION_2.get(chapter, ())]
+    added = (ADDED_IN_VERSION_3.get(chapter, ()) if version < 3 else ()) + \
+        (ADDED_IN_VERSION_2.get(chapter, ()) if version < 2 else ())
+    keys = [k for k in schema.keys if k not in added]
     present = set(document) - {"schema_version", "provenance", "records"}   # records: what status checks
     missing, unknown = sorted(set(keys) - present), sorted(present - set(keys))
     if missing or unknown:
@@ -185,6 +198,31 @@ def validate(document: dict, chapter: str, source: str = "results") -> None:
             if verdicts.head(value) is None:
                 raise SchemaError(f"{where}: {value!r} is not a verdict; spell it with widedeep.analyses.verdicts "
                                   f"({', '.join(verdicts.VERDICTS)})")
+    if "claims" in keys:
+        _check_claims(document["claims"], f"{source}: claims")
+
+
+def _check_claims(claims: Any, where: str) -> None:
+    """Verdict objects by claim: a spelled verdict, an integer n >= 0, an interval (None or [low, high]), a rule."""
+    if not isinstance(claims, dict):
+        raise SchemaError(f"{where} must map claim names to verdict objects (widedeep.analyses.verdicts.claim)")
+    for name, claim in claims.items():
+        at = f"{where}.{name}"
+        if not isinstance(claim, dict) or any(k not in claim for k in CLAIM_KEYS):
+            raise SchemaError(f"{at}: a verdict object holds {list(CLAIM_KEYS)}; build it with verdicts.claim")
+        if verdicts.head(claim["verdict"]) is None:
+            raise SchemaError(f"{at}.verdict: {claim['verdict']!r} is not a verdict; spell it with "
+                              f"widedeep.analyses.verdicts")
+        if not isinstance(claim["n"], int) or isinstance(claim["n"], bool) or claim["n"] < 0:
+            raise SchemaError(f"{at}.n: {claim['n']!r} is not a count of units")
+        interval = claim["interval"]
+        if interval is not None and (not isinstance(interval, list) or len(interval) != 2):
+            raise SchemaError(f"{at}.interval: {interval!r} is neither None nor [low, high]")
+        if not isinstance(claim["rule"], str) or not claim["rule"]:
+            raise SchemaError(f"{at}.rule: name the rule of book/protocol.md the verdict was judged by")
+
+
+CLAIM_KEYS = ("verdict", "n", "interval", "rule")
 
 
 def _plain(value: Any) -> Any:
@@ -231,6 +269,17 @@ PRE_PROTOCOL = "pre-protocol"
 def run_of(document: dict) -> str:
     """The protocol hash a results file was written under, or "pre-protocol" for files written before it."""
     return document["provenance"].get("protocol") or PRE_PROTOCOL
+
+
+def stale_note(document: dict, profile: Profile) -> str:
+    """'' when a results file was written under the protocol `profile` has now, else a sentence saying it was not
+    (a chapter built alone against stale files says so on its page)."""
+    current, run = protocol.protocol_hash(profile), run_of(document)
+    if run == current:
+        return ""
+    written = "before the protocol" if run == PRE_PROTOCOL else f"under protocol {run}"
+    return (f"Note: the results read here were written {written}, not under this book's protocol now "
+            f"({current}): they are another run's; rebuild their chapter to judge them under this one")
 
 
 def read(path: str | Path) -> dict:
