@@ -335,7 +335,7 @@ def two_namespaces():
 def test_two_node_cluster_in_network_namespaces_trains_the_grid(tmp_path, two_namespaces):
     head_ns, worker_ns = two_namespaces
     head_ip, worker_ip = NETNS_ADDRESSES
-    env = _ray_env()
+    env = {**_ray_env(), "WIDEDEEP_RUNS": str(tmp_path)}   # the store the nodes share: this test's folder
     env.pop(grid.LOOPBACK_ENV, None)  # real addresses: the namespaces' own
     address = f"{head_ip}:6379"
     with _ray_node(["--head", "--include-dashboard=false", f"--node-ip-address={head_ip}", "--port=6379", "--num-cpus=1"], env, head_ns):
