@@ -559,7 +559,8 @@ def load_profile(name: str, overrides: dict | None = None) -> Profile:
 GRID_COORDINATES = ("depth", "width", "n_train", "seed")
 # Run options that only an experiment sets, through `train_config(..., **changes)` with values from its
 # profile section (Chapter 8's regulariser and snapshots); every other option is a Recipe key.
-EXPERIMENT_OPTIONS = ("pc_reg_strength", "pc_reg_threshold", "pc_reg_layers", "snapshot_epochs")
+EXPERIMENT_OPTIONS = ("pc_reg_strength", "pc_reg_threshold", "pc_reg_layers", "snapshot_epochs", "arch", "patch_size",
+                      "heads", "mlp_ratio", "optimizer", "warmup_steps")
 
 
 def train_config(profile: Profile, depth: int, width: float, n_train: int, seed: int, **changes) -> TrainConfig:
