@@ -10,7 +10,7 @@ import torch
 
 from widedeep import models, profiles, protocol
 from widedeep.analyses import vit as vit_study
-from widedeep.analyses.verdicts import CONTRADICTED, NOT_SHOWN, NOT_TESTABLE, SHOWN, head
+from widedeep.analyses import verdicts
 from widedeep.book import results
 from widedeep.capture import Capture, capture_outputs
 from widedeep.measures.cka import linear_cka, model_cka
@@ -296,19 +296,10 @@ def test_shuffled_examples_give_a_null_near_zero_and_identical_layers_one():
     assert np.abs(null).max() < 0.05
 
 
-@pytest.mark.parametrize("values, direction, verdict", [
-    ([0.2, 0.3, 0.25, 0.28], +1, SHOWN), ([0.2, 0.3, 0.25, 0.28], -1, CONTRADICTED),
-    ([0.2, -0.3, 0.25, -0.1], +1, NOT_SHOWN), ([], +1, NOT_TESTABLE), ([0.1, 0.2], +1, "suggestive (2 models)"),
-    ([0.1, -0.2], +1, NOT_SHOWN), ([0.3], +1, "suggestive (1 model)"),
-])
-def test_paired_effects_follow_the_protocol_s_general_rules(values, direction, verdict):
-    result = vit_study.paired_effect(values, direction)
-    assert result["verdict"] == verdict and result["n"] == len(values) and head(result["verdict"]) is not None
-    assert (result["interval"] is not None) == (len(values) >= 3)
-
-
-def test_the_sign_flip_check_joins_from_five_models_and_is_exact():
-    result = vit_study.paired_effect([0.1, 0.2, 0.3, 0.4, 0.5], +1)
-    assert result["sign_flip_p"] == pytest.approx(1 / 32)   # only the observed signs reach the observed mean
-    assert vit_study.paired_effect([0.1, 0.2, 0.3, 0.4], +1)["sign_flip_p"] is None
-    assert "n = 5" in vit_study.describe(result) and result["verdict"] == SHOWN
+def test_a_verdict_is_described_with_its_n_and_interval():
+    result = verdicts.paired_verdict([0.1, 0.2, 0.3, 0.4, 0.5], +1)
+    text = vit_study.describe(result)
+    assert text.startswith("shown: n = 5, mean +0.300 [") and "sign-flip p = 0.0312" in text
+    assert vit_study.describe(result, verdict=False) == text.removeprefix("shown: ")
+    assert vit_study.describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
+    assert vit_study.describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"

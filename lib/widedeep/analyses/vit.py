@@ -26,9 +26,9 @@ import torch
 from scipy import stats
 
 from widedeep import profiles, protocol, records
-from widedeep.analyses import incidence, measure_tests, runs, structure
+from widedeep.analyses import incidence, measure_tests, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
-from widedeep.analyses.verdicts import CONTRADICTED, NOT_SHOWN, NOT_TESTABLE, SHOWN, SUGGESTIVE
+from widedeep.analyses.verdicts import NOT_TESTABLE, paired_verdict
 from widedeep.capture import Capture, capture_outputs
 from widedeep.measures.cka import cka
 from widedeep.measures.grams import gram_linear
@@ -114,53 +114,10 @@ def best_match_depths(matrix: np.ndarray) -> np.ndarray:
     return np.argmax(matrix, axis=1) / max(matrix.shape[1] - 1, 1)
 
 
-def sign_flip_p(values: list[float], direction: int) -> float:
-    """Exact one-sided sign-flip p-value of the mean in `direction`, every sign pattern enumerated."""
-    result = stats.permutation_test((direction * np.asarray(values, float),), np.mean, permutation_type="samples",
-                                    alternative="greater", n_resamples=np.inf)
-    return float(result.pvalue)
-
-
-def paired_effect(values: list[float], direction: int, level: float = 0.95, min_models: int = 3,
-                  sign_flip_from: int = 5) -> dict:
-    """A paired effect under the protocol's general rules: the t-interval of the mean difference; shown when it
-    excludes 0 in `direction`, contradicted the other way, not shown otherwise; one or two models at most
-    suggestive; the exact sign-flip p beside it from `sign_flip_from` models.
-
-    TODO(merge): the protocol branch adds `verdicts.paired_verdict` with these rules; call it instead.
-    """
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1 (the paper's sign of the effect); got {direction!r}")
-    values = [float(v) for v in values if v is not None and np.isfinite(v)]
-    n = len(values)
-    out = {"n": n, "mean": float(np.mean(values)) if values else None, "interval": None, "sign_flip_p": None,
-           "direction": "> 0" if direction > 0 else "< 0", "test": f"t-interval {level:.0%}"}
-    if n == 0:
-        return {**out, "verdict": NOT_TESTABLE}
-    if n < min_models:
-        all_agree = all(direction * v > 0 for v in values)
-        return {**out, "verdict": f"{SUGGESTIVE} ({n} model{'s' if n > 1 else ''})" if all_agree else NOT_SHOWN}
-    mean = out["mean"]
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / np.sqrt(n))
-    low, high = mean - half, mean + half
-    verdict = (SHOWN if direction * low > 0 and direction * high > 0 else
-               CONTRADICTED if direction * low < 0 and direction * high < 0 else NOT_SHOWN)
-    if n >= sign_flip_from:
-        out["sign_flip_p"] = sign_flip_p(values, direction)
-    return {**out, "interval": [low, high], "verdict": verdict}
-
-
 def describe(result: dict, verdict: bool = True) -> str:
     """'shown: n = 5, mean +0.12 [+0.05, +0.19]': a paired effect's verdict with its n and interval (without the
     verdict for a number that is reported, not judged)."""
-    if result["n"] == 0:
-        text = "n = 0"
-    else:
-        text = f"n = {result['n']}, mean {result['mean']:+.3f}"
-        if result["interval"]:
-            text += f" [{result['interval'][0]:+.3f}, {result['interval'][1]:+.3f}]"
-        if result["sign_flip_p"] is not None:
-            text += f", sign-flip p = {result['sign_flip_p']:.3g}"
+    text = verdicts.describe(result)
     return f"{result['verdict']}: {text}" if verdict else text
 
 
@@ -241,7 +198,7 @@ class VitStudy:
         for m in self.blocked():
             inside, outside = _inside_outside(m.pc1_share, m)
             differences[m.run.config.name()] = inside - outside
-        return {"differences": differences, **paired_effect(list(differences.values()), +1, **self.paired)}
+        return {"differences": differences, **paired_verdict(list(differences.values()), +1, **self.paired)}
 
     def tokens(self) -> dict:
         """Per ViT the token-norm ratio of every stream layer; per blocked ViT its mean inside minus outside."""
@@ -256,7 +213,7 @@ class VitStudy:
             inside, outside = _inside_outside(full, m)
             differences[m.run.config.name()] = inside - outside
         return {"per_model": per_model, "inside_minus_outside": differences,
-                "effect": paired_effect(list(differences.values()), +1, **self.paired),   # reported, not judged
+                "effect": paired_verdict(list(differences.values()), +1, **self.paired),   # reported, not judged
                 "largest": float(max(np.max(r["max"]) for r in per_model.values())) if per_model else None}
 
     # -- V3: uniformity; correspondence ----------------------------------------------------------
@@ -269,7 +226,7 @@ class VitStudy:
                     "resnet_uniformity": uniformity(p.resnet.stream_cka),
                     "difference": p.uniformity_difference()} for p in pairs]
         return {"pairs": entries, "left_out": len(self.pairs) - len(pairs),
-                **paired_effect([e["difference"] for e in entries], +1, **self.paired)}
+                **paired_verdict([e["difference"] for e in entries], +1, **self.paired)}
 
     def correspondence(self) -> dict:
         """Per pair, the best-matching ResNet depth of each ViT stream layer, raw and calibrated; the mean null."""
