@@ -303,3 +303,20 @@ def test_a_verdict_is_described_with_its_n_and_interval():
     assert vit_study.describe(result, verdict=False) == text.removeprefix("shown: ")
     assert vit_study.describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
     assert vit_study.describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"
+
+
+def test_the_grid_orders_vits_and_resnets_by_their_measured_cost():
+    """The grid starts the costliest run first; a ViT's relative cost follows the rates the benchmark measured."""
+    from scipy import stats
+
+    from widedeep import grid
+
+    bench = json.loads((Path(__file__).parents[1] / protocol.VIT_BENCHMARK).read_text())["models"]
+    base = profiles.cka_base_grid(profiles.load_profile("cpu"))[0]
+    costs, measured = [], []
+    for entry in bench.values():
+        shape = {"arch": "vit", "optimizer": "adamw", "warmup_steps": 10} if entry["arch"] == "vit" else {}
+        config = TrainConfig.from_dict({**base.stored(), **shape, "depth": entry["depth"], "width": entry["width"]})
+        costs.append(grid.training_cost(config))
+        measured.append(1 / entry["median"])
+    assert stats.spearmanr(costs, measured).statistic > 0.8
