@@ -244,7 +244,8 @@ def test_results_take_vit_run_names_and_label_them():
              "arch": "vit"}
     document = {"schema_version": results.SCHEMA_VERSION, "provenance": {k: "x" for k in results.PROVENANCE_KEYS},
                 **{k: {} for k in results.CHAPTERS["10_vit"].keys},
-                "models": {config.name(): entry}, "verdicts": {"uniform": "suggestive (1 model)"}}
+                "models": {config.name(): entry}, "verdicts": {"uniform": "suggestive (1 model)"},
+                "claims": {"uniform": verdicts.claim(verdicts.paired_verdict([0.1], +1), "Chapter 10, V3")}}
     results.validate(document, "10_vit")
     assert results.label(entry) == "ViT-4 d8, n=500, s0"
     with pytest.raises(results.SchemaError, match="not the model its name names"):
@@ -303,6 +304,8 @@ def test_a_verdict_is_described_with_its_n_and_interval():
     assert vit_study.describe(result, verdict=False) == text.removeprefix("shown: ")
     assert vit_study.describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
     assert vit_study.describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"
+    left = {**verdicts.paired_verdict([0.1, 0.2, 0.3], +1), "left_out": 2, "left_out_why": "below the rule"}
+    assert vit_study.describe(left).endswith("; 2 left out (below the rule)")
 
 
 def test_the_grid_orders_vits_and_resnets_by_their_measured_cost():

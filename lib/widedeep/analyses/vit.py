@@ -198,7 +198,8 @@ class VitStudy:
         for m in self.blocked():
             inside, outside = _inside_outside(m.pc1_share, m)
             differences[m.run.config.name()] = inside - outside
-        return {"differences": differences, **paired_verdict(list(differences.values()), +1, **self.paired)}
+        return {"differences": differences, **paired_verdict(list(differences.values()), +1, **self.paired),
+                "left_out": len(self.rows) - len(self.eligible), "left_out_why": "ViTs below the interpolation rule"}
 
     def tokens(self) -> dict:
         """Per ViT the token-norm ratio of every stream layer; per blocked ViT its mean inside minus outside."""
@@ -225,8 +226,8 @@ class VitStudy:
                     "vit_uniformity": uniformity(p.vit.stream_cka),
                     "resnet_uniformity": uniformity(p.resnet.stream_cka),
                     "difference": p.uniformity_difference()} for p in pairs]
-        return {"pairs": entries, "left_out": len(self.pairs) - len(pairs),
-                **paired_verdict([e["difference"] for e in entries], +1, **self.paired)}
+        return {"pairs": entries, **paired_verdict([e["difference"] for e in entries], +1, **self.paired),
+                "left_out": len(self.pairs) - len(pairs), "left_out_why": "a model of the pair below the rule"}
 
     def correspondence(self) -> dict:
         """Per pair, the best-matching ResNet depth of each ViT stream layer, raw and calibrated; the mean null."""
@@ -277,12 +278,35 @@ class VitStudy:
         """The chapter's claims as verdicts: the law's three, the first PC inside blocks, uniformity."""
         return {**law["verdicts"], "first_pc": first_pc["verdict"], "uniform": uniform["verdict"]}
 
+    def claims(self, law: dict, first_pc: dict, uniform: dict) -> dict[str, dict]:
+        """Claims V1-V3 as verdict objects (`verdicts.claim`) with the rule of book/protocol.md, Chapter 10."""
+        section = "book/protocol.md, Chapter 10"
+        fit = law["fits"].get("incidence_fit")
+        common = {"n": len(self.eligible), "left_out": len(self.rows) - len(self.eligible),
+                  "left_out_why": "ViTs below the interpolation rule"}
+        out = {}
+        for name, sign in (("capacity", "> 0"), ("data", "< 0")):
+            value = fit[f"{name}_coef"] if fit is not None and fit["estimable"] else None
+            out[name] = verdicts.claim({**common, "verdict": law["verdicts"][name],
+                                        "mean": None if value is None else value[0],
+                                        "interval": None if value is None else value[1:]},
+                                       f"{section}, V1: Firth presence law's {name} coefficient {sign}, "
+                                       f"profile-likelihood interval")
+        out["relative"] = verdicts.claim({**common, "verdict": law["verdicts"]["relative"], "interval": None,
+                                          "lr_test_p": None if fit is None else fit["relative_test_p"]},
+                                         f"{section}, V1: capacity and data shown, capacity + data = 0 not rejected")
+        out["first_pc"] = verdicts.claim(first_pc, f"{section}, V2: first-PC share inside minus outside the "
+                                                   f"CKA-only block, paired effect > 0")
+        out["uniform"] = verdicts.claim(uniform, f"{section}, V3: mean stream CKA of the ViT minus the ResNet's, "
+                                                 f"paired effect > 0")
+        return out
+
     def record(self, law: dict, first_pc: dict, tokens: dict, uniform: dict, correspondence: dict) -> dict:
         """The chapter's results (the keys of `results.CHAPTERS["10_vit"]`)."""
         return {"settings": self.profile.section_values("vit"), "models": _keyed(self.rows),
                 "resnets": _keyed([p.resnet.summary() for p in self.pairs]), "rule": self.rule(), "law": law,
                 "first_pc": first_pc, "tokens": tokens, "uniformity": uniform, "correspondence": correspondence,
-                "verdicts": self.verdicts(law, first_pc, uniform)}
+                "verdicts": self.verdicts(law, first_pc, uniform), "claims": self.claims(law, first_pc, uniform)}
 
 
 def law_sentence(fit: dict | None) -> str:
