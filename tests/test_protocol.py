@@ -157,7 +157,9 @@ def test_flops_are_counted_as_the_benchmark_counts_them():
 def test_the_cpu_run_fits_the_budget_the_page_states(cpu):
     rules = protocol.rules()
     xeon, zen1 = protocol.grid_cost(cpu, "xeon"), protocol.grid_cost(cpu, "zen1")
-    whole = xeon["core_hours"] + protocol.analysis_core_seconds(cpu, "xeon") / 3600
+    # Chapter 10's ViTs have their own budget on top of this one (tests/test_vit.py checks it)
+    vits = protocol.vit_cost(cpu, "xeon")["train_core_hours"]
+    whole = xeon["core_hours"] - vits + protocol.analysis_core_seconds(cpu, "xeon") / 3600
     assert whole <= rules["max_book_core_hours_xeon"] * 1.05, whole
     assert zen1["largest_run_hours"] <= rules["max_run_core_hours_slowest_cpu"], zen1["largest_run"]
     # bfloat16 runs (the precision side study) are not run on Zen 1, which has no native bfloat16

@@ -1,4 +1,5 @@
-"""CIFAR ResNet v1 (He et al. 2016) as in the paper's code, with every analysed operation its own module.
+"""CIFAR ResNet v1 (He et al. 2016) as in the paper's code, and a small Vision Transformer beside it, with every
+analysed operation its own module.
 
 Nguyen et al. build post-activation ResNets of depth 6n+2: a 3x3 stem, three stages of n basic
 blocks with round(16k), round(32k), round(64k) channels, a 1x1 stride-2 projection (no BN) where a
@@ -7,6 +8,15 @@ stage starts, then global average pooling and a dense layer. We mirror the Keras
 behave like theirs. Every operation the analysis reads (conv, BN, ReLU, add, projection, pool,
 flatten, logits) is a distinct module that is called exactly once per forward pass and never
 in place, so a forward hook sees each layer's true output.
+
+The Vision Transformer (Dosovitskiy et al. 2021; `vit`) follows the same rule for Chapter 10: a
+patch embedding (a strided convolution), a learned position embedding, `depth` pre-LayerNorm encoder
+blocks of embedding dimension `width` (multi-head self-attention and a GELU MLP, each added to the
+residual stream), a final LayerNorm, mean pooling over the tokens and a dense layer. Its residual
+stream is each encoder block's output (kind "stream"); inside a block the analysed layers are the
+LayerNorms, the attention output, the stream after attention, the MLP's hidden activation and its
+output. A token map is (n, tokens, width), flattened per example to tokens x width as a ResNet's
+(n, channels, h, w) map is flattened to channels x h x w.
 """
 
 from __future__ import annotations
@@ -188,6 +198,162 @@ def resnet(depth: int, width: float = 1, num_classes: int = 10, in_channels: int
            residual: bool = True, bn_momentum: float = KERAS_BN_MOMENTUM) -> CifarResNet:
     """Build a CIFAR ResNet-`depth` at width multiplier `width` (residual=False: the plain control)."""
     return CifarResNet(depth, width, num_classes, in_channels, residual, bn_momentum)
+
+
+# ---------------------------------------------------------------------------------------------
+# A small Vision Transformer
+# ---------------------------------------------------------------------------------------------
+
+VIT_HEADS = 4          # attention heads (the width must be a multiple of it)
+VIT_MLP_RATIO = 2      # the MLP's hidden width over the embedding width
+
+
+class Tokens(nn.Module):
+    """(n, width, h, w) patch map -> (n, h*w, width) tokens in row-major patch order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).transpose(1, 2)
+
+
+class PositionEmbedding(nn.Module):
+    """Adds a learned position embedding to the tokens (the stream's first representation)."""
+
+    def __init__(self, tokens: int, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, tokens, width))
+        nn.init.trunc_normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: one qkv projection, scaled dot-product attention per head, an output projection."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, tokens, width = x.shape
+        q, k, v = self.qkv(x).reshape(n, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(attended.transpose(1, 2).reshape(n, tokens, width))
+
+
+class TokenMean(nn.Module):
+    """Mean over the tokens: (n, tokens, width) -> (n, width), the ViT's global average pooling."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LayerNorm encoder block: x + attn(norm1(x)), then + fc2(act(fc1(norm2(.)))), each add a module."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.add1 = Add()
+        self.norm2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, mlp_ratio * width)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(mlp_ratio * width, width)
+        self.add2 = Add()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.add1(x, self.attn(self.norm1(x)))
+        return self.add2(x, self.fc2(self.act(self.fc1(self.norm2(x)))))
+
+
+VIT_INSIDE = ("norm1", "attn", "add1", "norm2", "act", "fc2")   # analysed per block, before its output add2
+
+
+class VisionTransformer(nn.Module):
+    """A small ViT on square images with mean pooling (no class token) and an ordered list of analysable layers.
+
+    Mean pooling rather than a class token: every token then plays the same role at every layer, so the
+    flattened token map compares like with like across layers and models, and the head matches the
+    ResNet's global average pooling, which keeps the ViT-ResNet comparison about the blocks.
+    """
+
+    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int, image_size: int,
+                 patch_size: int, heads: int = VIT_HEADS, mlp_ratio: int = VIT_MLP_RATIO):
+        super().__init__()
+        validate_vit(depth, width, heads, mlp_ratio)
+        validate_io(num_classes, in_channels)
+        validate_patches(image_size, patch_size)
+        self.depth, self.width, self.heads, self.mlp_ratio = depth, width, heads, mlp_ratio
+        self.num_classes, self.in_channels, self.patch_size = num_classes, in_channels, patch_size
+        tokens = (image_size // patch_size) ** 2
+        self.input = nn.Identity()
+        self.patch = nn.Conv2d(in_channels, width, patch_size, patch_size)
+        self.tokens = Tokens()
+        self.embed = PositionEmbedding(tokens, width)
+        self.blocks = nn.Sequential(*(EncoderBlock(width, heads, mlp_ratio) for _ in range(depth)))
+        self.norm = nn.LayerNorm(width)
+        self.pool = TokenMean()
+        self.logits = nn.Linear(width, num_classes)
+        _vit_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(self.tokens(self.patch(self.input(x))))
+        return self.logits(self.pool(self.norm(self.blocks(x))))
+
+    def layers(self) -> list[Layer]:
+        """Every analysable layer in forward order: input, patch embedding, the stream (embedding and each
+        block's output) with each block's inside layers before its output, then the head."""
+        out = [Layer("input", INPUT, 0, -1, self.input), Layer("patch", STEM, 0, -1, self.patch),
+               Layer("embed", STREAM, 0, -1, self.embed)]
+        for index, block in enumerate(self.blocks):
+            out += [Layer(f"blocks.{index}.{n}", INSIDE, 1, index, getattr(block, n)) for n in VIT_INSIDE]
+            out.append(Layer(f"blocks.{index}.add2", STREAM, 1, index, block.add2))
+        out += [Layer(n, HEAD, 0, -1, getattr(self, n)) for n in ("norm", "pool", "logits")]
+        return out
+
+    def residual_blocks(self) -> list[EncoderBlock]:
+        """All encoder blocks in forward order."""
+        return list(self.blocks)
+
+
+def validate_vit(depth: int, width: int, heads: int = VIT_HEADS, mlp_ratio: int = VIT_MLP_RATIO) -> None:
+    """Check a ViT's depth (blocks >= 1), width (a positive multiple of the head count), heads and MLP ratio."""
+    for name, value in (("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"a ViT's {name} must be a positive integer (depth: encoder blocks); got {value!r}")
+    if isinstance(width, float) and width.is_integer():
+        width = int(width)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1 or width % heads:
+        raise ValueError(f"a ViT's width is its embedding dimension, a positive integer multiple of its {heads} "
+                         f"heads (e.g. {4 * heads}, {8 * heads}, {16 * heads}); got {width!r}")
+
+
+def validate_patches(image_size: int, patch_size: int) -> None:
+    """Check that square patches of `patch_size` tile the image exactly."""
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive integer (pixels); got {patch_size!r}")
+    if image_size % patch_size:
+        raise ValueError(f"patch_size {patch_size} does not tile a {image_size} px image; choose a divisor of "
+                         f"{image_size}, e.g. {next(p for p in (4, 2, 1) if image_size % p == 0)}")
+
+
+def _vit_init(model: nn.Module) -> None:
+    """Truncated-normal (std 0.02) weights and zero biases for dense and patch layers (ViT convention)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+
+def vit(depth: int, width: int, num_classes: int = 10, in_channels: int = 1, image_size: int = 16,
+        patch_size: int = 4, heads: int = VIT_HEADS, mlp_ratio: int = VIT_MLP_RATIO) -> VisionTransformer:
+    """Build a ViT with `depth` encoder blocks of embedding dimension `width` (a multiple of `heads`)."""
+    if isinstance(width, float) and width.is_integer():
+        width = int(width)
+    return VisionTransformer(depth, width, num_classes, in_channels, image_size, patch_size, heads, mlp_ratio)
 
 
 def parameter_count(model: nn.Module) -> int:

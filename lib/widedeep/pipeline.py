@@ -27,7 +27,7 @@ from widedeep.profiles import Profile
 from widedeep.train import TrainConfig, is_complete, measure_throughput
 
 CHAPTERS = ("01_training", "02_cka", "03_block_structure", "04_pca", "05_pruning", "06_errors",
-            "07_subspace_match", "08_origins", "09_measures")
+            "07_subspace_match", "08_origins", "09_measures", "10_vit")
 
 
 def chapter_runs(profile: Profile) -> dict[str, list[TrainConfig]]:
@@ -46,6 +46,7 @@ def chapter_runs(profile: Profile) -> dict[str, list[TrainConfig]]:
         "07_subspace_match": base[:-1] + seed_study,
         "08_origins": seed_study + regularised,
         "09_measures": seed_study,
+        "10_vit": profiles.vit_runs(profile) + [resnet for _, resnet in profiles.vit_resnet_pairs(profile)],
     }
     return {chapter: list(dict.fromkeys(configs)) for chapter, configs in by_chapter.items()}
 
@@ -70,6 +71,8 @@ def groups(profile: Profile, configs: Iterable[TrainConfig] | None = None) -> li
                   ("wide and deep pair", list(profiles.wide_and_deep(profile))),
                   ("error populations", [c for cs in profiles.errors_grid(profile).values() for c in cs])]
     candidates += [(f"regularised seeds (threshold {t:g})", cs) for t, cs in profiles.regularised_grid(profile).items()]
+    # Chapter 10's reference ViTs: each has a record paired with a base ResNet (that group is trained first)
+    candidates.append(("ViTs beside the base ResNet", [vit for vit, _ in profiles.vit_resnet_pairs(profile)]))
     taken: set[TrainConfig] = set()
     out = []
     for name, members in candidates:
@@ -94,7 +97,10 @@ def _architecture_key(config: TrainConfig, threads: int) -> str:
     return json.dumps({"hardware": store.hardware(), "depth": config.depth, "width": config.width,
                        "residual": config.residual, "image_size": config.image_size, "dataset": config.dataset,
                        "batch": config.batch_size, "precision": config.precision, "threads": threads,
-                       "pc_reg": config.pc_reg_strength > 0}, sort_keys=True)
+                       "pc_reg": config.pc_reg_strength > 0,
+                       # a ViT's shape and optimiser (absent from a ResNet's key, which keeps its cached rates)
+                       **{k: v for k, v in config.stored().items()
+                          if k in ("arch", "patch_size", "heads", "mlp_ratio", "optimizer")}}, sort_keys=True)
 
 
 def throughput(config: TrainConfig, threads: int = 1, measure: bool = True) -> float | None:
@@ -249,7 +255,7 @@ def record_versions() -> dict[str, int]:
     """Every record kind's current version (importing the analyses registers them)."""
     import importlib
 
-    for module in ("runs", "matching", "measures_study", "origins_study"):
+    for module in ("runs", "matching", "measures_study", "origins_study", "vit"):
         importlib.import_module(f"widedeep.analyses.{module}")
     return dict(records.KIND_VERSIONS)
 

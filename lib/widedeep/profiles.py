@@ -11,7 +11,7 @@ file (or the override) and what to do.
 
 The keys are grouped by concern into frozen dataclasses, one per concern: `Recipe` (how each model
 trains), `Grid` (which models), `Paths`, `CKA`, `Detector`, `Probes`, `Deletion`, `Errors`,
-`Subspace`, `Origins` and `Measures`. A section's YAML keys are its `PREFIX` followed by its field names (`Detector.threshold`
+`Subspace`, `Origins`, `Measures` and `Vit` (Chapter 10's Vision Transformers). A section's YAML keys are its `PREFIX` followed by its field names (`Detector.threshold`
 is `block_threshold`), so adding a key is one line in one dataclass (and the key in every profile,
 or in the one that the others extend). The functions below turn a profile into the models each
 chapter needs; run names (config hashes) are exactly those of the untyped profiles before them.
@@ -325,10 +325,45 @@ class Measures(Section):
         _require(0 < self.null_quantile < 1, "measures_null_quantile", f"must lie in (0, 1); got {self.null_quantile}")
 
 
+@dataclass(frozen=True)
+class Vit(Section):
+    """Chapter 10's small Vision Transformers: their grid, recipe and the ViT set beside the ResNets.
+
+    A ViT's depth is its number of encoder blocks and its width its embedding dimension; every other
+    training option (data, epochs, min_steps, batch, augmentation, precision) is the recipe's.
+    """
+
+    PREFIX: ClassVar[str] = "vit_"
+    width_series_depth: int       # blocks of the width series
+    widths: list[int]             # embedding dimensions (multiples of heads)
+    depth_series_width: int       # embedding dimension of the depth series
+    depths: list[int]             # encoder blocks
+    n_trains: list[int]
+    seeds: list[int]
+    patch_size: int               # pixels per square patch
+    heads: int
+    mlp_ratio: int
+    optimizer: Literal["sgd", "adamw"]
+    lr: float
+    weight_decay: float           # AdamW's decoupled decay on dense and patch kernels
+    warmup_steps: int             # linear warmup before the cosine decay
+    reference_depth: int          # the ViT set beside Chapter 2's base ResNet (same n_train, seed by seed) ...
+    reference_width: int
+    calibration_examples: int     # first test images of the ViT-ResNet heatmap's shuffled-examples baseline ...
+    calibration_draws: int        # ... and its shuffles
+
+    def check(self) -> None:
+        for name in ("widths", "depths", "n_trains", "seeds"):
+            _require(len(getattr(self, name)) > 0, f"vit_{name}", "must list at least one value")
+        _require(self.calibration_draws >= 1, "vit_calibration_draws", f"must be positive; got {self.calibration_draws}")
+        _require(self.calibration_examples >= 4, "vit_calibration_examples",
+                 f"must be at least 4 (the unbiased HSIC); got {self.calibration_examples}")
+
+
 SECTIONS: dict[str, type[Section]] = {"recipe": Recipe, "grid": Grid, "short": Short, "paths": Paths, "cka": CKA,
                                       "detector": Detector, "probes": Probes, "deletion": Deletion,
                                       "errors": Errors, "subspace": Subspace, "origins": Origins,
-                                      "measures": Measures}
+                                      "measures": Measures, "vit": Vit}
 
 
 @dataclass(frozen=True)
@@ -349,6 +384,7 @@ class Profile:
     subspace: Subspace
     origins: Origins
     measures: Measures
+    vit: Vit
 
     @property
     def runs_dir(self) -> Path:
@@ -559,7 +595,8 @@ def load_profile(name: str, overrides: dict | None = None) -> Profile:
 GRID_COORDINATES = ("depth", "width", "n_train", "seed")
 # Run options that only an experiment sets, through `train_config(..., **changes)` with values from its
 # profile section (Chapter 8's regulariser and snapshots); every other option is a Recipe key.
-EXPERIMENT_OPTIONS = ("pc_reg_strength", "pc_reg_threshold", "pc_reg_layers", "snapshot_epochs")
+EXPERIMENT_OPTIONS = ("pc_reg_strength", "pc_reg_threshold", "pc_reg_layers", "snapshot_epochs", "arch", "patch_size",
+                      "heads", "mlp_ratio", "optimizer", "warmup_steps")
 
 
 def train_config(profile: Profile, depth: int, width: float, n_train: int, seed: int, **changes) -> TrainConfig:
@@ -674,13 +711,55 @@ def errors_grid(profile: Profile) -> dict[str, list[TrainConfig]]:
                    for s in getattr(e, f"{side}_seeds")] for side in ERROR_SIDES}
 
 
+def vit_config(profile: Profile, depth: int, width: int, n_train: int, seed: int) -> TrainConfig:
+    """One of Chapter 10's ViTs under the profile's recipe with the ViT section's shape and optimiser."""
+    v = profile.vit
+    return train_config(profile, depth, width, n_train, seed, arch="vit", patch_size=v.patch_size, heads=v.heads,
+                        mlp_ratio=v.mlp_ratio, optimizer=v.optimizer, lr=v.lr, weight_decay=v.weight_decay,
+                        warmup_steps=v.warmup_steps)
+
+
+def vit_architectures(profile: Profile) -> list[tuple[int, int]]:
+    """(depth, width) pairs of the ViT grid: the width series then the depth series, without repeats."""
+    v = profile.vit
+    pairs = [(v.width_series_depth, w) for w in v.widths] + [(d, v.depth_series_width) for d in v.depths]
+    return list(dict.fromkeys(pairs))
+
+
+def vit_grid(profile: Profile) -> list[TrainConfig]:
+    """Chapter 10's ViTs: architectures x n_train x seeds."""
+    v = profile.vit
+    return [vit_config(profile, depth, width, n_train, seed) for n_train in v.n_trains
+            for depth, width in vit_architectures(profile) for seed in v.seeds]
+
+
+def vit_resnet_pairs(profile: Profile) -> list[tuple[TrainConfig, TrainConfig]]:
+    """(ViT, ResNet) pairs of Chapter 10: the reference ViT and Chapter 2's base ResNet at its n_train, seed by seed.
+
+    The ResNets are `cka_base_grid`'s residual seeds; the ViT takes the same n_train and pairs its i-th seed
+    with the i-th base seed (independent models: any pairing gives independent differences).
+    """
+    v = profile.vit
+    resnets = [c for c in cka_base_grid(profile) if c.residual]
+    if len(resnets) < len(v.seeds):
+        raise ValueError(f"vit_seeds: {len(v.seeds)} ViT seeds need as many of Chapter 2's base ResNet to pair "
+                         f"with, but cross_seeds has {len(resnets)}")
+    return [(vit_config(profile, v.reference_depth, v.reference_width, resnet.n_train, seed), resnet)
+            for seed, resnet in zip(v.seeds, resnets)]
+
+
+def vit_runs(profile: Profile) -> list[TrainConfig]:
+    """Every ViT Chapter 10 reads: the grid and the reference ViTs (without repeats)."""
+    return list(dict.fromkeys(vit_grid(profile) + [vit for vit, _ in vit_resnet_pairs(profile)]))
+
+
 def required_runs(profile: Profile) -> list[TrainConfig]:
-    """Every model any chapter of the book trains under this profile, without repeats."""
+    """Every model any chapter of the book trains under this profile, without repeats (the ViTs last)."""
     errors = [c for configs in errors_grid(profile).values() for c in configs]
     regularised = [c for configs in regularised_grid(profile).values() for c in configs]
     return list(dict.fromkeys(training_grid(profile) + short_arm_grid(profile) + cka_base_grid(profile)
                               + seed_study_grid(profile) + precision_reference_grid(profile)
-                              + list(wide_and_deep(profile)) + errors + regularised))
+                              + list(wide_and_deep(profile)) + errors + regularised + vit_runs(profile)))
 
 
 def side_study_runs(profile: Profile) -> list[TrainConfig]:

@@ -13,6 +13,10 @@ The grid's cost (`grid_cost`) is computed from each model's training FLOPs per i
 `torch.utils.flop_counter`, the benchmark's own method) and measured per-core throughputs: the Xeon of
 `benchmarks/results/train_throughput.json`, and the slowest CPU seen (AMD Zen 1, AVX2 only), whose
 rates are quoted below. Other architectures are interpolated by FLOPs per image (`images_per_second`).
+A Vision Transformer (Chapter 10) runs its small matrix products at another FLOP rate than a ResNet's
+convolutions of the same FLOPs: its rate is the ResNet curve's at its FLOPs times its efficiency
+relative to that curve, measured on one machine with ViTs and ResNets interleaved
+(`benchmarks/vit_throughput.py`, `VIT_BENCHMARK`) and assumed to carry over to the other CPUs.
 """
 
 from __future__ import annotations
@@ -160,7 +164,7 @@ TRAINING_EXTRA_KEYS = ("errors_n_train", "errors_wide_depth", "errors_wide_width
 
 def training_keys() -> set[str]:
     """The profile keys that change what a run trains (its config, or which runs the book trains)."""
-    return {key for key, (section, _) in profiles.KEYS.items() if section in ("recipe", "grid", "short")
+    return {key for key, (section, _) in profiles.KEYS.items() if section in ("recipe", "grid", "short", "vit")
             } | set(TRAINING_EXTRA_KEYS)
 
 
@@ -178,8 +182,11 @@ def check_records(records_dir: str | Path, profile: Profile, text: str | None = 
     """The training records under `records_dir` (each run's `metrics.json`) not trained under this protocol.
 
     A record is off-protocol when a section that fixes how runs train (`training_sections`) has another
-    hash than the page's now. Each offender is {"record": path, "reason": ..., "sections": those
-    sections}; a record without a stamp is an offender too. An empty list: every record is on protocol.
+    hash than the page's now. A section its stamp does not list at all was added to the page after the
+    run trained (a new chapter's section, which adds runs of its own and leaves the earlier ones as they
+    trained), so it is not held against that record. Each offender is {"record": path, "reason": ...,
+    "sections": those sections}; a record without a stamp is an offender too. An empty list: every
+    record is on protocol.
     """
     current = training_stamp(profile, text)
     fixing = training_sections(text)
@@ -193,7 +200,8 @@ def check_records(records_dir: str | Path, profile: Profile, text: str | None = 
         if stamp is None:
             offenders.append({"record": str(path), "reason": "no protocol stamp", "sections": []})
         else:
-            changed = sorted(s for s in fixing if stamp["sections"].get(s) != current["sections"].get(s))
+            changed = sorted(s for s in fixing if s in stamp["sections"]
+                             and stamp["sections"][s] != current["sections"].get(s))
             if changed:
                 offenders.append({"record": str(path), "reason": f"trained under protocol {stamp['protocol']}, "
                                   f"the book's is {current['protocol']}; changed since: {changed}",
@@ -214,14 +222,18 @@ CPUS = ("xeon", "zen1")
 
 @cache
 def train_flops_per_image(depth: int, width: float, residual: bool = True, image_size: int = 16,
-                          in_channels: int = 1, num_classes: int = 10) -> float:
+                          in_channels: int = 1, num_classes: int = 10, arch: str = "resnet", patch_size: int = 4,
+                          heads: int = 4, mlp_ratio: int = 2) -> float:
     """FLOPs of one training step per image (forward and backward), counted as the benchmark counts them."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from widedeep.models import resnet
+    from widedeep.models import resnet, vit
     torch.manual_seed(0)
-    model = resnet(depth, width, num_classes, in_channels, residual)
+    if arch == "vit":
+        model = vit(depth, width, num_classes, in_channels, image_size, patch_size, heads, mlp_ratio)
+    else:
+        model = resnet(depth, width, num_classes, in_channels, residual)
     model.train()
     images = torch.zeros(2, in_channels, image_size, image_size)
     with FlopCounterMode(display=False) as counter:
@@ -255,13 +267,41 @@ def images_per_second(gflop: float, rates: dict[float, float]) -> float:
 
 
 def _flops(config: TrainConfig) -> float:
-    return train_flops_per_image(config.depth, config.width, config.residual,
-                                 config.image_size or 28, config.in_channels, config.num_classes)
+    return train_flops_per_image(config.depth, config.width, config.residual, config.image_size or 28,
+                                 config.in_channels, config.num_classes, config.arch, config.patch_size,
+                                 config.heads, config.mlp_ratio)
+
+
+VIT_BENCHMARK = Path("benchmarks") / "results" / "vit_throughput.json"
+
+
+def vit_efficiency(gflop: float) -> float:
+    """A ViT's images/s over what the ResNet curve gives at its FLOPs, on the machine that measured both
+    (`VIT_BENCHMARK`): interpolated linearly in log GFLOP/img between the measured ViTs, held outside them."""
+    path = profiles.repo_root() / VIT_BENCHMARK
+    if not path.exists():
+        raise ProtocolError(f"no ViT throughput measurements at {VIT_BENCHMARK}: run "
+                            f"`python benchmarks/vit_throughput.py` to measure them")
+    bench = store.read_json(path)["models"]
+    resnets = {m["flops_per_image"] / 1e9: m["median"] for m in bench.values() if m["arch"] == "resnet"}
+    points = sorted((math.log(m["flops_per_image"] / 1e9),
+                     m["median"] / images_per_second(m["flops_per_image"] / 1e9, resnets))
+                    for m in bench.values() if m["arch"] == "vit")
+    x = math.log(gflop)
+    if x <= points[0][0]:
+        return points[0][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
 
 
 def run_core_seconds(config: TrainConfig, cpu: str, regulariser_overhead: float = 1.2) -> float:
     """Core-seconds to train one run on one core of `cpu` in the run's precision (regularised runs cost more)."""
-    rate = images_per_second(_flops(config) / 1e9, measured_rates(cpu, config.precision))
+    gflop = _flops(config) / 1e9
+    rate = images_per_second(gflop, measured_rates(cpu, config.precision))
+    if config.arch == "vit":
+        rate *= vit_efficiency(gflop)
     overhead = regulariser_overhead if config.pc_reg_strength > 0 else 1.0
     return config.total_steps * config.batch_size / rate * overhead
 
@@ -294,17 +334,60 @@ SEED_STUDY_MEASURED_SEEDS = 4
 OTHER_CHAPTERS_CORE_S = 900.0    # Chapters 2, 6 and 7 from a filled run store: an allowance, not measured cold
 
 
-def analysis_core_seconds(profile: Profile, cpu: str) -> float:
-    """Estimated core-seconds of every chapter's analysis, every block model counted as blocked (the worst case)."""
+def _slowdown(cpu: str) -> float:
+    """How much slower `cpu` trains a ResNet-110 than the Xeon (the analyses are scaled by it)."""
     r110 = train_flops_per_image(110, 1.0)
-    xeon110 = images_per_second(r110 / 1e9, measured_rates("xeon"))
-    slowdown = xeon110 / images_per_second(r110 / 1e9, measured_rates(cpu))
-    stage = sum(STAGE_CORE_S_R110 * _flops(c) / r110 for c in profiles.required_runs(profile))
+    return (images_per_second(r110 / 1e9, measured_rates("xeon"))
+            / images_per_second(r110 / 1e9, measured_rates(cpu)))
+
+
+def analysis_core_seconds(profile: Profile, cpu: str) -> float:
+    """Estimated core-seconds of the ResNet chapters' analyses (1-9), every block model counted as blocked (the
+    worst case); Chapter 10's are `vit_cost`'s."""
+    r110 = train_flops_per_image(110, 1.0)
+    slowdown = _slowdown(cpu)
+    vits = set(profiles.vit_runs(profile))
+    stage = sum(STAGE_CORE_S_R110 * _flops(c) / r110 for c in profiles.required_runs(profile) if c not in vits)
     deletion = sum(deletion_evaluations(profile, c) * (profile.deletion.test_examples or 10_000) * FORWARD_SHARE
                    / images_per_second(_flops(c) / 1e9, measured_rates("xeon"))
                    for c in profiles.block_models(profile))
     seeds = len(profile.grid.seed_study_seeds) / SEED_STUDY_MEASURED_SEEDS
     return (stage + deletion + SEED_STUDY_CHAPTERS_CORE_S * seeds + OTHER_CHAPTERS_CORE_S) * slowdown
+
+
+# Chapter 10's analyses, measured on the machine that measured the ViTs' throughput (busy, so an upper bound):
+# the CKA and first-PC stage of a ViT takes ~0.25 core-s per analysed layer on 2000 images in 3 passes
+# (ViT-16 d32: 29 s for 118 layers), scaled by examples x passes; the token norms, the calibrated ViT-ResNet
+# heatmaps and the fits get an allowance.
+VIT_STAGE_CORE_S_PER_LAYER = 0.25
+VIT_STAGE_IMAGES = 2000 * 3
+VIT_CHAPTER_CORE_S = 300.0
+
+
+def vit_cost(profile: Profile, cpu: str) -> dict:
+    """Chapter 10's share of the run on one core of `cpu`: its ViTs' training and analysis core-hours, its largest run."""
+    runs = {c.name(): run_core_seconds(c, cpu) for c in profiles.vit_runs(profile)}
+    images = profile.cka.examples * profile.cka.passes / VIT_STAGE_IMAGES
+    stage = sum(VIT_STAGE_CORE_S_PER_LAYER * len(c.build_model().layers()) * images for c in profiles.vit_runs(profile))
+    largest = max(runs, key=runs.get)
+    return {"cpu": cpu, "runs": runs, "train_core_hours": sum(runs.values()) / 3600,
+            "analysis_core_hours": (stage + VIT_CHAPTER_CORE_S) * _slowdown(cpu) / 3600,
+            "largest_run": largest, "largest_run_hours": runs[largest] / 3600}
+
+
+def vit_measured_core_hours(profile: Profile) -> dict[str, float] | None:
+    """Chapter 10's ViT training on the machine of `VIT_BENCHMARK` at its measured median and best images/s
+    (None when it did not measure every architecture of this profile: it measures the cpu profile's)."""
+    bench = store.read_json(profiles.repo_root() / VIT_BENCHMARK)
+    models = bench["models"]
+    out = {"median": 0.0, "best": 0.0}
+    for config in profiles.vit_runs(profile):
+        key = f"vit{config.depth}x{config.width:g}"
+        if key not in models or config.image_size != bench["settings"]["image_size"]:
+            return None
+        for stat in out:
+            out[stat] += config.total_steps * config.batch_size / models[key][stat] / 3600
+    return {**out, "hardware": bench["provenance"]["hardware"]}
 
 
 def deletion_evaluations(profile: Profile, config: TrainConfig) -> int:

@@ -14,6 +14,12 @@ float32 without autocast, whatever the model was trained in.
 Schedule: `epochs` passes over the training subset, extended to at least `min_steps` SGD steps, so
 that a small subset (where an epoch is a few steps) is trained as long as the paper's models are.
 
+Architectures: `arch="resnet"` (the paper's CIFAR ResNet, every run before Chapter 10) or `arch="vit"`
+(Chapter 10's small Vision Transformer: `depth` encoder blocks of embedding dimension `width`, with
+`patch_size`, `heads` and `mlp_ratio`). A ViT usually trains with `optimizer="adamw"` (decoupled weight
+decay on the dense and patch kernels) and a linear warmup of `warmup_steps` before the cosine decay.
+These fields sit at their legacy defaults in every ResNet run, so no ResNet run's name changed.
+
 A run lives in `runs/<readable-name>-<hash>/`: `config.json`, `metrics.json` (per-epoch accuracy,
 wall time, hardware, versions) and `checkpoint.pt`, rewritten atomically after every epoch. A killed
 run resumes from its last checkpoint and, on the CPU, ends with exactly the weights of an
@@ -42,14 +48,19 @@ from torch import nn
 from widedeep import backends
 from widedeep import data as data_module
 from widedeep import store
-from widedeep.models import CifarResNet, parameter_count, resnet, validate_architecture
+from widedeep.models import (CifarResNet, VisionTransformer, parameter_count, resnet, validate_architecture,
+                             validate_patches, validate_vit, vit)
 
 SHORT_DATASET = {"fashion_mnist": "fmnist", "cifar10": "c10", "cifar100": "c100"}
 PRECISIONS = ("float32", "bfloat16")
 # Fields added after runs were stored: at these values they are left out of the run's hash and
 # config file, so every run stored before they existed keeps its name.
 LEGACY_DEFAULTS = {"precision": "float32", "min_steps": 0, "pc_reg_strength": 0.0, "pc_reg_threshold": 0.1,
-                   "pc_reg_layers": "relu", "snapshot_epochs": ()}
+                   "pc_reg_layers": "relu", "snapshot_epochs": (), "arch": "resnet", "patch_size": 4, "heads": 4,
+                   "mlp_ratio": 2, "optimizer": "sgd", "warmup_steps": 0}
+ARCHS = ("resnet", "vit")
+OPTIMIZERS = ("sgd", "adamw")
+VIT_ONLY = ("patch_size", "heads", "mlp_ratio")   # fields a ResNet run must leave at their defaults
 PC_REG_LAYERS = ("relu", "stream", "add", "all")
 MIN_IMAGE_SIZE = 4  # the network halves the image twice: 4 px leaves a 1 x 1 map in the last stage
 # The keys a complete run's metrics.json must have (what loading and the chapters read).
@@ -85,16 +96,39 @@ class TrainConfig:
     pc_reg_threshold: float = 0.1    # ... per layer, share = the first PC's share of variance on the minibatch
     pc_reg_layers: str = "relu"      # ... over these layers: relu (every ReLU), stream, add, all (see pc_layers)
     snapshot_epochs: tuple = ()      # epochs after which the weights are also kept in snapshots/ (Chapter 8)
+    arch: str = "resnet"             # resnet | vit (Chapter 10: depth = encoder blocks, width = embedding dimension)
+    patch_size: int = 4              # ViT: square patches of this many pixels
+    heads: int = 4                   # ViT: attention heads (width must be a multiple)
+    mlp_ratio: int = 2               # ViT: MLP hidden width over the embedding width
+    optimizer: str = "sgd"           # sgd (momentum, L2 on kernels) | adamw (decoupled weight decay on kernels)
+    warmup_steps: int = 0            # linear warmup of the learning rate before the cosine decay (0: none)
 
     def __post_init__(self):
         object.__setattr__(self, "snapshot_epochs", tuple(self.snapshot_epochs))
-        validate_architecture(self.depth, self.width)
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}; got {self.arch!r}")
         info = data_module.dataset_info(self.dataset)
-        data_module._check_counts(self.n_train, self.n_val, info, self.n_test)
         size = self.image_size
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE):
             raise ValueError(f"image_size must be None (the native {info.size} px) or an integer >= "
                              f"{MIN_IMAGE_SIZE} (the network halves it twice); got {size!r}")
+        if self.arch == "resnet":
+            validate_architecture(self.depth, self.width)
+            changed = [k for k in VIT_ONLY if getattr(self, k) != LEGACY_DEFAULTS[k]]
+            if changed:
+                raise ValueError(f"{changed} set a ViT's shape; a ResNet run (arch='resnet') takes none of them")
+        else:
+            validate_vit(self.depth, self.width, self.heads, self.mlp_ratio)
+            validate_patches(size or info.size, self.patch_size)
+            if not self.residual:
+                raise ValueError("residual=False (the plain control) exists for ResNets only; a ViT keeps its "
+                                 "residual stream")
+            if self.pc_reg_strength > 0 and self.pc_reg_layers == "relu":
+                raise ValueError("a ViT has no ReLU layers for the first-PC regulariser: use pc_reg_layers "
+                                 "'stream', 'add' or 'all'")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        data_module._check_counts(self.n_train, self.n_val, info, self.n_test)
         for name in ("epochs", "batch_size", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -119,6 +153,10 @@ class TrainConfig:
         if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 0:
             raise ValueError(f"min_steps must be a non-negative integer (0: epochs alone set the length); "
                              f"got {self.min_steps!r}")
+        if (isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0
+                or self.warmup_steps >= self.total_steps):
+            raise ValueError(f"warmup_steps must be a non-negative integer below the schedule's {self.total_steps} "
+                             f"steps (0: no warmup); got {self.warmup_steps!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -166,15 +204,19 @@ class TrainConfig:
         return data_module.dataset_info(self.dataset).channels
 
     def name(self) -> str:
-        """Readable, unique run name, e.g. fmnist16-resnet20x1-n1000-s0-1a2b3c4d."""
+        """Readable, unique run name, e.g. fmnist16-resnet20x1-n1000-s0-1a2b3c4d (fmnist16-vit4x64-... for a ViT)."""
         size = self.image_size or data_module.dataset_info(self.dataset).size
-        family = "resnet" if self.residual else "plain"
+        family = "vit" if self.arch == "vit" else "resnet" if self.residual else "plain"
         return (f"{SHORT_DATASET[self.dataset]}{size}-{family}{self.depth}x{self.width:g}-n{self.n_train}"
                 f"-s{self.seed}-{store.config_hash(self.stored())}")
 
-    def build_model(self) -> CifarResNet:
+    def build_model(self) -> CifarResNet | VisionTransformer:
         """A freshly initialised model for this config (seeded)."""
         torch.manual_seed(self.seed)
+        if self.arch == "vit":
+            size = self.image_size or data_module.dataset_info(self.dataset).size
+            return vit(self.depth, self.width, self.num_classes, self.in_channels, size, self.patch_size,
+                       self.heads, self.mlp_ratio)
         return resnet(self.depth, self.width, self.num_classes, self.in_channels, self.residual, self.bn_momentum)
 
     def splits(self) -> data_module.Splits:
@@ -267,13 +309,15 @@ def accuracy(model: nn.Module, data: data_module.ImageData, batch_size: int = 10
     return (predict(model, data, batch_size).argmax(1) == data.labels.cpu()).float().mean().item()
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    """SGD whose weight decay touches conv/dense kernels only (not BN parameters or biases)."""
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (or AdamW) whose weight decay touches conv/dense kernels only (not norms, biases or position embeddings)."""
     kernels = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     kernel_ids = {id(p) for p in kernels}
     others = [p for p in model.parameters() if id(p) not in kernel_ids]
-    return torch.optim.SGD([{"params": kernels, "weight_decay": config.weight_decay},
-                            {"params": others, "weight_decay": 0.0}], lr=config.lr, momentum=config.momentum)
+    groups = [{"params": kernels, "weight_decay": config.weight_decay}, {"params": others, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
 
 
 def pc_layers(model: CifarResNet, which: str) -> list[str]:
@@ -373,6 +417,16 @@ def sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.T
 def cosine_lr(base_lr: float, step: int, total_steps: int) -> float:
     """Cosine decay from base_lr to 0 over total_steps."""
     return base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
+def scheduled_lr(config: TrainConfig, step: int) -> float:
+    """The learning rate of SGD step `step`: a linear warmup over `warmup_steps`, then cosine decay to 0."""
+    warmup = config.warmup_steps
+    if warmup == 0:
+        return cosine_lr(config.lr, step, config.total_steps)   # exactly the runs trained before warmup existed
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    return cosine_lr(config.lr, step - warmup, config.total_steps - warmup)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -501,7 +555,7 @@ def _train(config: TrainConfig, run_dir: Path, splits: data_module.Splits, devic
         seen = 0
         for step, (images, labels) in enumerate(data_module.batches(
                 splits.train, config.batch_size, generator, drop_last=True, augment_pad=pad, flip=flip)):
-            lr = cosine_lr(config.lr, epoch * steps_per_epoch + step, total_steps)
+            lr = scheduled_lr(config, epoch * steps_per_epoch + step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits, loss = sgd_step(model, optimizer, images, labels, config.precision, regulariser)

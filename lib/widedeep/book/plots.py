@@ -553,3 +553,38 @@ def lens_heatmaps(matrices: dict[str, np.ndarray], title: str, span: tuple[int, 
         fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02, label="similarity")
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def vit_grid(study):
+    """Chapter 10: every ViT's all-layer heatmap of one seed (rows n_train, most data on top), CKA-only blocks outlined."""
+    archs = sorted({(m.run.config.depth, m.run.config.width) for m in study.models})
+    seed = min(m.run.config.seed for m in study.models)
+    n_trains = sorted({m.run.config.n_train for m in study.models}, reverse=True)
+    by_key = {(m.run.config.depth, m.run.config.width, m.run.config.n_train): m
+              for m in study.models if m.run.config.seed == seed}
+    layout = [[by_key.get((d, w, n)) for d, w in archs] for n in n_trains]
+    return heatmap_grid([[m.cka if m else None for m in row] for row in layout], [f"n_train = {n}" for n in n_trains],
+                        [architecture_label(d, w, arch="vit") for d, w in archs],
+                        blocks=[[m.block_cka_only if m else None for m in row] for row in layout])
+
+
+def vit_profiles(models: list, token_ratios: dict[str, np.ndarray]):
+    """First-PC share and token-norm ratio along the residual stream of some ViTs, their CKA-only blocks shaded."""
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 3.7))
+    spans = {m.label: m.relative_span(m.block_cka_only) for m in models}
+    layer_profiles({m.label: m.pc1_share[m.stream] for m in models}, "first-PC share of variance", spans, ax=axes[0])
+    layer_profiles({m.label: token_ratios[m.run.config.name()] for m in models},
+                   "largest / median token norm (mean over images)", spans, ax=axes[1])
+    highest = max(float(np.max(token_ratios[m.run.config.name()])) for m in models)
+    axes[1].set_ylim(0, 1.05 * highest)
+    axes[1].get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def vit_beside_resnet(pair, raw: np.ndarray, calibrated: np.ndarray):
+    """A ViT's and a ResNet's stream heatmaps, and the cross heatmap (ViT rows) raw and calibrated (mean over pairs)."""
+    return heatmap_row([pair.vit.stream_cka, pair.resnet.stream_cka, raw, calibrated],
+                       [pair.vit.label, pair.resnet.label, "ViT × ResNet, CKA", "ViT × ResNet, calibrated"],
+                       xlabels=["ViT stream layer", "ResNet stream layer"] + ["ResNet stream layer"] * 2,
+                       ylabels=["ViT stream layer", "ResNet stream layer"] + ["ViT stream layer"] * 2)

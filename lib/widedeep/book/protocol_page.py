@@ -6,7 +6,7 @@ Layer: book support (on `widedeep.protocol`, `widedeep.profiles`, `widedeep.mode
 
 from __future__ import annotations
 
-from widedeep import models, profiles, protocol
+from widedeep import labels, models, profiles, protocol
 from widedeep.analyses import incidence, verdicts
 from widedeep.book.tables import list_table
 from widedeep.profiles import Profile
@@ -25,10 +25,13 @@ def hash_table(stamp: dict) -> str:
 def cost_summary(profile: Profile) -> dict:
     """Core-hours of training and analysis on the Xeon and on Zen 1, by kind of model, and the largest run."""
     costs = {cpu: protocol.grid_cost(profile, cpu) for cpu in protocol.CPUS}
-    analysis = {cpu: protocol.analysis_core_seconds(profile, cpu) / 3600 for cpu in protocol.CPUS}
+    vits = {cpu: protocol.vit_cost(profile, cpu) for cpu in protocol.CPUS}
+    analysis = {cpu: protocol.analysis_core_seconds(profile, cpu) / 3600 + vits[cpu]["analysis_core_hours"]
+                for cpu in protocol.CPUS}
     groups = {}
     for config in profiles.required_runs(profile):
-        arch = f"ResNet-{config.depth} ×{config.width:g}" + ("" if config.residual else " plain")
+        arch = (labels.architecture_of(config) if config.arch == "vit"
+                else f"ResNet-{config.depth} ×{config.width:g}" + ("" if config.residual else " plain"))
         schedule = ", short schedule" if config.epochs != profile.recipe.epochs else ""
         extra = f" ({config.precision}{schedule}{', regularised' if config.pc_reg_strength else ''})"
         key = f"{arch}, n={config.n_train}{extra}"
@@ -49,6 +52,20 @@ def cost_summary(profile: Profile) -> dict:
             "largest_run": largest, "largest_zen1": f"{costs['zen1']['largest_run_hours']:.2f}"}
     table = list_table(["models", "count", "core-hours, Xeon", "core-hours, Zen 1"], rows)
     return {"table": table, "glue": glue, "total": total, "largest_run_hours_zen1": costs["zen1"]["largest_run_hours"]}
+
+
+def vit_cost_summary(profile: Profile) -> dict[str, str]:
+    """Chapter 10's ViTs: training and analysis core-hours on the Xeon and Zen 1, measured ones, the largest run."""
+    xeon, zen1 = protocol.vit_cost(profile, "xeon"), protocol.vit_cost(profile, "zen1")
+    measured = protocol.vit_measured_core_hours(profile)
+    return {"vit_models": str(len(xeon["runs"])), "vit_train_xeon": f"{xeon['train_core_hours']:.2f}",
+            "vit_analysis_xeon": f"{xeon['analysis_core_hours']:.2f}",
+            "vit_total_xeon": f"{xeon['train_core_hours'] + xeon['analysis_core_hours']:.2f}",
+            "vit_total_zen1": f"{zen1['train_core_hours'] + zen1['analysis_core_hours']:.1f}",
+            "vit_measured": (f"{measured['median']:.2f} core-hours at the median rates and {measured['best']:.2f} "
+                             f"at the best" if measured else "not measured (the benchmark measures the cpu "
+                             "profile's ViTs)"),
+            "vit_largest_run": zen1["largest_run"], "vit_largest_zen1": f"{zen1['largest_run_hours']:.2f}"}
 
 
 def law_rows(profile: Profile) -> list[dict]:

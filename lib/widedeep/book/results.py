@@ -52,13 +52,13 @@ ADDED_IN_VERSION_2 = {
                            "short_arm_block_size_fit", "claims_fit"),
     "06_errors": ("power", "main_test"),
 }
-NEW_IN_VERSION_2 = ("08_origins", "09_measures")
+NEW_IN_VERSION_2 = ("08_origins", "09_measures", "10_vit")   # no version-1 files (10_vit: none older than 3)
 # Version 3 (the protocol's verdicts) added each judging chapter's verdict objects.
 CLAIM_CHAPTERS = ("03_block_structure", "04_pca", "05_pruning", "06_errors", "07_subspace_match", "08_origins",
                   "09_measures")
 ADDED_IN_VERSION_3 = {chapter: ("claims",) for chapter in CLAIM_CHAPTERS}
 VERSIONS = (1, 2, SCHEMA_VERSION)
-RUN_NAME = re.compile(r"(?P<data>[a-z0-9]+)-(?P<family>resnet|plain)(?P<depth>\d+)x(?P<width>[0-9.e+-]+)"
+RUN_NAME = re.compile(r"(?P<data>[a-z0-9]+)-(?P<family>resnet|plain|vit)(?P<depth>\d+)x(?P<width>[0-9.e+-]+)"
                       r"-n(?P<n_train>\d+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})")
 PROVENANCE_KEYS = ("profile", "commit", "hardware", "wall_time_s", "versions")
 
@@ -108,6 +108,9 @@ CHAPTERS = {
                                  ("verdicts.*", "claim.verdict")),
     "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
                                         "block", "verdicts", "claims"), (), ("verdicts.*",)),
+    "10_vit": ChapterSchema(("settings", "models", "resnets", "rule", "law", "first_pc", "tokens", "uniformity",
+                             "correspondence", "verdicts", "claims"), ("models", "resnets"),
+                            ("verdicts.*", "law.verdicts.*")),
 }
 
 

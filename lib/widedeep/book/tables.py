@@ -260,3 +260,15 @@ def lens_table(rows: list[dict]) -> str:
         [r["measure"], cell(r["identification"]), cell(r["calibrated"]), cell(r["rho"]),
          cell(r["specificity_margin"], "+.2f"), cell(r["outlier_change"]), cell(r["block_contrast"], "+.3f"),
          r["block"]] for r in rows])
+
+
+def vit_table(models: list, token_ratios: dict[str, dict]) -> str:
+    """Chapter 10's ViTs: accuracies, largest first-PC share, largest token-norm ratio and CKA-only block."""
+    rows = []
+    for m in models:
+        r, name = m.summary(), m.run.config.name()
+        rows.append([f"{architecture_label(r['depth'], r['width'], arch='vit')} s{r['seed']}", r["n_train"],
+                     f"{r['test_acc']:.3f}", f"{r['train_acc']:.3f}", f"{r['max_pc1_share']:.2f}",
+                     f"{float(max(token_ratios[name]['max'])):.1f}", block_cell(m, m.block_cka_only)])
+    return list_table(["model", "n_train", "test acc", "train acc", "max PC1 share", "max token ratio",
+                       "CKA-only block"], rows)
