@@ -204,7 +204,18 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"CPU {model}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU {model} ({cpu_features()}), {cores} cores"
+
+
+def cpu_features() -> str:
+    """What the CPU computes with, as torch sees it: 'AVX512, AVX512-BF16', 'AVX2', ... (a machine's kind, since
+    the same model name covers CPUs several times apart in speed)."""
+    features = [torch.backends.cpu.get_cpu_capability()]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        features += [name for name, present in (("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
+                                                ("AMX", torch.cpu._is_amx_tile_supported())) if present]
+    return ", ".join(features)
 
 
 def versions() -> dict[str, str]:
