@@ -27,6 +27,7 @@ def isolated_root(tmp_path, monkeypatch):
     (tmp_path / "book" / "01_training.md").write_text((REPO / "book" / "01_training.md").read_text())
     (tmp_path / "README.md").write_text("not a chapter\n")
     monkeypatch.setenv("WIDEDEEP_ROOT", str(tmp_path))
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))   # its own run store (and smoke results) too
     return tmp_path
 
 

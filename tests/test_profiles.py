@@ -160,6 +160,7 @@ def book_root(tmp_path, monkeypatch):
     for path in (REPO / "book" / "profiles").glob("*.yaml"):
         (folder / path.name).write_text(path.read_text())
     monkeypatch.setenv("WIDEDEEP_ROOT", str(tmp_path))
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))   # its own run store (and smoke results) too
     return tmp_path
 
 

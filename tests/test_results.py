@@ -101,6 +101,7 @@ def test_documents_off_the_schema_are_refused_naming_the_key(change, message):
 
 def test_write_checks_before_writing_and_converts_arrays(tmp_path, monkeypatch):
     monkeypatch.setenv("WIDEDEEP_ROOT", str(tmp_path))
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))   # its own run store (and smoke results) too
     (tmp_path / "book" / "profiles").mkdir(parents=True)
     (tmp_path / "book" / "profiles" / "smoke.yaml").write_text((REPO / "book" / "profiles" / "smoke.yaml").read_text())
     profile = profiles.load_profile("smoke")
