@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from widedeep import store
-from widedeep.train import TrainConfig, default_device, is_complete, train_or_load
+from widedeep.train import FinalAccuracies, TrainConfig, default_device, is_complete, train_or_load
 
 # What reading a damaged record raises (a truncated npz is no zip file; a cut member ends early).
 DAMAGED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, store.CorruptFileError)
@@ -135,7 +135,7 @@ def _write(path: Path, value: Any, meta: dict) -> Any:
 
 
 @dataclass
-class Run:
+class Run(FinalAccuracies):
     """A trained run read through its records; its model is loaded (or retrained) only on a record miss."""
 
     config: TrainConfig
@@ -169,14 +169,6 @@ class Run:
             else:
                 self._metrics = self._trained().metrics
         return self._metrics
-
-    @property
-    def test_acc(self) -> float:
-        return self.metrics["final"]["test_acc"]
-
-    @property
-    def val_acc(self) -> float:
-        return self.metrics["final"]["val_acc"]
 
     @property
     def model_loaded(self) -> bool:

@@ -225,14 +225,10 @@ class TrainConfig:
                                        self.n_test)
 
 
-@dataclass
-class TrainedRun:
-    """A trained model with its config, metrics and folder."""
+class FinalAccuracies:
+    """`test_acc` and `val_acc` of a run with `metrics` (a trained run, or one read through its records)."""
 
-    config: TrainConfig
-    model: CifarResNet
     metrics: dict
-    run_dir: Path
 
     @property
     def test_acc(self) -> float:
@@ -241,6 +237,16 @@ class TrainedRun:
     @property
     def val_acc(self) -> float:
         return self.metrics["final"]["val_acc"]
+
+
+@dataclass
+class TrainedRun(FinalAccuracies):
+    """A trained model with its config, metrics and folder."""
+
+    config: TrainConfig
+    model: CifarResNet
+    metrics: dict
+    run_dir: Path
 
 
 def default_device() -> torch.device:

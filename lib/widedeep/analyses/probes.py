@@ -204,31 +204,30 @@ def probe_accuracies(model: nn.Module, layers: Sequence, splits, pool: int = 2,
 # Verdict
 # ---------------------------------------------------------------------------------------------
 
-def gain_inside(accuracies: Sequence[float], inside: Sequence[bool]) -> float:
-    """Probe accuracy at the block's last layer minus at its first (NaN without at least two inside)."""
+def _inside_accuracies(accuracies: Sequence[float], inside: Sequence[bool]) -> np.ndarray | None:
+    """The probe accuracies of the block's layers, in order (None with fewer than two inside)."""
     acc, mask = np.asarray(accuracies, dtype=float), np.asarray(inside, dtype=bool)
     if acc.shape != mask.shape:
         raise ValueError(f"{acc.size} accuracies but {mask.size} membership flags: give one per layer")
     members = np.flatnonzero(mask)
     if members.size < 2:
-        return float("nan")
+        return None
     if np.any(np.diff(members) != 1):
         raise ValueError("the layers inside the block must be consecutive")
-    return float(acc[members[-1]] - acc[members[0]])
+    return acc[members]
+
+
+def gain_inside(accuracies: Sequence[float], inside: Sequence[bool]) -> float:
+    """Probe accuracy at the block's last layer minus at its first (NaN without at least two inside)."""
+    block = _inside_accuracies(accuracies, inside)
+    return float("nan") if block is None else float(block[-1] - block[0])
 
 
 def largest_change(accuracies: Sequence[float], inside: Sequence[bool]) -> float:
     """The protocol's probe statistic (book/protocol.md, Chapter 5): the largest |accuracy change| from the block's
     first layer to any later layer of it (NaN without at least two layers inside)."""
-    acc, mask = np.asarray(accuracies, dtype=float), np.asarray(inside, dtype=bool)
-    if acc.shape != mask.shape:
-        raise ValueError(f"{acc.size} accuracies but {mask.size} membership flags: give one per layer")
-    members = np.flatnonzero(mask)
-    if members.size < 2:
-        return float("nan")
-    if np.any(np.diff(members) != 1):
-        raise ValueError("the layers inside the block must be consecutive")
-    return float(np.max(np.abs(acc[members[1:]] - acc[members[0]])))
+    block = _inside_accuracies(accuracies, inside)
+    return float("nan") if block is None else float(np.max(np.abs(block[1:] - block[0])))
 
 
 def plateau_verdict(accuracies: Sequence[float], inside: Sequence[bool], tol: float = 0.02) -> str:
