@@ -56,8 +56,7 @@ class ConditionsStudy:
     def series_layout(self, series: str) -> tuple[list, list[str], list[tuple[int, float]], list[list[str]]]:
         """Seed-0 heatmaps of one series (rows n_train, most data on top), its labels and incidence titles."""
         g = self.profile.grid
-        archs = ([(g.width_series_depth, w) for w in g.widths] if series == "width"
-                 else [(d, g.depth_series_width) for d in g.depths])
+        archs = profiles.width_series(self.profile) if series == "width" else profiles.depth_series(self.profile)
         n_trains = sorted(g.n_trains, reverse=True)
         layout = structure.grid_layout(self.main, archs, n_trains, g.seeds[0])
         cells = incidence.cell_incidence(self.all_rows)

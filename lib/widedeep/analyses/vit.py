@@ -29,7 +29,7 @@ from widedeep import profiles, protocol, records
 from widedeep.analyses import incidence, measure_tests, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.analyses.verdicts import NOT_TESTABLE, paired_verdict
-from widedeep.capture import Capture, capture_outputs
+from widedeep.capture import Capture, batches, capture_outputs
 from widedeep.measures.cka import cka
 from widedeep.measures.grams import gram_linear
 from widedeep.profiles import Profile
@@ -55,8 +55,8 @@ def run_token_ratios(run, data, batch_size: int, layers: list[str]) -> dict[str,
     def compute():
         sums, peaks, count = np.zeros(len(layers)), np.zeros(len(layers)), 0
         with Capture(run.model, layers, lambda _, output: token_ratio(output)) as capture:
-            for start in range(0, len(data.images), batch_size):
-                ratios = torch.stack(capture(data.images[start:start + batch_size])).double().numpy()
+            for images in batches(data.images, batch_size):
+                ratios = torch.stack(capture(images)).double().numpy()
                 sums += ratios.sum(axis=1)
                 peaks = np.maximum(peaks, ratios.max(axis=1))
                 count += ratios.shape[1]
