@@ -173,6 +173,29 @@ def test_no_private_name_crosses_modules():
     assert not crossing, "private names must stay in their module:\n" + "\n".join(crossing)
 
 
+# What only the pipeline may call: the grid engine and training itself (train.predict and TrainConfig are reading).
+TRAINING = {"widedeep.grid": None, "widedeep.train": {"train_or_load", "sgd_step", "measure_throughput"}}
+READERS = ("widedeep.studies", "widedeep.analyses")
+
+
+def training_imports(name: str, path: Path, known: set[str]) -> list[str]:
+    """The imports of `grid`, of the `train` module, or of a training function of it, in one module."""
+    found = []
+    for target, attr, line in imports(name, path, known):
+        if target in TRAINING and (TRAINING[target] is None or attr is None or attr in TRAINING[target]):
+            found.append(f"{name}:{line} imports {target}"
+                         + (f".{attr}" if attr else ""))
+    return found
+
+
+def test_no_study_or_analysis_trains():
+    """Only the pipeline trains: no module of studies/ or analyses/ imports the grid or a training function."""
+    mods = modules()
+    found = [hit for name, path in mods.items() if name.startswith(READERS)
+             for hit in training_imports(name, path, set(mods))]
+    assert not found, "studies and analyses read records; training is the pipeline's:\n" + "\n".join(found)
+
+
 def test_the_checks_catch_what_they_guard(tmp_path):
     """The walkers themselves: an upward import, a cycle and a private import planted in fake source."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
@@ -187,3 +210,8 @@ def test_the_checks_catch_what_they_guard(tmp_path):
     assert layer_of("widedeep.book.claims") > layer_of("widedeep.capture")
     with pytest.raises(KeyError, match="add it to LAYERS"):
         layer_of("widedeep.unlisted")
+    trains = tmp_path / "t.py"
+    trains.write_text("from widedeep.train import predict, train_or_load\nfrom widedeep import grid\n"
+                      "import widedeep.train\n")
+    hits = training_imports("widedeep.analyses.x", trains, known)
+    assert len(hits) == 3 and "train_or_load" in hits[0] and "grid" in hits[1]

@@ -105,10 +105,26 @@ def test_status_names_each_state(tmp_path, monkeypatch):
     assert (rows[trained.name()].training, rows[trained.name()].records) == ("trained", "missing")
     assert (rows[partly.name()].training, rows[partly.name()].epochs_done) == ("partly trained", 1)
     assert all(rows[c.name()].training == "missing" for c in rest)
-    records.load_runs(profile, [trained], train=False)           # writes its training record
+    records.load_runs(profile, [trained])           # writes its training record
     (profile.runs_dir / trained.name() / "checkpoint.pt").unlink()
     rows = {r.config.name(): r for r in pipeline.status(profile, pipeline.record_versions())}
     assert (rows[trained.name()].training, rows[trained.name()].records) == ("recorded", "complete")
     report = pipeline.status_report(profile, pipeline.record_versions())
     line = next(line for line in report.splitlines() if partly.name() in line)
     assert "partly trained" in line and "(epoch 1 of 2)" in line and "1 recorded" in report
+
+
+def test_only_the_pipeline_trains_what_a_chapter_lacks(tmp_path, monkeypatch):
+    """load_runs refuses an untrained run (training nothing); pipeline.ensure trains a chapter's runs once, stamped."""
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
+    monkeypatch.setenv("WIDEDEEP_RAY", "0")
+    profile = profiles.load_profile("smoke", {"epochs": 1, "cross_seeds": [0]})
+    needed = pipeline.chapter_runs(profile)["02_cka"]
+    with pytest.raises(FileNotFoundError, match="widedeep train --profile smoke"):
+        records.load_runs(profile, needed)
+    assert not any(is_complete(c, profile.runs_dir) for c in needed)         # the refusal trained nothing
+    assert set(pipeline.ensure(profile, "02_cka", progress=False)) == set(needed)
+    assert all(records.has_training_record(profile, c) for c in needed)
+    assert all((profile.runs_dir / c.name() / "protocol.json").exists() for c in needed)   # as `train` stamps
+    assert pipeline.ensure(profile, "02_cka", progress=False) == []           # nothing left to train
+    assert [run.name for run in records.load_runs(profile, needed)] == [c.name() for c in needed]

@@ -51,6 +51,27 @@ def chapter_runs(profile: Profile) -> dict[str, list[TrainConfig]]:
     return {chapter: list(dict.fromkeys(configs)) for chapter, configs in by_chapter.items()}
 
 
+def ensure(profile: Profile, chapter: str, progress: bool = True) -> list[TrainConfig]:
+    """Train the runs `chapter` reads that are neither recorded nor trained, and record every finished one.
+
+    The one call a chapter run alone makes before its first cell that reads runs: the pipeline alone
+    trains (through the grid engine, stamped with the protocol as `widedeep train` stamps them), so the
+    studies and the chapter's cells only read records. Runs this machine cannot train (Chapter 1's
+    bfloat16 side study without native bfloat16) are left out. Returns the runs trained now.
+    """
+    _, skipped = profiles.runs_trainable_here(profile)
+    lacking = [c for c in chapter_runs(profile)[chapter] if not records.has_training_record(profile, c)]
+    todo = [c for c in grid.unfinished(lacking, profile.runs_dir) if c not in set(skipped)]
+    for config in todo:
+        records.stamp_training(profile, config, training_stamp(profile))
+    if todo:
+        grid.run_grid(todo, profile.runs_dir, progress=progress)
+    for config in lacking:
+        if is_complete(config, profile.runs_dir):
+            records.write_training_record(profile, config)
+    return todo
+
+
 @dataclass(frozen=True)
 class Group:
     """Runs trained together: a per-pair record (or a population statistic) needs every one of them."""
@@ -186,7 +207,7 @@ def _analyse_task(profile: Profile, config: TrainConfig, threads: int) -> str:
     from widedeep.analyses import structure
 
     torch.set_num_threads(threads)
-    run = records.load_runs(profile, [config], train=False)[0]   # writes its training record if it lacks one
+    run = records.load_runs(profile, [config])[0]   # writes its training record if it lacks one
     structure.analyse(run, profile)
     return config.name()
 
@@ -217,7 +238,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
             if config in block_runs:
                 done.append(_analyse_task(profile, config, threads))
             else:
-                records.load_runs(profile, [config], train=False)
+                records.load_runs(profile, [config])
                 done.append(config.name())
             bar.update()
     else:
@@ -228,7 +249,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
                 if config in block_runs:
                     pending.append(task.remote(profile, config, threads))
                 else:
-                    records.load_runs(profile, [config], train=False)
+                    records.load_runs(profile, [config])
                     done.append(config.name())
                     bar.update()
             while pending:

@@ -248,7 +248,7 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
 
 
 def analyse_all(configs: list, profile: Profile) -> list[BlockAnalysis]:
-    """Every config's run (trained first if it has no record) analysed for the block structure (from records)."""
+    """Every config's run analysed for the block structure, read from records (nothing is trained here)."""
     return [analyse(run, profile) for run in records.load_runs(profile, configs)]
 
 
