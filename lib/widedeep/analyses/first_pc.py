@@ -18,7 +18,7 @@ from widedeep import protocol
 from widedeep.analyses import blocks, runs, similarity, verdicts
 from widedeep.analyses.structure import BlockAnalysis, batching
 from widedeep.labels import entry_label
-from widedeep.profiles import Detector, Profile
+from widedeep.profiles import CKA, Detector
 
 
 def by_data_size(models: list[BlockAnalysis], n_trains: list[int], seed: int) -> dict[str, list[BlockAnalysis]]:
@@ -46,16 +46,16 @@ def focus(models: list[BlockAnalysis]) -> list[BlockAnalysis]:
         max(models, key=lambda m: np.nanmax(m.pc1_share[m.stream]))]
 
 
-def without_first_pc(m: BlockAnalysis, profile: Profile) -> np.ndarray:
+def without_first_pc(m: BlockAnalysis, settings: CKA) -> np.ndarray:
     """Stream-layer CKA of a model with every layer's first PC removed on every minibatch (cached)."""
-    images = runs.cka_images(m.run, profile.cka.examples)
-    return runs.run_cka(m.run, images, remove_top_pcs=1, layers=m.stream_names, **batching(profile.cka))
+    images = runs.cka_images(m.run, settings.examples)
+    return runs.run_cka(m.run, images, remove_top_pcs=1, layers=m.stream_names, **batching(settings))
 
 
-def pc1_similarity(m: BlockAnalysis, profile: Profile) -> np.ndarray:
+def pc1_similarity(m: BlockAnalysis, settings: CKA) -> np.ndarray:
     """|<u1_a, u1_b>| between the stream layers' first-PC score vectors, averaged over minibatches (cached)."""
-    images = runs.cka_images(m.run, profile.cka.examples)
-    return runs.run_pc_stats(m.run, images, layers=m.stream_names, **batching(profile.cka))["pc1_similarity"]
+    images = runs.cka_images(m.run, settings.examples)
+    return runs.run_pc_stats(m.run, images, layers=m.stream_names, **batching(settings))["pc1_similarity"]
 
 
 def broken_blocks(models: list[BlockAnalysis], effects: list[dict],
@@ -69,11 +69,11 @@ def broken_blocks(models: list[BlockAnalysis], effects: list[dict],
     return [m for m, _ in tested], broken, [e["cka_outside_after"] - e["cka_outside_before"] for _, e in tested]
 
 
-def cross_seed(seed_models: list[BlockAnalysis], profile: Profile) -> dict[tuple[int, int], np.ndarray]:
+def cross_seed(seed_models: list[BlockAnalysis], settings: CKA) -> dict[tuple[int, int], np.ndarray]:
     """Stream-layer CKA between every pair of the seed study's models, by (seed, seed), on the same batches."""
     return {(a.run.config.seed, b.run.config.seed): runs.run_cka(
-        a.run, runs.cka_images(a.run, profile.cka.examples), run_b=b.run, layers=a.stream_names,
-        **batching(profile.cka)) for a, b in itertools.combinations(seed_models, 2)}
+        a.run, runs.cka_images(a.run, settings.examples), run_b=b.run, layers=a.stream_names,
+        **batching(settings)) for a, b in itertools.combinations(seed_models, 2)}
 
 
 def mean_matched(cross: dict[tuple[int, int], np.ndarray]) -> float:

@@ -224,12 +224,16 @@ def left_out(summary: dict, role: str | None, min_train_acc: float | None) -> st
 
 def eligibility(models: list[BlockAnalysis], profile: Profile) -> dict[str, dict]:
     """Per run name: {"role", "left_out"} (`roles`, `left_out`) under the profile's interpolation rule."""
-    by_name = roles(profile)
+    return eligibility_by_role(models, roles(profile), profile.grid.min_train_acc)
+
+
+def eligibility_by_role(models: list[BlockAnalysis], by_name: dict[str, str],
+                        min_train_acc: float | None) -> dict[str, dict]:
+    """Per run name: {"role", "left_out"} given each run's role (`roles`) and the interpolation rule."""
     out = {}
     for m in models:
         role = by_name.get(m.run.config.name())
-        out[m.run.config.name()] = {"role": role,
-                                    "left_out": left_out(m.summary(), role, profile.grid.min_train_acc)}
+        out[m.run.config.name()] = {"role": role, "left_out": left_out(m.summary(), role, min_train_acc)}
     return out
 
 

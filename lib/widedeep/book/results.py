@@ -41,6 +41,8 @@ from widedeep import protocol, records, store
 from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
+from widedeep.studies import keyed as keyed_rows
+from widedeep.studies import pca, stored, stored_keys
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -91,8 +93,7 @@ CHAPTERS = {
                                         ("trends.*", "claims_fit.verdicts.*") + tuple(
                                             f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")
                                             for fit in ("incidence", "continuous", "block_size"))),
-    "04_pca": ChapterSchema(("models", "detector", "blocks_broken", "cross_seed_matched_stream_mean", "claims"),
-                            ("models",)),
+    pca.CHAPTER: ChapterSchema(stored_keys(pca.PcaResult), ("models",)),   # the study's result is the schema
     "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
                                  "models", "claims"), ("models",),
                                 ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
@@ -124,14 +125,11 @@ def label(entry: dict) -> str:
 
 
 def keyed(rows: list[dict]) -> dict[str, dict]:
-    """Rows that carry their run name under "name" as {run name: the row without it}, in order."""
-    table = {}
-    for row in rows:
-        name = row["name"]
-        if name in table:
-            raise SchemaError(f"run {name} appears twice in one table of models")
-        table[name] = {k: v for k, v in row.items() if k != "name"}
-    return table
+    """Rows that carry their run name under "name" as {run name: the row without it}, in order (`studies.keyed`)."""
+    try:
+        return keyed_rows(rows)
+    except ValueError as error:
+        raise SchemaError(str(error)) from None
 
 
 def _check_model(name: str, entry: Any, where: str) -> None:
@@ -258,6 +256,11 @@ def write(profile: Profile, chapter: str, wall_time_s: float, **payload) -> Path
     validate(document, chapter, f"the results of {chapter} (not written)")
     store.write_json(path, document)
     return path
+
+
+def write_study(profile: Profile, chapter: str, wall_time_s: float, result) -> Path:
+    """`write` a study's result (`widedeep.studies`): its stored fields, in order, are the chapter's keys."""
+    return write(profile, chapter, wall_time_s, **stored(result))
 
 
 def records_read(profile: Profile) -> dict[str, str]:
