@@ -13,9 +13,11 @@ import torch
 
 from test_structure import PARAMS, analysed, planted
 from widedeep import labels, profiles
-from widedeep.analyses import checks, conditions, first_pc, matching, populations, pruning, structure, trends
+from widedeep.analyses import checks, conditions, first_pc, matching, pruning, structure, trends
 from widedeep.analyses import verdicts as v
-from widedeep.book import claims, notebook, results, tables
+from widedeep.book import claims, notebook, results, sentences, tables
+from widedeep.studies import errors as errors_study
+from widedeep.studies import stored
 from widedeep.train import TrainConfig
 
 SMOKE = profiles.load_profile("smoke")
@@ -284,49 +286,55 @@ def test_a_grid_model_below_the_interpolation_rule_is_not_judged():
 # Chapter 6: populations
 # ---------------------------------------------------------------------------------------------
 
-def error_study(shift: int):
-    """An ErrorStudy on synthetic predictions: 4 deep seeds right on the first 150 of 200 examples, 2 wide seeds
-    that also get `shift` of the last 50 right and as many of the first 150 wrong."""
-    study = object.__new__(populations.ErrorStudy)
-    study.profile, study.settings = SMOKE, SMOKE.errors
+def error_populations(shift: int) -> errors_study.Populations:
+    """Synthetic predictions: 4 deep seeds right on the first 150 of 200 examples, 2 wide seeds that also get
+    `shift` of the last 50 right and as many of the first 150 wrong (validation: the same predictions)."""
     labels_ = np.arange(200) % 10
     wrong = (labels_ + 1) % 10
     deep = np.stack([np.where(np.arange(200) < 150, labels_, wrong)] * 4)
     wide_row = deep[0].copy()
     wide_row[150:150 + shift], wide_row[:shift] = labels_[150:150 + shift], wrong[:shift]
-    study.wide, study.deep, study.labels = np.stack([wide_row] * 2), deep, labels_
-    study.val_predictions, study.val_labels = {"wide": study.wide, "deep": study.deep}, labels_
-    study.classes, study.m = [str(c) for c in range(10)], 2
-    config = types.SimpleNamespace(depth=8, width=2, n_train=500)
-    study.grid = {"wide": [config], "deep": [types.SimpleNamespace(depth=14, width=1, n_train=500)]}
-    run = types.SimpleNamespace(config=types.SimpleNamespace(seed=0), test_acc=0.75, metrics={"parameters": 10})
-    study.populations = {"wide": [run, run], "deep": [run] * 4}
-    return study
+    wide = np.stack([wide_row] * 2)
+    sides = {"wide": errors_study.Side("ResNet-8 ×2", 8, 2, 500, (0, 1), (0.75, 0.75), 10),
+             "deep": errors_study.Side("ResNet-14 ×1", 14, 1, 500, (0, 1, 2, 3), (0.75,) * 4, 10)}
+    predictions = {"wide": wide, "deep": deep}
+    return errors_study.Populations(sides, predictions, predictions, labels_, labels_, tuple(str(c) for c in range(10)))
 
 
 def test_error_study_finds_planted_differences_and_records_them():
-    same, different = error_study(0), error_study(40)
-    assert same.accuracy_match()["matched"] == "matched" and different.accuracy_match()["matched"] == "matched"
-    assert same.example_level()["example_verdict"] == v.NOT_SHOWN   # identical seeds everywhere: nothing to find
-    text = different.example_level()
+    same = errors_study.study(error_populations(0), SMOKE.errors)
+    different = errors_study.study(error_populations(40), SMOKE.errors)
+    assert sentences.errors_accuracy(same)["matched"] == "matched" == sentences.errors_accuracy(different)["matched"]
+    assert same.verdicts["example_level_half_splits"] == v.NOT_SHOWN   # identical seeds everywhere: nothing to find
+    text = sentences.errors_examples(different)
     assert text["beyond_difference"] == "exceeds" and v.head(text["example_verdict"]) in (v.SHOWN, v.NOT_SHOWN)
-    assert different.p_floor() == pytest.approx(2 / 6)   # m = 2: all right against all wrong
-    assert different.count_demand()["count_demand"] == "a demanding statistic"
-    power_texts = different.power_analysis()
-    assert float(power_texts["power_null"]) < 1 and different.curve[0]["m_a"] == SMOKE.errors.power_seeds[0]
-    main = different.main_test()
+    assert different.p_floor == pytest.approx(2 / 6)   # m = 2: all right against all wrong
+    assert sentences.errors_count_demand(different)["count_demand"] == "a demanding statistic"
+    power_texts = sentences.errors_power(different)
+    assert float(power_texts["power_null"]) < 1
+    assert different.power["curve"][0]["m_a"] == SMOKE.errors.power_seeds[0]
+    main = sentences.errors_main(different)
     # 2 wide against 4 deep seeds: the floor 1/C(6, 2) lies above q, so no example is even testable.
     assert main["main_found"] == "0" and main["main_kept"] == "0" and v.head(main["main_verdict"]) in v.VERDICTS
-    assert set(different.scatter_pairs()) == {"ResNet-8 ×2 vs ResNet-14 ×1", "deep half 1 vs deep half 2"}
-    assert same.power_analysis() and same.main_test()["main_found"] == "0"
-    different.class_level()
-    assert v.head(different.class_texts()["class_verdict"]) in v.VERDICTS
-    record = different.record()
+    assert set(different.scatter) == {"ResNet-8 ×2 vs ResNet-14 ×1", "deep half 1 vs deep half 2"}
+    assert sentences.errors_main(same)["main_found"] == "0"
+    assert v.head(sentences.errors_classes(different)["class_verdict"]) in v.VERDICTS
+    record = stored(different)
     assert record["wide"]["depth"] == 8 and record["verdicts"]["example_level_half_splits"] == text["example_verdict"]
     assert record["verdicts"]["example_level"] == main["main_verdict"]
+    assert record["settings"] == SMOKE.section_values("errors")
     results.validate({"schema_version": results.SCHEMA_VERSION,
                       "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "06_errors")
-    assert "test accuracy per seed" in tables.populations_table(different)
+    assert "test accuracy per seed" in tables.populations_table(different.populations)
+
+
+def test_error_study_gives_its_verdicts_whatever_ran_before():
+    """The main verdict rests on the example-level difference, computed inside the one call (no call order)."""
+    first = errors_study.study(error_populations(40), SMOKE.errors)
+    errors_study.study(error_populations(0), SMOKE.errors)
+    again = errors_study.study(error_populations(40), SMOKE.errors)
+    np.testing.assert_equal(stored(first), stored(again))
+    assert v.head(first.verdicts["example_level"]) != v.NOT_TESTABLE   # judged, not "not testable" for want of a step
 
 
 # ---------------------------------------------------------------------------------------------

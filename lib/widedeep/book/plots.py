@@ -398,7 +398,7 @@ def cumulative_panels(study, focus: list):
 
 
 def first_split_grids(fractions: dict[str, np.ndarray], wide_seeds: int, half: int):
-    """Correct-fraction grids of one half-split (`populations.ErrorStudy.first_split`): wide vs half 1, and the
+    """Correct-fraction grids of one half-split (`studies.errors.ErrorsResult.first_split`): wide vs half 1, and the
     null, half 2 vs half 1."""
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.5))
     correct_fraction_grid(fractions["wide"], fractions["deep_1"], wide_seeds, half, "wide", "deep (half 1)",

@@ -42,7 +42,7 @@ from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
 from widedeep.studies import keyed as keyed_rows
-from widedeep.studies import pca, stored, stored_keys
+from widedeep.studies import errors, pca, stored, stored_keys
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -97,8 +97,7 @@ CHAPTERS = {
     "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
                                  "models", "claims"), ("models",),
                                 ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
-    "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "power", "main_test", "example_level",
-                                "class_level", "verdicts", "claims"), (), ("verdicts.*", "main_test.verdict")),
+    errors.CHAPTER: ChapterSchema(stored_keys(errors.ErrorsResult), (), ("verdicts.*", "main_test.verdict")),
     "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
                                  "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
                                  "regularised", "verdicts", "claims"), ("models",), ("verdicts.*",)),

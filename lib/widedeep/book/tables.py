@@ -9,6 +9,7 @@ import re
 from itertools import groupby
 
 from widedeep.labels import architecture_label
+from widedeep.studies import errors as errors_study
 
 RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
                "parameters": "parameters", "train_acc": "train acc", "val_acc": "val acc",
@@ -162,12 +163,11 @@ def deletion_table(study) -> str:
                       rows)
 
 
-def populations_table(study) -> str:
-    """The two populations of a `populations.ErrorStudy`: architecture, seeds, parameters, test accuracy per seed."""
+def populations_table(populations: errors_study.Populations) -> str:
+    """Chapter 6's two populations: architecture, seeds, parameters, test accuracy per seed."""
     return list_table(["side", "model", "seeds", "parameters", "test accuracy per seed"], [
-        [side, study.describe(side), len(study.populations[side]),
-         f"{study.populations[side][0].metrics['parameters']:,}",
-         ", ".join(f"{r.test_acc:.3f}" for r in study.populations[side])] for side in ("wide", "deep")])
+        [name, side.architecture, len(side.seeds), f"{side.parameters:,}", ", ".join(f"{a:.3f}" for a in side.test_acc)]
+        for name, side in populations.sides.items()])
 
 
 def sampling_table(study) -> str:
