@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from widedeep import protocol
-from widedeep.analyses import blocks, runs, similarity, verdicts
+from widedeep.analyses import blocks, heatmaps, runs, verdicts
 from widedeep.analyses.structure import BlockAnalysis, batching
 from widedeep.labels import entry_label
 from widedeep.profiles import CKA, Detector
@@ -78,7 +78,7 @@ def cross_seed(seed_models: list[BlockAnalysis], settings: CKA) -> dict[tuple[in
 
 def mean_matched(cross: dict[tuple[int, int], np.ndarray]) -> float:
     """Mean CKA of each layer with the same layer of another seed, over all pairs."""
-    return float(np.mean([similarity.matched_layer_similarity(c) for c in cross.values()]))
+    return float(np.mean([heatmaps.matched_layer_similarity(c) for c in cross.values()]))
 
 
 def split_sentence(cross_split: dict[int, tuple[float, float]]) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from widedeep import profiles, records
-from widedeep.analyses import blocks, runs, similarity
+from widedeep.analyses import blocks, heatmaps, runs
 from widedeep.labels import run_label
 from widedeep.models import STREAM
 from widedeep.profiles import CKA, Detector, Profile
@@ -179,7 +179,7 @@ def cross_seed_pairs(models: list[BlockAnalysis], cross: dict[tuple[int, int], n
     by_seed = {m.run.config.seed: m for m in models}
     per_seed: dict[int, dict[int, tuple[float, float]]] = {}
     for pair, matrix in cross.items():
-        matched = similarity.matched_layer_similarity(matrix)
+        matched = heatmaps.matched_layer_similarity(matrix)
         for seed, other in (pair, pair[::-1]):
             m = by_seed[seed]
             if m.block is not None:

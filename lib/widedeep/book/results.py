@@ -42,7 +42,7 @@ from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
 from widedeep.studies import keyed as keyed_rows
-from widedeep.studies import errors, pca, stored, stored_keys
+from widedeep.studies import cka, errors, pca, stored, stored_keys
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -82,9 +82,7 @@ MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
     "probe", "single", "single_repaired", "cumulative", "cumulative_repaired"))
 CHAPTERS = {
     "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-    "02_cka": ChapterSchema(("cka_examples", "cka_batch_size", "cka_passes", "property_checks",
-                             "minibatch_error_by_batch_size", "checkerboard_contrast",
-                             "cross_seed_matched_mean_per_pair", "wide_vs_deep_relative_depth_mean", "run_roles")),
+    cka.CHAPTER: ChapterSchema(stored_keys(cka.CkaResult)),
     "03_block_structure": ChapterSchema(("detector", "models", "short_arm", "seed_study", "trends", "threshold_sweep",
                                          "arms_compared", "training_length_effect", "incidence_fit", "continuous_fit",
                                          "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
