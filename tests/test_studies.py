@@ -342,10 +342,10 @@ def test_error_study_gives_its_verdicts_whatever_ran_before():
 # ---------------------------------------------------------------------------------------------
 
 def test_match_sentences_and_the_chapter_4_sentence(tmp_path):
-    assert matching.rank_sentence(-0.8).startswith("the two measures rank the layers alike")
-    assert matching.rank_sentence(0.7) == "they rank the layers in opposite orders"
-    assert matching.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
-    assert "react alike" in matching.truncation_sentence(0.97, 0.9)
+    assert sentences.rank_sentence(-0.8).startswith("the two measures rank the layers alike")
+    assert sentences.rank_sentence(0.7) == "they rank the layers in opposite orders"
+    assert sentences.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
+    assert "react alike" in sentences.truncation_sentence(0.97, 0.9)
     assert claims.block_uniqueness(tmp_path).endswith("(its results are not here yet)")
     assert claims.subspace_verdict is matching.subspace_verdict
     table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f",

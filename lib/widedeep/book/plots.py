@@ -420,7 +420,7 @@ def split_histograms(paired: dict[str, np.ndarray]):
 
 
 def match_by_layer(study):
-    """A `matching.MatchStudy`'s match score at each ε and linear CKA along the post-ReLU layers (means over seed
+    """Chapter 7's result (`studies.subspace_match`): the match score at each ε and linear CKA along the post-ReLU layers (means over seed
     pairs), and beside it the ε that matches half the neurons, per pair and on average."""
     fig, (ax, ax_eps) = plt.subplots(1, 2, figsize=(9.6, 3.6))
     depth = np.arange(len(study.layers))

@@ -42,7 +42,7 @@ from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
 from widedeep.studies import keyed as keyed_rows
-from widedeep.studies import cka, errors, pca, stored, stored_keys
+from widedeep.studies import cka, errors, pca, stored, stored_keys, subspace_match
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -104,8 +104,7 @@ CHAPTERS = {
                                   "sensitivity", "outliers", "block", "table", "verdicts", "claim", "claims"),
                                  ("models",),
                                  ("verdicts.*", "claim.verdict")),
-    "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
-                                        "block", "verdicts", "claims"), (), ("verdicts.*",)),
+    subspace_match.CHAPTER: ChapterSchema(stored_keys(subspace_match.SubspaceMatchResult), (), ("verdicts.*",)),
     "10_vit": ChapterSchema(("settings", "models", "resnets", "rule", "law", "first_pc", "tokens", "uniformity",
                              "correspondence", "verdicts", "claims"), ("models", "resnets"),
                             ("verdicts.*", "law.verdicts.*")),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from widedeep.analyses import errors, power
+from widedeep.analyses import errors, power, verdicts
+from widedeep.measures import subspace
 from widedeep.studies.errors import ErrorsResult
+from widedeep.studies.subspace_match import SubspaceMatchResult
 
 
 def spread(values: np.ndarray, digits: int) -> str:
@@ -109,3 +111,91 @@ def errors_classes(result: ErrorsResult) -> dict[str, str]:
             "class_null_diff": spread(paired["null_mean_abs_diff"], 3),
             "class_beyond_count": exceeds(level["beyond_null_count"]),
             "class_beyond_mean": exceeds(level["beyond_null_difference"])}
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 7: the subspace match beside CKA
+# ---------------------------------------------------------------------------------------------
+
+def rank_sentence(rank_corr: float) -> str:
+    """What a Spearman correlation of mean CKA with the ε for half the neurons says (high CKA, low ε: alike)."""
+    if rank_corr <= -0.5:
+        return "the two measures rank the layers alike (more similar under CKA, closer subspaces)"
+    return "they rank the layers in opposite orders" if rank_corr >= 0.5 else "the rankings are only loosely related"
+
+
+def truncation_sentence(top_cka: float, top_match: float) -> str:
+    """How the measures react to keeping only a layer's top directions: 'hardly notices' is CKA >= 0.95, 'loses
+    most neurons' a match below one half."""
+    hardly_notices, loses_most = top_cka >= 0.95, top_match < 0.5
+    return f"CKA is {top_cka:.3f} and the match {top_match:.2f}: " + (
+        "CKA, which weights directions by their variance, hardly notices, while the match, which asks every neuron "
+        "to lie within ε of the other span, loses most neurons" if hardly_notices and loses_most else
+        "the match loses most neurons, and CKA drops too" if loses_most else
+        "on this layer the two measures react alike")
+
+
+def subspace_across_seeds(result: SubspaceMatchResult) -> dict[str, str]:
+    """Every pair's scores by ε, linear CKA of the same layers, and the range of the ε for half the neurons."""
+    eps, layers = result.eps, result.layers
+    low_eps, half = result.scores[:, :, 0].mean(0), result.half_eps.mean(0)
+    lowest, highest = int(np.nanargmin(half)), int(np.nanargmax(half))
+    return {"examples": str(result.section.examples),
+            "score_by_eps": ", ".join(f"{s:.2f} at ε = {e:g}" for e, s in zip(eps, result.by_eps)),
+            "cka_mean": f"{result.cka.mean():.2f}", "cka_min": f"{result.cka.min():.2f}",
+            "low_eps": f"{eps[0]:g}", "low_eps_range": f"{low_eps.min():.2f}–{low_eps.max():.2f}",
+            "half_eps_range": f"{half[lowest]:.2f} ({layers[lowest]}) to {half[highest]:.2f} ({layers[highest]})"}
+
+
+def subspace_verdict(result: SubspaceMatchResult) -> dict[str, str]:
+    """Wang et al.'s finding, layer by layer, at the loosest ε: the verdict and the layers that escape it."""
+    claim, layers = result.claim, result.layers
+    loosest = int(np.argmax(result.eps))
+    bounds = claim.get("layer_intervals") or [[np.nan, np.nan]] * len(layers)
+    high = [f"{name} ({score:.2f}, upper bound {bound[1]:.2f})" for name, score, bound in
+            zip(layers, result.scores[:, :, loosest].mean(0), bounds) if not bound[1] < 0.5]
+    return {"wang_verdict": claim["verdict"], "low_layers": f"{claim.get('k', 0)} of {len(layers)}",
+            "loose_eps": f"{result.eps[loosest]:g}", "wang_n": verdicts.describe(claim),
+            "high_layers": ", ".join(high) or "none"}
+
+
+def subspace_sampling(result: SubspaceMatchResult) -> dict[str, str]:
+    """The authors' sampling against the exact Grams."""
+    s = result.section
+    return {"n_samples": f"{s.samples:,}", "n_draws": str(s.draws), "paper_samples": f"{subspace.PAPER_SAMPLES:,}",
+            "paper_draws": str(subspace.PAPER_DRAWS),
+            "sampling_gap": f"{result.gap.mean():.3f} (largest {result.gap.max():.3f})"}
+
+
+def subspace_simple(result: SubspaceMatchResult) -> dict[str, str]:
+    """Simple-match sizes in the layers of the first pair whose maximum match is not empty."""
+    candidates = np.flatnonzero(result.simple_scores > 0)
+    sizes = [s for per_layer in result.simple_sizes.values() for s in per_layer]
+    return {"simple_eps_text": f"{result.section.simple_eps:g}",
+            "simple_candidates": f"{candidates.size} of {len(result.layers)}",
+            "simple_summary": f"median {np.median(sizes):.0f}, range {min(sizes)}–{max(sizes)} neurons"
+            if sizes else "none (the maximum matches are empty)"}
+
+
+def subspace_disagreement(result: SubspaceMatchResult) -> dict[str, str]:
+    """The rank correlation over layers and the two measures on one transformed real layer."""
+    (mix_cka, _), (top_cka, top_match) = result.checks.values()
+    return {"rank_corr": f"{result.rank_corr:+.2f}", "rank_sentence": rank_sentence(result.rank_corr),
+            "mix_cka": f"{mix_cka:.2f}", "trunc_keep": f"{result.kept} of {result.layer_channels}",
+            "probe_layer": result.layer, "energy_kept": f"{result.section.energy_kept:.0%}",
+            "trunc_sentence": truncation_sentence(top_cka, top_match)}
+
+
+def subspace_block(result: SubspaceMatchResult) -> dict[str, str]:
+    """Each blocked seed's block under the match, inside against outside, in one sentence."""
+    sentences = []
+    for name, b in result.block.items():
+        farther = b["half_eps_inside"] > b["half_eps_outside"]
+        sentences.append(
+            f"{result.block_labels[name]} matches the other seeds in {b['score_inside']:.2f} of the neurons inside "
+            f"its block and {b['score_outside']:.2f} outside (ε = {b['eps']:g}); half the neurons match at ε = "
+            f"{b['half_eps_inside']:.2f} inside against {b['half_eps_outside']:.2f} outside, so the block's "
+            "subspaces are " + ("farther from the other seeds' than the rest of the network's" if farther else
+                                "no farther from the other seeds' than the rest of the network's"))
+    return {"block_sentence": "; ".join(sentences) + " (Chapter 4 asks the same question under CKA)"
+            if sentences else "no seed has a block, so this profile cannot ask"}

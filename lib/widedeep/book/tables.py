@@ -10,6 +10,7 @@ from itertools import groupby
 
 from widedeep.labels import architecture_label
 from widedeep.studies import errors as errors_study
+from widedeep.studies import subspace_match
 
 RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
                "parameters": "parameters", "train_acc": "train acc", "val_acc": "val acc",
@@ -170,16 +171,16 @@ def populations_table(populations: errors_study.Populations) -> str:
         for name, side in populations.sides.items()])
 
 
-def sampling_table(study) -> str:
-    """Exact against sampled match scores of a `matching.MatchStudy`'s first pair, per ε (means over layers)."""
+def sampling_table(study: subspace_match.SubspaceMatchResult) -> str:
+    """Exact against sampled match scores of Chapter 7's first seed pair, per ε (means over layers)."""
     return list_table(["ε", "exact (mean over layers)", "sampled", "mean absolute difference", "largest"], [
         [f"{e:g}", f"{study.exact[:, k].mean():.3f}", f"{study.sampled[:, k].mean():.3f}",
          f"{study.gap[:, k].mean():.3f}", f"{study.gap[:, k].max():.3f}"] for k, e in enumerate(study.eps)])
 
 
-def simple_match_table(study) -> str:
-    """Simple-match sizes in the chosen layers of a `matching.MatchStudy` (or a sentence when there are none)."""
-    eps = study.settings.simple_eps
+def simple_match_table(study: subspace_match.SubspaceMatchResult) -> str:
+    """Simple-match sizes in Chapter 7's chosen layers (or a sentence when there are none)."""
+    eps = study.section.simple_eps
     if not len(study.simple_chosen):
         return f"No layer of the first seed pair has a non-empty maximum match at ε = {eps:g}."
     return list_table(
@@ -189,13 +190,13 @@ def simple_match_table(study) -> str:
          for i, name in zip(study.simple_chosen, study.simple_sizes)])
 
 
-def invariance_table(study) -> str:
-    """Linear CKA and the match of one real layer against its transformed copies (`MatchStudy.disagreement`)."""
+def invariance_table(study: subspace_match.SubspaceMatchResult) -> str:
+    """Linear CKA and the match of one real layer against its transformed copies (Chapter 7)."""
     return list_table(["transformation of one layer", "linear CKA", f"match (ε = {study.eps[0]:g})"],
                       [[k, f"{c:.3f}", f"{m:.3f}"] for k, (c, m) in study.checks.items()])
 
 
-def block_match_table(study) -> str:
+def block_match_table(study: subspace_match.SubspaceMatchResult) -> str:
     """Each seed with a block against each other seed under the match, inside and outside its block."""
     eps = study.eps[-1]
     return list_table(["seed with a block", "other seed", f"match inside the block (ε = {eps:g})", "outside",

@@ -65,10 +65,10 @@ def populations(profile: Profile) -> Populations:
     sides = {side: Side(architecture_of(grid[side][0]), grid[side][0].depth, grid[side][0].width,
                         grid[side][0].n_train, tuple(r.config.seed for r in runs_), tuple(r.test_acc for r in runs_),
                         runs_[0].metrics.get("parameters")) for side, runs_ in members.items()}
-    return Populations(sides, {side: np.stack([runs.run_predictions(r, test) for r in runs_])
-                               for side, runs_ in members.items()},
-                       {side: np.stack([runs.run_predictions(r, val) for r in runs_]) for side, runs_ in members.items()},
-                       test.labels.numpy(), val.labels.numpy(), tuple(test.classes))
+    predictions = {name: {side: np.stack([runs.run_predictions(r, split) for r in runs_])
+                          for side, runs_ in members.items()} for name, split in (("test", test), ("val", val))}
+    return Populations(sides, predictions["test"], predictions["val"], test.labels.numpy(), val.labels.numpy(),
+                       tuple(test.classes))
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,10 @@ def study(populations: Populations, settings: Errors) -> ErrorsResult:
     main_verdict = errors.difference_verdict(beyond, beyond_difference, matched)
     one, other = errors.half_splits(deep.shape[0], 1, seed=1)[0]
     a, b = _half_split_counts(deep, labels, one, other)
+    halves = power.filtered_fisher_test(a, len(one), b, len(other), s.fdr)["significant"]
     scatter = {f"{p.sides['wide'].architecture} vs {p.sides['deep'].architecture}":
                (counts["wide"] / wide.shape[0], counts["deep"] / deep.shape[0], main["significant"]),
-               "deep half 1 vs deep half 2": (a / len(one), b / len(other),
-                                              power.filtered_fisher_test(a, len(one), b, len(other), s.fdr)["significant"])}
+               "deep half 1 vs deep half 2": (a / len(one), b / len(other), halves)}
 
     # class level: per-class intervals, the null's, and both over every paired half-split
     k = len(p.classes)

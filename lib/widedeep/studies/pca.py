@@ -88,5 +88,6 @@ def study(models: Sequence[BlockAnalysis], settings: Settings) -> PcaResult:
                      cross_seed_matched_stream_mean=first_pc.mean_matched(cross),
                      claims=first_pc.claims(entries, settings.detector.min_pc1),
                      analysed=tuple(models), seed_models=tuple(seed_models), removed=removed,
-                     pc1_similarity=similarity, effects=tuple(effects), tested=tuple(tested), outside_change=tuple(outside_change),
+                     pc1_similarity=similarity, effects=tuple(effects), tested=tuple(tested),
+                     outside_change=tuple(outside_change),
                      cross=cross, cross_split=structure.cross_seed_split(seed_models, cross))
