@@ -305,7 +305,7 @@ def test_the_seed_study_follows_its_arm_and_has_a_reference_precision_twin():
 def test_the_grid_is_the_width_series_then_the_depth_series():
     """`architectures` is the two series in order without repeats; each series fixes the other coordinate."""
     profile = profiles.load_profile("cpu")
-    width, depth = profiles.width_series(profile), profiles.depth_series(profile)
+    width, depth = profiles.width_series(profile.grid), profiles.depth_series(profile.grid)
     assert {d for d, _ in width} == {profile.grid.width_series_depth}
     assert {w for _, w in depth} == {profile.grid.depth_series_width}
     assert profiles.architectures(profile) == list(dict.fromkeys(width + depth))

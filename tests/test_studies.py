@@ -13,9 +13,10 @@ import torch
 
 from test_structure import PARAMS, analysed, planted
 from widedeep import labels, profiles
-from widedeep.analyses import checks, conditions, first_pc, matching, pruning, structure, trends
+from widedeep.analyses import checks, first_pc, matching, pruning, structure, trends
 from widedeep.analyses import verdicts as v
 from widedeep.book import claims, notebook, results, sentences, tables
+from widedeep.studies import block_structure
 from widedeep.studies import errors as errors_study
 from widedeep.studies import stored
 from widedeep.train import TrainConfig
@@ -111,23 +112,26 @@ def planted_grid(profile, train_acc, with_block):
     return models
 
 
-def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law(monkeypatch):
+def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law():
     profile = profiles.with_values(SMOKE, n_trains=[250, 500, 1000], seeds=[0, 1], min_train_acc=0.99)
     missing = profiles.training_grid(profile)[4]
     grid = planted_grid(profile, lambda c: 0.95 if c == missing else 1.0,
                         lambda c: (c.depth == 14 or c.width == 2) == (c.n_train <= 500))
-    monkeypatch.setattr(structure, "analyse_all", lambda configs, p: grid if configs else [])
-    study = conditions.ConditionsStudy(profile)
+    models = block_structure.Models(tuple(grid), (), ())
+    study = block_structure.study(models, block_structure.settings(profile))
     assert [r["name"] for r in study.left_out] == [missing.name()]
     assert missing.name() not in {r["name"] for r in study.main_rows} and len(study.main_rows) == len(grid) - 1
     assert study.rule_held() == (len(grid) - 1, len(grid), 0.95)
-    claims_ = study.claims()
-    assert {c["n"] for c in claims_.values()} == {len(grid) - 1} and claims_["capacity"]["left_out"] == 1
+    assert {c["n"] for c in study.claims.values()} == {len(grid) - 1} and study.claims["capacity"]["left_out"] == 1
     assert study.fits["continuous_fit"].n_models == len(grid) - 1         # the law never saw it
-    assert "train accuracy 0.950" in study.left_out_sentence()
-    assert study.record()["claims_fit"]["left_out"] == [missing.name()]
-    # without a rule (smoke) nothing is left out
-    assert conditions.ConditionsStudy(profiles.with_values(profile, min_train_acc=None)).left_out == []
+    assert "train accuracy 0.950" in sentences.left_out_sentence(study.left_out)
+    assert study.claims_fit["left_out"] == [missing.name()]
+    assert tuple(stored(study)) == results.CHAPTERS[block_structure.CHAPTER].keys
+    # the same models give an equal result whatever ran before (here: another study of them, without a rule)
+    unruled = block_structure.study(models, block_structure.settings(profiles.with_values(profile, min_train_acc=None)))
+    assert unruled.left_out == []                                          # without a rule (smoke) nothing is left out
+    again = block_structure.study(models, block_structure.settings(profile))
+    assert results._plain(stored(again)) == results._plain(stored(study))
 
 
 def test_first_pc_summaries_broken_blocks_and_records():

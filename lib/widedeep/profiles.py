@@ -608,19 +608,19 @@ def train_config(profile: Profile, depth: int, width: float, n_train: int, seed:
     return TrainConfig.from_dict({"depth": depth, "width": width, "n_train": n_train, "seed": seed, **recipe})
 
 
-def width_series(profile: Profile) -> list[tuple[int, float]]:
+def width_series(grid: Grid) -> list[tuple[int, float]]:
     """(depth, width) pairs of the width series: every width at `width_series_depth`."""
-    return [(profile.grid.width_series_depth, w) for w in profile.grid.widths]
+    return [(grid.width_series_depth, w) for w in grid.widths]
 
 
-def depth_series(profile: Profile) -> list[tuple[int, float]]:
+def depth_series(grid: Grid) -> list[tuple[int, float]]:
     """(depth, width) pairs of the depth series: every depth at `depth_series_width`."""
-    return [(d, profile.grid.depth_series_width) for d in profile.grid.depths]
+    return [(d, grid.depth_series_width) for d in grid.depths]
 
 
 def architectures(profile: Profile) -> list[tuple[int, float]]:
     """(depth, width) pairs of the grid: the width series then the depth series, without repeats."""
-    return list(dict.fromkeys(width_series(profile) + depth_series(profile)))
+    return list(dict.fromkeys(width_series(profile.grid) + depth_series(profile.grid)))
 
 
 def _cell_seeds(cells: list[str], extra: list[int], key: str) -> dict[tuple[int, float, int], list[int]]:

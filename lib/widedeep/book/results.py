@@ -42,7 +42,7 @@ from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
 from widedeep.studies import keyed as keyed_rows
-from widedeep.studies import cka, errors, pca, stored, stored_keys, subspace_match
+from widedeep.studies import block_structure, cka, errors, pca, stored, stored_keys, subspace_match
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -83,10 +83,7 @@ MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
 CHAPTERS = {
     "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
     cka.CHAPTER: ChapterSchema(stored_keys(cka.CkaResult)),
-    "03_block_structure": ChapterSchema(("detector", "models", "short_arm", "seed_study", "trends", "threshold_sweep",
-                                         "arms_compared", "training_length_effect", "incidence_fit", "continuous_fit",
-                                         "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
-                                         "short_arm_block_size_fit", "claims_fit", "claims"),
+    block_structure.CHAPTER: ChapterSchema(stored_keys(block_structure.BlockStructureResult),
                                         ("models", "short_arm", "seed_study"),
                                         ("trends.*", "claims_fit.verdicts.*") + tuple(
                                             f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from widedeep.analyses import errors, power, verdicts
+from widedeep.labels import entry_label
 from widedeep.measures import subspace
 from widedeep.studies.errors import ErrorsResult
 from widedeep.studies.subspace_match import SubspaceMatchResult
@@ -199,3 +200,23 @@ def subspace_block(result: SubspaceMatchResult) -> dict[str, str]:
                                 "no farther from the other seeds' than the rest of the network's"))
     return {"block_sentence": "; ".join(sentences) + " (Chapter 4 asks the same question under CKA)"
             if sentences else "no seed has a block, so this profile cannot ask"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 3: the block structure
+# ---------------------------------------------------------------------------------------------
+
+def coefficient_text(fits: dict | None, key: str) -> str:
+    """'capacity 0.012 [-0.01, 0.03], data ...' of one fitted law, or why there is none."""
+    if fits is None:
+        return "not fitted: the arm cannot separate capacity from data"
+    fit = fits[key]
+    if not fit.estimable:
+        return f"not estimable ({fit.reason})"
+    parts = [f"{name} {v[0]:+.3f} [{v[1]:+.3f}, {v[2]:+.3f}]" for name, v in fit.coefficients.items()]
+    return ", ".join(parts) + f"; capacity + data = 0: p = {fit.relative_test_p:.3g}"
+
+
+def left_out_sentence(rows: list[dict]) -> str:
+    """'none' or the grid models the interpolation rule leaves out of the law, with their train accuracy."""
+    return "; ".join(f"{entry_label(r)} (train accuracy {r['train_acc']:.3f})" for r in rows) or "none"
