@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from widedeep import protocol, records, store
+from widedeep import protocol, records, store, studies
 from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
 from widedeep.studies import keyed as keyed_rows
-from widedeep.studies import block_structure, cka, errors, pca, stored, stored_keys, subspace_match
+from widedeep.studies import stored, stored_keys
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -82,17 +82,9 @@ MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
     "probe", "single", "single_repaired", "cumulative", "cumulative_repaired"))
 CHAPTERS = {
     "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-    cka.CHAPTER: ChapterSchema(stored_keys(cka.CkaResult)),
-    block_structure.CHAPTER: ChapterSchema(stored_keys(block_structure.BlockStructureResult),
-                                        ("models", "short_arm", "seed_study"),
-                                        ("trends.*", "claims_fit.verdicts.*") + tuple(
-                                            f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")
-                                            for fit in ("incidence", "continuous", "block_size"))),
-    pca.CHAPTER: ChapterSchema(stored_keys(pca.PcaResult), ("models",)),   # the study's result is the schema
     "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
                                  "models", "claims"), ("models",),
                                 ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
-    errors.CHAPTER: ChapterSchema(stored_keys(errors.ErrorsResult), (), ("verdicts.*", "main_test.verdict")),
     "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
                                  "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
                                  "regularised", "verdicts", "claims"), ("models",), ("verdicts.*",)),
@@ -101,11 +93,14 @@ CHAPTERS = {
                                   "sensitivity", "outliers", "block", "table", "verdicts", "claim", "claims"),
                                  ("models",),
                                  ("verdicts.*", "claim.verdict")),
-    subspace_match.CHAPTER: ChapterSchema(stored_keys(subspace_match.SubspaceMatchResult), (), ("verdicts.*",)),
     "10_vit": ChapterSchema(("settings", "models", "resnets", "rule", "law", "first_pc", "tokens", "uniformity",
                              "correspondence", "verdicts", "claims"), ("models", "resnets"),
                             ("verdicts.*", "law.verdicts.*")),
 }
+# A chapter with a study (widedeep.studies) takes its schema from the study's result: its stored fields, in order.
+CHAPTERS.update({chapter: ChapterSchema(stored_keys(module.RESULT), module.MODEL_TABLES, module.VERDICTS)
+                 for chapter, module in studies.chapters().items()})
+CHAPTERS = dict(sorted(CHAPTERS.items()))
 
 
 # ---------------------------------------------------------------------------------------------

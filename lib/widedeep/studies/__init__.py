@@ -7,12 +7,23 @@ profile, and returns a frozen dataclass: its stored fields, in order, are the ch
 (`widedeep.book.results` takes its schema from them); fields marked `DRAWN` are what the page shows
 beside them and are never written. The same records and settings give an equal result, whatever ran
 before.
+
+A study module names its chapter and its schema in four constants, which is all `widedeep.book.results`
+needs to check and write the chapter's results file (`chapters()` finds every study module):
+
+    CHAPTER = "04_pca"            # the page's file stem, and the results file's
+    RESULT = PcaResult            # the frozen result dataclass
+    MODEL_TABLES = ("models",)    # stored fields holding {run name: model entry}
+    VERDICTS = ()                 # dotted paths to verdicts in the stored fields ('*': any key)
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Iterable
 from dataclasses import field, fields
+from types import ModuleType
 
 DRAWN = {"stored": False}   # metadata of a result field the page draws but the results file does not hold
 
@@ -41,3 +52,13 @@ def keyed(rows: Iterable[dict]) -> dict[str, dict]:
             raise ValueError(f"run {name} appears twice in one table of models")
         table[name] = {k: v for k, v in row.items() if k != "name"}
     return table
+
+
+def chapters() -> dict[str, ModuleType]:
+    """Every study module of this package by the chapter it serves (its CHAPTER), in chapter order."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "CHAPTER"):
+            found[module.CHAPTER] = module
+    return dict(sorted(found.items()))

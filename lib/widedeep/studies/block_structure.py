@@ -225,3 +225,9 @@ def study(models: Models, settings: Settings) -> BlockStructureResult:
         analysed=models, all_rows=all_rows, main_rows=main_rows, short_rows=short_rows, left_out=left_out, fits=fits,
         short_fits=short_fits, claim_key=key, claim_verdicts=found, incidence_text=incidence_text,
         series={s: series_layout(main, all_rows, g, s) for s in SERIES})
+
+
+RESULT = BlockStructureResult
+MODEL_TABLES = ("models", "short_arm", "seed_study")
+VERDICTS = ("trends.*", "claims_fit.verdicts.*") + tuple(f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")
+                                                  for fit in ("incidence", "continuous", "block_size"))

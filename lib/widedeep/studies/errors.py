@@ -209,3 +209,8 @@ def study(populations: Populations, settings: Errors) -> ErrorsResult:
         section=s, populations=p, m=m, first_split=first_split, paired=paired, all_seeds=all_seeds, main=main,
         calibration=calibration, main_beyond=bool(beyond), scatter=scatter, by_class=by_class,
         null_class=null_class, paired_class=pc)
+
+
+RESULT = ErrorsResult
+MODEL_TABLES = ()
+VERDICTS = ("verdicts.*", "main_test.verdict")

@@ -91,3 +91,8 @@ def study(models: Sequence[BlockAnalysis], settings: Settings) -> PcaResult:
                      pc1_similarity=similarity, effects=tuple(effects), tested=tuple(tested),
                      outside_change=tuple(outside_change),
                      cross=cross, cross_split=structure.cross_seed_split(seed_models, cross))
+
+
+RESULT = PcaResult
+MODEL_TABLES = ("models",)
+VERDICTS = ()

@@ -201,3 +201,8 @@ def study(models: Models, settings: Subspace) -> SubspaceMatchResult:
         simple_sizes=simple_record["sizes"], simple_n_a=base[pairs[0]][0]["n_a"], rank_corr=rank_corr, layer=layer,
         kept=invariance["kept"], layer_channels=invariance["channels"], checks=transformed,
         block_labels={m.run.config.name(): m.label for m in blocked})
+
+
+RESULT = SubspaceMatchResult
+MODEL_TABLES = ()
+VERDICTS = ("verdicts.*",)
