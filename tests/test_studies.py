@@ -13,10 +13,10 @@ import torch
 
 from test_structure import PARAMS, analysed, planted
 from widedeep import labels, profiles
-from widedeep.analyses import checks, first_pc, matching, pruning, structure, trends
+from widedeep.analyses import checks, deletion, first_pc, matching, runs, structure, trends
 from widedeep.analyses import verdicts as v
 from widedeep.book import claims, notebook, results, sentences, tables
-from widedeep.studies import block_structure
+from widedeep.studies import block_structure, pruning
 from widedeep.studies import errors as errors_study
 from widedeep.studies import stored
 from widedeep.train import TrainConfig
@@ -182,38 +182,54 @@ def effects(inside_cost, outside_cost, inside, examples=10_000):
                                             "delta_acc_repaired": 0.0}]}
 
 
-def test_pruning_study_judges_plateau_position_and_deletion_cost():
+def pruning_result(monkeypatch, models, rows, costs, left_out=()):
+    """Chapter 5's study on planted models whose records are `rows` (probe rows) and `costs` (deletion effects) by
+    label; the models in `left_out` miss the interpolation rule (train accuracy 0.5 against 0.85)."""
+    for m in models:
+        m.run.layers, m.run.architecture = (lambda names=m.names: [None] * len(names)), None
+        m.run.metrics["final"]["train_acc"] = 0.5 if m in left_out else 0.9
+    label = {id(m.run): m.label for m in models}
+    monkeypatch.setattr(runs, "run_probes", lambda run, layers, settings: rows[label[id(run)]])
+    monkeypatch.setattr(runs, "run_deletions", lambda run, membership, settings: costs[label[id(run)]])
+    monkeypatch.setattr(deletion, "block_membership", lambda architecture, span: [])
+    roles = {m.run.config.name(): "grid" for m in models}
+    return pruning.study(models, pruning.Settings(SMOKE.probes, SMOKE.deletion, 0.85, roles))
+
+
+INSIDE = [False, True, True, False, False, False]
+FLAT = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]       # stream layers 2..5 are the block: a plateau
+RISING = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9]
+
+
+def test_pruning_study_judges_plateau_position_and_deletion_cost(monkeypatch):
     blocked, control = analysed(0), analysed(1, with_block=False)
     for m in (blocked, control):
         m.run.test_acc = 0.8
-    study = pruning_study([blocked, control])
+    rows = {blocked.label: probe_rows(blocked, FLAT), control.label: probe_rows(control, RISING)}
+    costs = {blocked.label: effects(-0.01, -0.10, INSIDE), control.label: effects(-0.09, -0.10, INSIDE)}
+    study = pruning_result(monkeypatch, [blocked, control], rows, costs)
     assert study.with_block == [blocked.label] and study.controls == []
-    shown, note = study.focus()
+    shown, note = sentences.pruning_focus(study, "smoke")
     assert shown == [blocked, control] and note.startswith("1 of 2 models have a block")
     # one blocked model: every verdict is at most "suggestive (1 model)" (book/protocol.md)
-    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]    # stream layers 2..5 are the block: a plateau
-    study.probe_rows = {blocked.label: probe_rows(blocked, flat),
-                        control.label: probe_rows(control, [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9])}
-    texts = study.judge_probes()
-    assert texts["probe_verdict"] == v.suggestive(1) and study.verdicts[blocked.label]["probe"] == v.PLATEAU
-    assert study.verdicts[blocked.label]["probe_change"] == pytest.approx(0.01)
-    position = study.probe_position_control()
+    texts = sentences.pruning_probes(study)
+    assert texts["probe_verdict"] == v.suggestive(1) and study.model_verdicts[blocked.label]["probe"] == v.PLATEAU
+    assert study.model_verdicts[blocked.label]["probe_change"] == pytest.approx(0.01)
+    position = sentences.pruning_probe_position(study)
     assert position["probe_specific"] == v.suggestive(1)   # the control rises 0.10 across the same layers
     assert position["probe_headline"] == "suggestive (1 model), specificity suggestive (1 model) (n = 1)"
-    inside = [False, True, True, False, False, False]
-    assert study.inside_stream(blocked)[2:6] == [True] * 4 and not any(study.inside_stream(control))
-    study.effects = {blocked.label: effects(-0.01, -0.10, inside), control.label: effects(-0.09, -0.10, inside)}
-    assert study.judge_deletions()["single_verdict"] == v.suggestive(1)
+    assert pruning.inside_stream(blocked, blocked.block)[2:6] == [True] * 4
+    assert not any(pruning.inside_stream(control, None))
+    assert sentences.pruning_deletions(study)["single_verdict"] == v.suggestive(1)
     assert study.deletion_scores[blocked.label]["score"] == pytest.approx(0.09)
     assert study.deletion_scores[blocked.label]["se"] == pytest.approx((0.09 * 0.91 / 10_000) ** 0.5, rel=0.25)
-    texts = study.position_control()
+    texts = sentences.pruning_position(study)
     # Inside costs 0.01 in the blocked model and 0.09 at the same positions without a block: beyond position.
     assert texts["position_verdict"] == v.suggestive(1) and study.position[blocked.label]["control_inside"] == -0.09
     assert study.position[blocked.label]["beyond_position"] == pytest.approx(0.09 - (-0.09 + 0.10))
-    assert study.cumulative()["cumulative_verdict"] == v.suggestive(1)
-    found = study.found()
-    assert set(found) == set(pruning.PruningStudy.CLAIMS) and all(v.head(x) for x in found.values())
-    record = study.record()
+    assert sentences.pruning_cumulative(study)["cumulative_verdict"] == v.suggestive(1)
+    assert set(study.verdicts) == set(sentences.FOUND) and all(v.head(x) for x in study.verdicts.values())
+    record = stored(study)
     name, control_name = blocked.run.config.name(), control.run.config.name()
     assert list(record["models"]) == [name, control_name]
     assert record["position_control"][name]["controls"] == [control_name]
@@ -223,67 +239,52 @@ def test_pruning_study_judges_plateau_position_and_deletion_cost():
     results.validate({"schema_version": results.SCHEMA_VERSION,
                       "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "05_pruning")
     assert "mean Δ in / out" in tables.deletion_table(study) and "CKA-only" not in tables.spans_table(study)
+    # the same records give an equal result whatever ran before (here: a study of other models in between)
+    pruning_result(monkeypatch, [blocked], rows, costs)
+    again = pruning_result(monkeypatch, [blocked, control], rows, costs)
+    assert results._plain({**stored(again), "timing_s": {}}) == results._plain({**record, "timing_s": {}})
 
 
-def pruning_study(models, left_out=()):
-    study = pruning.PruningStudy(models, SMOKE)
-    study.eligibility = {m.run.config.name(): {"role": "grid", "left_out": "misses" if m in left_out else None}
-                         for m in models}
-    study.judged = [m for m in study.blocked if m not in left_out]
-    return study
-
-
-def test_a_deletion_score_with_a_standard_error_over_the_bound_is_left_out_and_counted():
+def test_a_deletion_score_with_a_standard_error_over_the_bound_is_left_out_and_counted(monkeypatch):
     models = [analysed(s) for s in range(4)]
-    study = pruning_study(models)
-    inside = [False, True, True, False, False, False]
-    study.effects = {m.label: effects(-0.01, -0.10, inside, examples=10_000 if m.run.config.seed else 100)
-                     for m in models}   # seed 0 scored on 100 examples: standard error ~0.03
-    study.judge_deletions()
-    claim = study.claims["deletion"]
+    rows = {m.label: probe_rows(m, FLAT) for m in models}
+    costs = {m.label: effects(-0.01, -0.10, INSIDE, examples=10_000 if m.run.config.seed else 100)
+             for m in models}   # seed 0 scored on 100 examples: standard error ~0.03
+    study = pruning_result(monkeypatch, models, rows, costs)
+    claim = study.named_claims["deletion"]
     assert study.deletion_scores[models[0].label]["se"] > 0.005 and not study.deletion_scores[models[0].label]["kept"]
     assert claim["n"] == 3 and claim["left_out"] == 1 and claim["over_se"] == [models[0].label]
     assert claim["verdict"] == v.SHOWN   # the three kept models agree exactly
     assert "1 with a standard error over 0.005" in claim["left_out_why"]
-    study.position_control()   # every model has a block: nothing to control position with
-    assert study.claims["deletion_beyond_position"]["verdict"] == "not testable: no position control"
-    noisy = pruning_study(models)
-    noisy.effects = {m.label: effects(-0.01, -0.10, inside, examples=100) for m in models}
-    noisy.judge_deletions()
-    noisy.position_control()
-    assert noisy.claims["deletion"]["n"] == 0 and noisy.claims["deletion"]["left_out"] == 4
-    assert noisy.claims["deletion_beyond_position"]["verdict"].endswith("within its standard-error bound")
+    # every model has a block: nothing to control position with
+    assert study.named_claims["deletion_beyond_position"]["verdict"] == "not testable: no position control"
+    noisy = pruning_result(monkeypatch, models, rows, {m.label: effects(-0.01, -0.10, INSIDE, examples=100)
+                                                       for m in models})
+    assert noisy.named_claims["deletion"]["n"] == 0 and noisy.named_claims["deletion"]["left_out"] == 4
+    assert noisy.named_claims["deletion_beyond_position"]["verdict"].endswith("within its standard-error bound")
 
 
-def test_the_probe_row_states_the_plateau_and_its_control_in_one_headline():
+def test_the_probe_row_states_the_plateau_and_its_control_in_one_headline(monkeypatch):
     blocked = [analysed(s) for s in range(3)]
     controls = [analysed(s, with_block=False) for s in range(3, 5)]
-    study = pruning_study(blocked + controls)
-    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]
-    study.probe_rows = {m.label: probe_rows(m, [x + 0.001 * i for x in flat]) for i, m in enumerate(blocked)}
-    study.probe_rows |= {m.label: probe_rows(m, flat) for m in controls}   # the controls plateau there too
-    study.judge_probes()
-    assert study.claims["probe_plateau"]["verdict"] == v.SHOWN
-    study.probe_position_control()
-    assert study.claims["probe"]["verdict"] == "shown, not specific to the block (n = 3)"
-    rising = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9]
-    study.probe_rows |= {m.label: probe_rows(m, [x + 0.002 * i for x in rising]) for i, m in enumerate(controls)}
-    study.probe_position_control()
-    assert study.claims["probe"]["verdict"] == "shown, specific to the block (n = 3)"
-    alone = pruning_study(blocked)   # no model without a block: the control cannot be tested
-    alone.probe_rows = study.probe_rows
-    alone.judge_probes()
-    alone.probe_position_control()
-    assert alone.claims["probe"]["verdict"] == "shown, control not testable (n = 3)"
+    costs = {m.label: effects(-0.01, -0.10, INSIDE) for m in blocked + controls}
+    rows = {m.label: probe_rows(m, [x + 0.001 * i for x in FLAT]) for i, m in enumerate(blocked)}
+    plateau_too = rows | {m.label: probe_rows(m, FLAT) for m in controls}   # the controls plateau there too
+    study = pruning_result(monkeypatch, blocked + controls, plateau_too, costs)
+    assert study.named_claims["probe_plateau"]["verdict"] == v.SHOWN
+    assert study.named_claims["probe"]["verdict"] == "shown, not specific to the block (n = 3)"
+    rising = rows | {m.label: probe_rows(m, [x + 0.002 * i for x in RISING]) for i, m in enumerate(controls)}
+    study = pruning_result(monkeypatch, blocked + controls, rising, costs)
+    assert study.named_claims["probe"]["verdict"] == "shown, specific to the block (n = 3)"
+    alone = pruning_result(monkeypatch, blocked, rising, costs)   # no model without a block: no control
+    assert alone.named_claims["probe"]["verdict"] == "shown, control not testable (n = 3)"
 
 
-def test_a_grid_model_below_the_interpolation_rule_is_not_judged():
+def test_a_grid_model_below_the_interpolation_rule_is_not_judged(monkeypatch):
     models = [analysed(s) for s in range(4)]
-    study = pruning_study(models, left_out=models[:1])
-    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]
-    study.probe_rows = {m.label: probe_rows(m, flat) for m in models}
-    study.judge_probes()
-    assert study.claims["probe_plateau"]["n"] == 3 and study.claims["probe_plateau"]["left_out"] == 1
+    study = pruning_result(monkeypatch, models, {m.label: probe_rows(m, FLAT) for m in models},
+                           {m.label: effects(-0.01, -0.10, INSIDE) for m in models}, left_out=models[:1])
+    assert study.named_claims["probe_plateau"]["n"] == 3 and study.named_claims["probe_plateau"]["left_out"] == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -369,14 +369,14 @@ def first_pc_row(m, pc1_similarity, removed):
 
 
 def probe_profiles(study, focus: list, chance: float):
-    """Probe test accuracy along the residual stream of the `focus` models of a `pruning.PruningStudy`, spans shaded."""
+    """Probe test accuracy along the residual stream of the `focus` models of Chapter 5, spans shaded."""
     return layer_profiles({study.plot_label(m): study.probe_accuracy(m) for m in focus}, "probe test accuracy",
                           threshold=chance,
                           spans={study.plot_label(m): m.relative_span(study.spans[m.label][0]) for m in focus})
 
 
 def deletion_panels(study, focus: list):
-    """`deletion_bars` of each `focus` model of a `pruning.PruningStudy`, one panel per model."""
+    """`deletion_bars` of each `focus` model of Chapter 5's study, one panel per model."""
     fig, axes = plt.subplots(len(focus), 1, figsize=(6.4, 2.6 * len(focus)), squeeze=False)
     for ax, m in zip(axes[:, 0], focus):
         deletion_bars(study.effects[m.label]["deletions"], study.plot_label(m), ax=ax)

@@ -78,13 +78,8 @@ class ChapterSchema:
     verdicts: tuple[str, ...] = ()       # dotted paths to verdicts ('*': any key)
 
 
-MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
-    "probe", "single", "single_repaired", "cumulative", "cumulative_repaired"))
 CHAPTERS = {
     "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-    "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
-                                 "models", "claims"), ("models",),
-                                ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
     "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
                                  "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
                                  "regularised", "verdicts", "claims"), ("models",), ("verdicts.*",)),

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from widedeep.analyses import errors, power, verdicts
+from widedeep import protocol
+from widedeep.analyses import errors, power, runs, verdicts
 from widedeep.labels import entry_label
 from widedeep.measures import subspace
 from widedeep.studies.errors import ErrorsResult
+from widedeep.studies.pruning import PruningResult, specificity
 from widedeep.studies.subspace_match import SubspaceMatchResult
 
 
@@ -220,3 +222,129 @@ def coefficient_text(fits: dict | None, key: str) -> str:
 def left_out_sentence(rows: list[dict]) -> str:
     """'none' or the grid models the interpolation rule leaves out of the law, with their train accuracy."""
     return "; ".join(f"{entry_label(r)} (train accuracy {r['train_acc']:.3f})" for r in rows) or "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 5: probes and deletions
+# ---------------------------------------------------------------------------------------------
+
+MAX_FOCUS = 6  # models with a block drawn in Chapter 5's figures
+FOUND = {"probe_plateau": "probe accuracy plateaus across the block",
+         "probe_plateau_specific_to_block": "compared with the same layers without a block, the plateau is",
+         "single_deletion_cheaper_inside": "single deletions cost less inside the block",
+         "single_deletion_cheaper_inside_beyond_position": "beyond what their position explains",
+         "single_deletion_cheaper_inside_repaired": "the same after the BatchNorm repair",
+         "cumulative_deletion_cheaper_inside": "several deletions cost less inside"}
+
+
+def signed(value: float) -> str:
+    """+0.012 style, or a dash where there is nothing to measure (NaN)."""
+    return f"{value:+.3f}" if np.isfinite(value) else "—"
+
+
+def pruning_tally(result: PruningResult, key: str, labels: list[str] | None = None) -> str:
+    """The per-model verdicts on `key` as one sentence (models with a block by default)."""
+    return verdicts.tally({k: result.model_verdicts[k][key]
+                           for k in (result.with_block if labels is None else labels)})
+
+
+def pruning_focus(result: PruningResult, profile_name: str) -> tuple[list, str]:
+    """The models the figures show and a sentence saying why: those with a block (and one without, for
+    contrast), or, where none has one, the model with the largest first-PC share."""
+    models, blocked = list(result.analysed), list(result.blocked)
+    if blocked:
+        contrast = max([m for m in models if m.block is None], key=lambda m: (len(m.stream), m.run.test_acc),
+                       default=None)
+        shown = blocked[:MAX_FOCUS]
+        note = (f"{len(blocked)} of {len(models)} models have a block; the figures show "
+                f"{', '.join(m.label for m in shown)}" +
+                (f", and for contrast {contrast.label}, which has none." if contrast else "."))
+        return shown + ([contrast] if contrast else []), note
+    fallback = max(models, key=lambda m: np.nanmax(m.pc1_share[m.stream]))
+    span, _ = result.spans[fallback.label]
+    note = (f"No model of the {profile_name!r} profile has a block under the book's definition, so the "
+            f"paper's two claims cannot be tested on a block here. The figures show instead {fallback.label}, "
+            f"the model with the largest first-PC share ({np.nanmax(fallback.pc1_share[fallback.stream]):.2f}), "
+            + (f"with its CKA-only block ({fallback.span_name(span)}) shaded as a control."
+               if span is not None else "which has no CKA-only block either: nothing is shaded."))
+    return [fallback], note
+
+
+def pruning_settings(result: PruningResult) -> dict[str, str]:
+    """The probe and deletion settings as the prose quotes them (test and repair images as counted)."""
+    p, d, first = result.section_probes, result.section_deletion, result.analysed[0].run
+    splits = first.config.splits()
+    blocked = [m for m in result.analysed if m.block is not None]
+    return {"probe_pool": f"{p.pool}×{p.pool}", "probe_l2": ", ".join(f"{x:g}" for x in p.l2),
+            "probe_test_examples": f"{len(runs.probe_splits(first, p).test):,}",
+            "plateau_tol": f"{p.plateau_tol:.2f}", "margin": f"{d.margin:.2f}",
+            "max_steps": "all" if d.max_steps is None else str(d.max_steps),
+            "deletion_test_examples": f"{len(splits.test.first(d.test_examples)):,}",
+            "deletion_repair_examples": f"{len(splits.train.first(d.repair_examples)):,}",
+            "chance": f"{1 / first.config.num_classes:.2f}",
+            "n_blocked": f"{len(blocked)} of {len(result.analysed)}",
+            "n_judged": f"{len(result.judged)} of {len(result.blocked)}",
+            "left_out": "; ".join(f"{m.label} ({result.left[m.label]})" for m in result.blocked
+                                  if result.left[m.label]) or "none"}
+
+
+def pruning_probes(result: PruningResult) -> dict[str, str]:
+    """The plateau: the claim over the judged models, and each tested span's statistic."""
+    plateau, mv = result.named_claims["probe_plateau"], result.model_verdicts
+    changes = ", ".join(f"{k}: {mv[k]['probe_change']:.3f}" for k in result.with_block + result.controls)
+    return {"probe_verdict": plateau["verdict"], "probe_n": verdicts.describe(plateau),
+            "probe_tally": pruning_tally(result, "probe"),
+            "probe_tally_controls": pruning_tally(result, "probe", result.controls),
+            "probe_gains": changes or "none (no tested span)"}
+
+
+def pruning_probe_position(result: PruningResult) -> dict[str, str]:
+    """Whether the plateau belongs to the block: the position controls' probe statistic beside each model's."""
+    specific = result.named_claims["probe_specific"]
+    position = "; ".join(
+        f"{k}: {result.model_verdicts[k]['probe_change']:.3f} in its block, "
+        + (", ".join(f"{g:.3f}" for g in changes.values()) or "no control") + " at the same layers without a block"
+        for k, changes in result.probe_position.items()) or "no model with a block"
+    return {"probe_specific": specificity(specific["verdict"]), "probe_specific_n": verdicts.describe(specific),
+            "probe_headline": result.named_claims["probe"]["verdict"], "probe_position": position}
+
+
+def pruning_deletions(result: PruningResult) -> dict[str, str]:
+    """Single deletions: the claim over the judged models kept by their standard error, and each model alone."""
+    claim = result.named_claims["deletion"]
+    return {"single_verdict": claim["verdict"], "single_n": verdicts.describe(claim),
+            "single_verdict_repaired": result.agreement("single_repaired", verdicts.CHEAPER_INSIDE),
+            "single_tally": pruning_tally(result, "single"),
+            "single_tally_controls": pruning_tally(result, "single", result.controls),
+            "deletion_se": ", ".join(f"{k}: {d['se']:.4f}" for k, d in result.deletion_scores.items()
+                                     if d["se"] is not None) or "none",
+            "max_se": f"{protocol.rules()['deletion_max_se']:g}"}
+
+
+def pruning_position(result: PruningResult) -> dict[str, str]:
+    """What position alone costs, and "cheaper inside" beyond it."""
+    claim, mv = result.named_claims["deletion_beyond_position"], result.model_verdicts
+    numbers = "; ".join(
+        f"{k}: {mv[k]['mean_delta_inside']:+.3f} inside vs {mv[k]['mean_delta_outside']:+.3f} "
+        f"outside, the same positions in {len(p['controls'])} model(s) without a block "
+        f"{signed(p['control_inside'])} vs {signed(p['control_outside'])}" for k, p in result.position.items())
+    return {"position_verdict": claim["verdict"], "position_n": verdicts.describe(claim),
+            "position_numbers": numbers or "no model with a block"}
+
+
+def pruning_cumulative(result: PruningResult) -> dict[str, str]:
+    """The verdicts on several deletions: accuracy after the last one, inside against outside."""
+    mv = result.model_verdicts
+    ends = "; ".join(
+        f"{k}: {mv[k]['cumulative_inside_end']:+.3f} inside vs {mv[k]['cumulative_outside_end']:+.3f} outside"
+        for k in result.with_block + result.controls if result.effects[k]["cumulative_inside"])
+    return {"cumulative_verdict": result.agreement("cumulative", verdicts.CHEAPER_INSIDE),
+            "cumulative_tally": pruning_tally(result, "cumulative"),
+            "cumulative_tally_repaired": pruning_tally(result, "cumulative_repaired"),
+            "cumulative_ends": ends or "no curves"}
+
+
+def pruning_found(result: PruningResult) -> str:
+    """The verdicts on the two claims as one sentence of the chapter's summary."""
+    return "; ".join(f"{FOUND[k]}{' ' if k == 'probe_plateau_specific_to_block' else ': '}{verdict}"
+                     for k, verdict in result.verdicts.items())

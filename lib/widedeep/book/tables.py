@@ -10,7 +10,7 @@ from itertools import groupby
 
 from widedeep.labels import architecture_label
 from widedeep.studies import errors as errors_study
-from widedeep.studies import subspace_match
+from widedeep.studies import pruning, subspace_match
 
 RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
                "parameters": "parameters", "train_acc": "train acc", "val_acc": "val acc",
@@ -138,23 +138,23 @@ def removal_table(models: list, effects: list[dict]) -> str:
                        "block after removal (CKA only)"], rows)
 
 
-def spans_table(study) -> str:
-    """Each model of a `pruning.PruningStudy` with its test accuracy and the span it is tested on."""
+def spans_table(study: pruning.PruningResult) -> str:
+    """Each model of Chapter 5's study with its test accuracy and the span it is tested on."""
     return list_table(["model", "test acc", "tested span", "from"], [
         [m.label, f"{m.run.test_acc:.3f}", m.span_name(study.spans[m.label][0]),
          {"block": "block", "cka_only": "CKA-only (control)", None: "—"}[study.spans[m.label][1]]]
-        for m in study.models])
+        for m in study.analysed])
 
 
-def deletion_table(study) -> str:
-    """Per model of a `pruning.PruningStudy`: probe gain across its span, mean deletion costs in / out of it
+def deletion_table(study: pruning.PruningResult) -> str:
+    """Per model of Chapter 5's study: probe gain across its span, mean deletion costs in / out of it
     (without and with the BatchNorm repair) and what the repair alone changes."""
     def signed(value: float) -> str:
         return f"{value:+.3f}" if value == value else "—"   # NaN (nothing to measure) as a dash
 
     rows = []
-    for m in study.models:
-        v, e = study.verdicts[m.label], study.effects[m.label]
+    for m in study.analysed:
+        v, e = study.model_verdicts[m.label], study.effects[m.label]
         rows.append([m.label, {"block": "block", "cka_only": "CKA-only", None: "—"}[study.spans[m.label][1]],
                      signed(v["probe_gain_inside"]),
                      f"{signed(v['mean_delta_inside'])} / {signed(v['mean_delta_outside'])}",

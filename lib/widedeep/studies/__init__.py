@@ -43,6 +43,11 @@ def stored(result) -> dict:
     return {name: getattr(result, name) for name in stored_keys(type(result))}
 
 
+def section_values(*sections) -> dict:
+    """Profile sections as results files keep them: each field under its profile key (PREFIX + name), in order."""
+    return {section.PREFIX + f.name: getattr(section, f.name) for section in sections for f in fields(section)}
+
+
 def keyed(rows: Iterable[dict]) -> dict[str, dict]:
     """Rows that carry their run name under "name" as {run name: the row without it}, in order."""
     table: dict[str, dict] = {}

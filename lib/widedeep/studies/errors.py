@@ -12,7 +12,7 @@ page quotes are built from it in `widedeep.book.sentences`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from widedeep import profiles, records
 from widedeep.analyses import errors, power, runs, verdicts
 from widedeep.labels import architecture_of
 from widedeep.profiles import Errors, Profile
-from widedeep.studies import drawn
+from widedeep.studies import drawn, section_values
 
 CHAPTER = "06_errors"
 SIDES = profiles.ERROR_SIDES   # ("wide", "deep")
@@ -103,11 +103,6 @@ class ErrorsResult:
     def p_floor(self) -> float:
         """The smallest two-sided Fisher p-value m seeds a side can give: all right against all wrong."""
         return float(errors.fisher_pvalues(np.array([self.m]), self.m, np.array([0]), self.m)[0])
-
-
-def section_values(settings: Errors) -> dict:
-    """The section as the results file keeps it: its profile keys (errors_*) and values."""
-    return {settings.PREFIX + f.name: getattr(settings, f.name) for f in fields(settings)}
 
 
 def _half_split_counts(deep: np.ndarray, labels: np.ndarray, first: np.ndarray, second: np.ndarray) -> tuple:

@@ -14,7 +14,7 @@ Grams), so the chapter builds without a checkpoint where its records are present
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -24,7 +24,7 @@ from widedeep.analyses import checks, matching, runs, structure
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.measures import cka, subspace
 from widedeep.profiles import Profile, Subspace
-from widedeep.studies import drawn
+from widedeep.studies import drawn, section_values
 
 CHAPTER = "07_subspace_match"
 
@@ -82,11 +82,6 @@ class SubspaceMatchResult:
     layer_channels: int = drawn()
     checks: dict[str, tuple[float, float]] = drawn()   # transformation -> (linear CKA, match)
     block_labels: dict[str, str] = drawn()           # run name of a blocked seed -> its label
-
-
-def section_values(settings: Subspace) -> dict:
-    """The section as the results file keeps it: its profile keys (subspace_*) and values."""
-    return {settings.PREFIX + f.name: getattr(settings, f.name) for f in fields(settings)}
 
 
 def planted_example(eps: list[float]) -> tuple[dict, tuple]:
