@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from widedeep import cli, pipeline, profiles, records, store
-from widedeep.analyses import origins, origins_study, runs
+from widedeep.analyses import origins, runs
 from widedeep.measures.subspace import LayerPair
 from widedeep.train import TrainConfig, train_or_load
 
@@ -160,13 +160,13 @@ def test_a_pair_records_its_match_scores_not_its_grams(trained, tmp_path, one_th
 def test_chapter_8_reads_from_its_recorded_shares_what_it_read_from_the_grams():
     rng = np.random.default_rng(0)
     grams = [(x := rng.standard_normal((30, 5 + i))) @ x.T for i in range(4)] + [np.ones((30, 30))]
-    shares = origins_study.stream_pc1_shares(grams)
+    shares = origins.stream_pc1_shares(grams)
     assert shares.shape == (5, 30) and np.isnan(shares[4]).all()        # a constant layer has no first PC
     inside = np.array([False, True, True, False, False])
-    assert np.array_equal(origins_study.shares_contributions(shares, inside),
+    assert np.array_equal(origins.shares_contributions(shares, inside),
                           origins.pc1_contributions([g for g, i in zip(grams, inside) if i]))
     with pytest.raises(ValueError, match="no first PC"):
-        origins_study.shares_contributions(shares, np.array([True, False, False, False, True]))
+        origins.shares_contributions(shares, np.array([True, False, False, False, True]))
 
 
 # ---------------------------------------------------------------------------------------------

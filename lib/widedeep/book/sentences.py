@@ -348,3 +348,36 @@ def pruning_found(result: PruningResult) -> str:
     """The verdicts on the two claims as one sentence of the chapter's summary."""
     return "; ".join(f"{FOUND[k]}{' ' if k == 'probe_plateau_specific_to_block' else ': '}{verdict}"
                      for k, verdict in result.verdicts.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 8: where the block comes from
+# ---------------------------------------------------------------------------------------------
+
+def removal_sentence(removal: dict[str, dict], label) -> str:
+    """Per blocked model: block contrast before, after removing the dominant examples, and after random ones."""
+    return "; ".join(f"{label(n)}: {e['contrast_before']:.2f} to {e['contrast_after_dominant']:.2f} (random "
+                     f"{e['contrast_before'] - e['drop_random_mean']:.2f} ± {e['drop_random_sd']:.2f})"
+                     for n, e in removal.items()) or "no block to remove"
+
+
+def looks_sentence(images: dict[str, dict], label) -> str:
+    """Per blocked model: mean brightness and foreground area of its dominant images against the rest."""
+    return "; ".join(f"{label(n)}: brightness {v['brightness_top']:.2f} vs {v['brightness_rest']:.2f}, foreground "
+                     f"{v['foreground_top']:.2f} vs {v['foreground_rest']:.2f}"
+                     for n, v in images.items()) or "no block"
+
+
+def regulariser_sentence(regularised: dict[str, list[dict]]) -> str:
+    """Per threshold: seeds with a block with and without the regulariser, and mean test accuracy of each."""
+    return "; ".join(
+        f"threshold {t}: blocks in {sum(r['has_block'] for r in rows)} of {len(rows)} seeds (without: "
+        f"{sum(r['has_block_unregularised'] for r in rows)}), test accuracy "
+        f"{np.mean([r['test_acc'] for r in rows]):.3f} vs {np.mean([r['test_acc_unregularised'] for r in rows]):.3f}"
+        for t, rows in regularised.items()) or "no regularised runs"
+
+
+def progress_sentence(snapshots: dict[str, list[dict]], label) -> str:
+    """Per seed: block size at each snapshot and at the end."""
+    return "; ".join(f"{label(n)}: block size " + ", ".join(f"{r['block_size']:.2f}" for r in rows)
+                     for n, rows in snapshots.items())
