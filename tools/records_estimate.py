@@ -6,7 +6,7 @@
 Uncompressed bytes (float64 and int64 arrays, JSON rows at a measured size per row), so an upper
 bound for the npz records, which are compressed. It mirrors the chapters' record calls by hand
 (the calls are in `widedeep.analyses` and `widedeep.studies`: `runs`, `structure`, `first_pc`, `pruning`, `errors`,
-`matching`, `origins`, `measures_study`): update it when a chapter records something new.
+`matching`, `origins`, `measure_tests`): update it when a chapter records something new.
 Per-run records of a smoke build are measured instead by `widedeep status --profile smoke`.
 """
 

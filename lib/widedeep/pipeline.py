@@ -276,7 +276,7 @@ def record_versions() -> dict[str, int]:
     """Every record kind's current version (importing the analyses registers them)."""
     import importlib
 
-    for module in ("runs", "matching", "measures_study", "origins", "vit"):
+    for module in ("runs", "matching", "measure_tests", "origins", "vit"):
         importlib.import_module(f"widedeep.analyses.{module}")
     return dict(records.KIND_VERSIONS)
 

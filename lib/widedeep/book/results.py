@@ -80,14 +80,6 @@ class ChapterSchema:
 
 CHAPTERS = {
     "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-    "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
-                                 "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
-                                 "regularised", "verdicts", "claims"), ("models",), ("verdicts.*",)),
-    "09_measures": ChapterSchema(("settings", "models", "layers", "identification", "identification_block_free",
-                                  "calibration", "accuracy_drops",
-                                  "sensitivity", "outliers", "block", "table", "verdicts", "claim", "claims"),
-                                 ("models",),
-                                 ("verdicts.*", "claim.verdict")),
     "10_vit": ChapterSchema(("settings", "models", "resnets", "rule", "law", "first_pc", "tokens", "uniformity",
                              "correspondence", "verdicts", "claims"), ("models", "resnets"),
                             ("verdicts.*", "law.verdicts.*")),

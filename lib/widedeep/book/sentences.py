@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from widedeep import protocol
-from widedeep.analyses import errors, power, runs, verdicts
+from widedeep.analyses import errors, measure_tests, power, runs, verdicts
 from widedeep.labels import entry_label
 from widedeep.measures import subspace
 from widedeep.studies.errors import ErrorsResult
@@ -381,3 +381,15 @@ def progress_sentence(snapshots: dict[str, list[dict]], label) -> str:
     """Per seed: block size at each snapshot and at the end."""
     return "; ".join(f"{label(n)}: block size " + ", ".join(f"{r['block_size']:.2f}" for r in rows)
                      for n, rows in snapshots.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 9: the block under every lens
+# ---------------------------------------------------------------------------------------------
+
+def lens_sentence(block_verdicts: dict[str, str]) -> str:
+    """Which measures see the block ('seen by ...; not by ...'), or why none could be judged."""
+    verdict, seen, unseen = measure_tests.lens_claim(block_verdicts)
+    if verdict == verdicts.NOT_TESTABLE:
+        return next(iter(block_verdicts.values()))
+    return f"seen by {', '.join(seen) or 'none'}; not by {', '.join(unseen) or 'none'}"
