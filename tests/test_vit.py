@@ -11,7 +11,7 @@ import torch
 from widedeep import models, profiles, protocol
 from widedeep.analyses import vit as vit_study
 from widedeep.analyses import verdicts
-from widedeep.book import results
+from widedeep.book import results, sentences
 from widedeep.capture import Capture, capture_outputs
 from widedeep.measures.cka import linear_cka, model_cka
 from widedeep.measures.grams import layer_gram
@@ -299,13 +299,13 @@ def test_shuffled_examples_give_a_null_near_zero_and_identical_layers_one():
 
 def test_a_verdict_is_described_with_its_n_and_interval():
     result = verdicts.paired_verdict([0.1, 0.2, 0.3, 0.4, 0.5], +1)
-    text = vit_study.describe(result)
+    text = sentences.vit_describe(result)
     assert text.startswith("shown: n = 5, mean +0.300 [") and "sign-flip p = 0.0312" in text
-    assert vit_study.describe(result, verdict=False) == text.removeprefix("shown: ")
-    assert vit_study.describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
-    assert vit_study.describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"
+    assert sentences.vit_describe(result, verdict=False) == text.removeprefix("shown: ")
+    assert sentences.vit_describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
+    assert sentences.vit_describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"
     left = {**verdicts.paired_verdict([0.1, 0.2, 0.3], +1), "left_out": 2, "left_out_why": "below the rule"}
-    assert vit_study.describe(left).endswith("; 2 left out (below the rule)")
+    assert sentences.vit_describe(left).endswith("; 2 left out (below the rule)")
 
 
 def test_the_grid_orders_vits_and_resnets_by_their_measured_cost():

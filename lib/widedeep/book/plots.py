@@ -555,13 +555,13 @@ def lens_heatmaps(matrices: dict[str, np.ndarray], title: str, span: tuple[int, 
     return fig
 
 
-def vit_grid(study):
+def vit_grid(models: list):
     """Chapter 10: every ViT's all-layer heatmap of one seed (rows n_train, most data on top), CKA-only blocks outlined."""
-    archs = sorted({(m.run.config.depth, m.run.config.width) for m in study.models})
-    seed = min(m.run.config.seed for m in study.models)
-    n_trains = sorted({m.run.config.n_train for m in study.models}, reverse=True)
+    archs = sorted({(m.run.config.depth, m.run.config.width) for m in models})
+    seed = min(m.run.config.seed for m in models)
+    n_trains = sorted({m.run.config.n_train for m in models}, reverse=True)
     by_key = {(m.run.config.depth, m.run.config.width, m.run.config.n_train): m
-              for m in study.models if m.run.config.seed == seed}
+              for m in models if m.run.config.seed == seed}
     layout = [[by_key.get((d, w, n)) for d, w in archs] for n in n_trains]
     return heatmap_grid([[m.cka if m else None for m in row] for row in layout], [f"n_train = {n}" for n in n_trains],
                         [architecture_label(d, w, arch="vit") for d, w in archs],

@@ -80,9 +80,6 @@ class ChapterSchema:
 
 CHAPTERS = {
     "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-    "10_vit": ChapterSchema(("settings", "models", "resnets", "rule", "law", "first_pc", "tokens", "uniformity",
-                             "correspondence", "verdicts", "claims"), ("models", "resnets"),
-                            ("verdicts.*", "law.verdicts.*")),
 }
 # A chapter with a study (widedeep.studies) takes its schema from the study's result: its stored fields, in order.
 CHAPTERS.update({chapter: ChapterSchema(stored_keys(module.RESULT), module.MODEL_TABLES, module.VERDICTS)

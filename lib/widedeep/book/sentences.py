@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from widedeep import protocol
-from widedeep.analyses import errors, measure_tests, power, runs, verdicts
+from widedeep.analyses import errors, measure_tests, power, runs, verdicts, vit
 from widedeep.labels import entry_label
 from widedeep.measures import subspace
 from widedeep.studies.errors import ErrorsResult
 from widedeep.studies.pruning import PruningResult, specificity
 from widedeep.studies.subspace_match import SubspaceMatchResult
+from widedeep.studies.vit import VitResult
 
 
 def spread(values: np.ndarray, digits: int) -> str:
@@ -393,3 +394,49 @@ def lens_sentence(block_verdicts: dict[str, str]) -> str:
     if verdict == verdicts.NOT_TESTABLE:
         return next(iter(block_verdicts.values()))
     return f"seen by {', '.join(seen) or 'none'}; not by {', '.join(unseen) or 'none'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 10: ViTs
+# ---------------------------------------------------------------------------------------------
+
+def vit_describe(result: dict, verdict: bool = True) -> str:
+    """'shown: n = 5, mean +0.12 [+0.05, +0.19]': a paired effect's verdict with its n and interval (without the
+    verdict for a number that is reported, not judged)."""
+    text = verdicts.describe(result)
+    return f"{result['verdict']}: {text}" if verdict else text
+
+
+
+def law_sentence(fit: dict | None) -> str:
+    """'capacity +1.2 [+0.3, +2.1], data ...; capacity + data = 0: p = 0.4' of a fit's record, or why there is none."""
+    if fit is None:
+        return "not fitted (one data size, or a grid that cannot separate capacity from data)"
+    if not fit["estimable"]:
+        return f"not estimable ({fit['reason']})"
+    parts = [f"{name} {fit[f'{name}_coef'][0]:+.3f} [{fit[f'{name}_coef'][1]:+.3f}, {fit[f'{name}_coef'][2]:+.3f}]"
+             for name in ("capacity", "data", "series") if f"{name}_coef" in fit]
+    return ", ".join(parts) + f"; capacity + data = 0: p = {fit['relative_test_p']:.3g}"
+
+
+
+
+def vit_correspondence(result: VitResult) -> dict[str, str]:
+    """The correspondence's sentences: the shuffled null, what calibration changes, the best matches' depths."""
+    pairs = result.pairs
+    if not pairs:
+        return {k: "n/a (no pair)" for k in ("cross_null", "cross_null_max", "calibration_effect", "best_depths",
+                                              "depth_correlation")}
+    nulls = np.concatenate([p.cross["null"].ravel() for p in pairs])
+    change = max(float(np.nanmax(np.abs(p.calibrated - p.cross["cka"]))) for p in pairs)
+    moved = sum(int(np.any(vit.best_match_depths(p.calibrated) != vit.best_match_depths(p.cross["cka"])))
+                for p in pairs)
+    depths = vit.best_match_depths(pairs[0].calibrated)
+    correlations = [vit.spearman(np.linspace(0, 1, len(d)), d) for d in
+                    (vit.best_match_depths(p.calibrated) for p in pairs)]
+    shown = [f"{c:+.2f}" if c is not None else "undefined (a constant best match)" for c in correlations]
+    return {"cross_null": f"{nulls.mean():.3f}", "cross_null_max": f"{nulls.max():.3f}",
+            "calibration_effect": f"changes no entry by more than {change:.3f} and moves a best match in "
+                                  f"{moved} of {len(pairs)} pair(s)",
+            "best_depths": ", ".join(f"{d:.2f}" for d in depths),
+            "depth_correlation": ", ".join(shown) + f" over the {len(pairs)} pair(s)"}
