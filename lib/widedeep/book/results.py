@@ -78,13 +78,9 @@ class ChapterSchema:
     verdicts: tuple[str, ...] = ()       # dotted paths to verdicts ('*': any key)
 
 
-CHAPTERS = {
-    "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-}
-# A chapter with a study (widedeep.studies) takes its schema from the study's result: its stored fields, in order.
-CHAPTERS.update({chapter: ChapterSchema(stored_keys(module.RESULT), module.MODEL_TABLES, module.VERDICTS)
-                 for chapter, module in studies.chapters().items()})
-CHAPTERS = dict(sorted(CHAPTERS.items()))
+# Each chapter's schema is its study's result (widedeep.studies): the stored fields, in order.
+CHAPTERS = {chapter: ChapterSchema(stored_keys(module.RESULT), module.MODEL_TABLES, module.VERDICTS)
+            for chapter, module in studies.chapters().items()}
 
 
 # ---------------------------------------------------------------------------------------------

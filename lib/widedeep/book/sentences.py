@@ -440,3 +440,19 @@ def vit_correspondence(result: VitResult) -> dict[str, str]:
                                   f"{moved} of {len(pairs)} pair(s)",
             "best_depths": ", ".join(f"{d:.2f}" for d in depths),
             "depth_correlation": ", ".join(shown) + f" over the {len(pairs)} pair(s)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 1: the precision side study
+# ---------------------------------------------------------------------------------------------
+
+def precision_sentence(check: dict | None, missing: int = 0) -> str:
+    """The side study's result in one clause (or why it was not run here)."""
+    if check is None:
+        return (f"not run here: {missing} of its bfloat16 runs are not trained and this machine has no native "
+                f"bfloat16 (they train where it does)")
+    effects = "; ".join(f"{q.replace('_', ' ')} {v['precision_effect']:.3f} against {v['seed_effect']:.3f} "
+                        f"({v['verdict']})" for q, v in check["quantities"].items())
+    return (f"between {' and '.join(check['precisions'])}, the mean |difference| for the same seed against the "
+            f"mean |difference| between two seeds: {effects}; block presence agrees for "
+            f"{check['block_presence_agrees']} of {len(check['seeds'])} seeds")
