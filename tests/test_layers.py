@@ -22,6 +22,7 @@ LAYERS = {
     "widedeep.data": 1, "widedeep.backends": 1,
     "widedeep.models": 2, "widedeep.labels": 2,
     "widedeep.train": 3, "widedeep.store": 3, "widedeep.grid": 3, "widedeep.profiles": 3, "widedeep.records": 3,
+    "widedeep.experiments": 3,
     "widedeep.protocol": 3,
     "widedeep.capture": 4,
     "widedeep.measures": 5,
@@ -103,10 +104,20 @@ def module_aliases(tree: ast.AST, known: set[str]) -> dict[str, str]:
     return aliases
 
 
+def type_only_lines(path: Path) -> set[int]:
+    """Lines of the imports under `if TYPE_CHECKING:` (annotations only: no import happens when the module runs)."""
+    lines = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            lines |= {child.lineno for child in ast.walk(node) if isinstance(child, (ast.Import, ast.ImportFrom))}
+    return lines
+
+
 def graph() -> dict[str, set[str]]:
-    """Module -> the widedeep modules it imports."""
+    """Module -> the widedeep modules it imports when it runs (type-only imports left out: they form no cycle)."""
     mods = modules()
-    return {name: {target for target, _, _ in imports(name, path, set(mods)) if target != name}
+    return {name: {target for target, _, line in imports(name, path, set(mods))
+                   if target != name and line not in type_only_lines(path)}
             for name, path in mods.items()}
 
 
@@ -202,6 +213,10 @@ def test_the_checks_catch_what_they_guard(tmp_path):
     """The walkers themselves: an upward import, a cycle and a private import planted in fake source."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    typed = tmp_path / "typed.py"
+    typed.write_text("from typing import TYPE_CHECKING\nfrom widedeep import train\nif TYPE_CHECKING:\n"
+                     "    from widedeep.profiles import Profile\n")
+    assert type_only_lines(typed) == {4}
     fake = tmp_path / "m.py"
     fake.write_text("from widedeep.measures.grams import _secret\nfrom widedeep.book import claims\n"
                     "def f():\n    from widedeep import cli\n")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from test_structure import PARAMS, analysed, planted
-from widedeep import labels, profiles
+from widedeep import experiments, labels, profiles
 from widedeep.analyses import checks, deletion, first_pc, matching, runs, structure, trends
 from widedeep.analyses import verdicts as v
 from widedeep.book import claims, notebook, results, sentences, tables
@@ -102,7 +102,7 @@ def test_grid_layout_sweep_and_trend_verdicts():
 def planted_grid(profile, train_acc, with_block):
     """Every main-arm model of `profile` as a planted analysis, its train accuracy and block chosen per config."""
     models = []
-    for config in profiles.training_grid(profile):
+    for config in experiments.training_grid(profile):
         run, cka, names, kinds, shares, _ = planted(config.depth)
         run.config = config
         run.metrics = {"final": {"test_acc": 0.8, "train_acc": train_acc(config)},
@@ -114,7 +114,7 @@ def planted_grid(profile, train_acc, with_block):
 
 def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law():
     profile = profiles.with_values(SMOKE, n_trains=[250, 500, 1000], seeds=[0, 1], min_train_acc=0.99)
-    missing = profiles.training_grid(profile)[4]
+    missing = experiments.training_grid(profile)[4]
     grid = planted_grid(profile, lambda c: 0.95 if c == missing else 1.0,
                         lambda c: (c.depth == 14 or c.width == 2) == (c.n_train <= 500))
     models = block_structure.Models(tuple(grid), (), ())

@@ -31,3 +31,15 @@ def test_drawn_fields_stay_out_of_the_results_file():
         shown: list = studies.drawn()
 
     assert studies.stored_keys(Result) == ("kept",) and studies.stored(Result(1, [2])) == {"kept": 1}
+
+
+def test_each_study_declares_the_runs_its_chapter_reads():
+    """`configs(profile)` of every study, together, are the profile's required runs (the pipeline trains those)."""
+    from widedeep import experiments, pipeline, profiles
+
+    for name in ("smoke", "cpu"):
+        profile = profiles.load_profile(name)
+        declared = {c for module in studies.chapters().values() for c in module.configs(profile)}
+        assert declared == set(experiments.required_runs(profile)), name
+        assert pipeline.chapter_runs(profile)["06_errors"] == [
+            c for side in experiments.errors_grid(profile).values() for c in side]

@@ -4,7 +4,7 @@ import types
 
 import numpy as np
 
-from widedeep import profiles
+from widedeep import experiments, profiles
 from widedeep.book import results, sentences
 from widedeep.studies import stored, training
 
@@ -19,7 +19,7 @@ def recorded_run(config, train_acc: float):
 
 
 def test_the_training_study_checks_the_rule_per_model_and_is_the_schema():
-    configs = profiles.training_grid(SMOKE)
+    configs = experiments.training_grid(SMOKE)
     runs = tuple(recorded_run(c, 0.95 if i == 0 else 1.0) for i, c in enumerate(configs))
     settings = training.Settings(SMOKE.public(), 0.99)
     result = training.study(training.Models(runs, None, 2), settings)

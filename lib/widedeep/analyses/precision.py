@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from widedeep import profiles, records
+from widedeep import experiments, records
 from widedeep.train import is_complete
 
 QUANTITIES = ("test_acc", "max_pc1_share", "block_size")
@@ -63,5 +63,5 @@ def compare(low: Sequence[dict], exact: Sequence[dict], quantities: Sequence[str
 
 def runs_missing_here(profile) -> list:
     """The side study's bfloat16 runs that are neither recorded nor trained and cannot train on this machine."""
-    _, skipped = profiles.runs_trainable_here(profile)
+    _, skipped = experiments.runs_trainable_here(profile)
     return [c for c in skipped if not records.has_training_record(profile, c) and not is_complete(c, profile.runs_dir)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from widedeep import profiles, records
+from widedeep import experiments, records
 from widedeep.analyses import blocks, heatmaps, runs
 from widedeep.labels import run_label
 from widedeep.models import STREAM
@@ -200,9 +200,9 @@ ROLES = ("grid", "seed_study", "short_arm")
 def roles(profile: Profile) -> dict[str, str]:
     """Run name -> its part in Chapters 3-5's claims: "grid" (the main arm, held to the interpolation rule),
     "seed_study" (on its own schedule, below the rule by design) or "short_arm" (described, never judged)."""
-    out = {c.name(): "short_arm" for c in profiles.short_arm_grid(profile)}
-    out.update({c.name(): "grid" for c in profiles.training_grid(profile)})
-    out.update({c.name(): "seed_study" for c in profiles.seed_study_grid(profile)})
+    out = {c.name(): "short_arm" for c in experiments.short_arm_grid(profile)}
+    out.update({c.name(): "grid" for c in experiments.training_grid(profile)})
+    out.update({c.name(): "seed_study" for c in experiments.seed_study_grid(profile)})
     return out
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from widedeep import profiles
+from widedeep import experiments
 from widedeep.analyses import incidence, structure, trends, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.profiles import Detector, Grid, Profile, Short
 from widedeep.studies import drawn, keyed
+from widedeep.train import TrainConfig
 
 CHAPTER = "03_block_structure"
 FITS = ("incidence_fit", "continuous_fit", "block_size_fit")  # the laws fitted on each arm
@@ -37,10 +38,15 @@ class Models:
     seed_study: tuple[BlockAnalysis, ...]
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 3 reads: both schedule arms and the seed study."""
+    return experiments.block_models(profile)
+
+
 def models(profile: Profile) -> Models:
     """The chapter's runs, analysed for the block structure from their records."""
-    return Models(*(tuple(structure.analyse_all(configs, profile)) for configs in (
-        profiles.training_grid(profile), profiles.short_arm_grid(profile), profiles.seed_study_grid(profile))))
+    return Models(*(tuple(structure.analyse_all(arm, profile)) for arm in (
+        experiments.training_grid(profile), experiments.short_arm_grid(profile), experiments.seed_study_grid(profile))))
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ def fit_laws(rows: list[dict]) -> dict | None:
 
 def series_layout(main: list[BlockAnalysis], all_rows: list[dict], grid: Grid, series: str) -> SeriesLayout:
     """Seed-0 heatmaps of one series (rows n_train, most data on top), its labels and incidence titles."""
-    archs = profiles.width_series(grid) if series == "width" else profiles.depth_series(grid)
+    archs = experiments.width_series(grid) if series == "width" else experiments.depth_series(grid)
     n_trains = sorted(grid.n_trains, reverse=True)
     cells = incidence.cell_incidence(all_rows)
     titles = [[cell_title(*cells[(d, float(w), n)]) if (d, float(w), n) in cells else "" for d, w in archs]

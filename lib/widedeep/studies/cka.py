@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from widedeep import profiles, records
+from widedeep import experiments, records
 from widedeep.analyses import checks, heatmaps, runs
 from widedeep.analyses.structure import batching
 from widedeep.measures import cka
 from widedeep.profiles import CKA, Profile
 from widedeep.studies import drawn
+from widedeep.train import TrainConfig
 
 CHAPTER = "02_cka"
 BATCH_SIZES = (25, 50, 100, 250)   # the minibatch estimator's batch sizes on random data ...
@@ -39,10 +40,15 @@ class Models:
     deep: records.Run
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 2 reads: the base model's seeds and plain control, the widest and the deepest model."""
+    return experiments.cka_base_grid(profile) + list(experiments.wide_and_deep(profile))
+
+
 def models(profile: Profile) -> Models:
     """The chapter's runs, read through their records."""
-    *seeds, plain = records.load_runs(profile, profiles.cka_base_grid(profile))
-    wide, deep = records.load_runs(profile, list(profiles.wide_and_deep(profile)))
+    *seeds, plain = records.load_runs(profile, experiments.cka_base_grid(profile))
+    wide, deep = records.load_runs(profile, list(experiments.wide_and_deep(profile)))
     return Models(tuple(seeds), plain, wide, deep)
 
 

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from widedeep import profiles, records
+from widedeep import experiments, records
 from widedeep.analyses import errors, power, runs, verdicts
 from widedeep.labels import architecture_of
 from widedeep.profiles import Errors, Profile
 from widedeep.studies import drawn, section_values
+from widedeep.train import TrainConfig
 
 CHAPTER = "06_errors"
-SIDES = profiles.ERROR_SIDES   # ("wide", "deep")
+SIDES = experiments.ERROR_SIDES   # ("wide", "deep")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,15 @@ class Populations:
     classes: tuple[str, ...]
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 6 reads: the seeds of the wide-shallow and of the deep-narrow model."""
+    return [c for side in experiments.errors_grid(profile).values() for c in side]
+
+
 def populations(profile: Profile) -> Populations:
     """The profile's two populations read through their records (every seed's predictions are a record)."""
-    grid = profiles.errors_grid(profile)
-    members = {side: records.load_runs(profile, configs) for side, configs in grid.items()}
+    grid = experiments.errors_grid(profile)
+    members = {side: records.load_runs(profile, seeds) for side, seeds in grid.items()}
     splits = grid["wide"][0].splits()
     test, val = splits.test, splits.val
     sides = {side: Side(architecture_of(grid[side][0]), grid[side][0].depth, grid[side][0].width,

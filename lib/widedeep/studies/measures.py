@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from widedeep import profiles
+from widedeep import experiments
 from widedeep.analyses import measure_tests as tests
 from widedeep.analyses import runs, structure
 from widedeep.analyses.measure_tests import VERSIONS, by_measure, one_blas_thread
@@ -28,6 +28,7 @@ from widedeep.capture import capture_outputs
 from widedeep.measures.lenses import lenses
 from widedeep.profiles import Measures, Profile
 from widedeep.studies import drawn, keyed, section_values
+from widedeep.train import TrainConfig
 
 CHAPTER = "09_measures"
 REFERENCE = "linear CKA"   # the lens whose block the others are asked to see
@@ -46,9 +47,14 @@ def settings(profile: Profile) -> Settings:
     return Settings(profile.measures, profile.subspace.eps[-1])
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 9 reads: the seed study."""
+    return experiments.seed_study_grid(profile)
+
+
 def models(profile: Profile) -> list[BlockAnalysis]:
     """The seed study, analysed for the block structure from its records."""
-    return structure.analyse_all(profiles.seed_study_grid(profile), profile)
+    return structure.analyse_all(experiments.seed_study_grid(profile), profile)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from widedeep import profiles
+from widedeep import experiments
 from widedeep.analyses import origins, runs, structure
 from widedeep.analyses.origins import VERSIONS, layer_shares, shares_contributions, stream_span
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.profiles import Origins, Profile
 from widedeep.studies import drawn, keyed, section_values
+from widedeep.train import TrainConfig
 
 CHAPTER = "08_origins"
 
@@ -39,14 +40,20 @@ class Models:
     regularised: Mapping[float, tuple[BlockAnalysis, ...]]       # threshold -> the twins, in seed order
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 8 reads: the seed study and its regularised twins."""
+    return experiments.seed_study_grid(profile) + [c for twins in experiments.regularised_grid(profile).values()
+                                                for c in twins]
+
+
 def models(profile: Profile) -> Models:
     """The chapter's runs and snapshots, analysed for the block structure from their records (a snapshot's
     weights are loaded only where one of its records is missing)."""
-    seeds = tuple(structure.analyse_all(profiles.seed_study_grid(profile), profile))
+    seeds = tuple(structure.analyse_all(experiments.seed_study_grid(profile), profile))
     snapshots = {(m.run.config.name(), epoch): structure.analyse_snapshot(m.run, epoch, profile)
                  for m in seeds for epoch in m.run.config.snapshot_epochs}
-    regularised = {threshold: tuple(structure.analyse_all(configs, profile))
-                   for threshold, configs in profiles.regularised_grid(profile).items()}
+    regularised = {threshold: tuple(structure.analyse_all(twins, profile))
+                   for threshold, twins in experiments.regularised_grid(profile).items()}
     return Models(seeds, snapshots, regularised)
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from widedeep import profiles
+from widedeep import experiments
 from widedeep.analyses import first_pc, structure
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.profiles import CKA, Detector, Profile
 from widedeep.studies import drawn, keyed
+from widedeep.train import TrainConfig
 
 CHAPTER = "04_pca"
 
@@ -36,10 +37,20 @@ class Settings:
     seed_study: tuple[str, ...]
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 4 reads: both schedule arms and the seed study."""
+    return experiments.block_models(profile)
+
+
+def models(profile: Profile) -> list[BlockAnalysis]:
+    """Both schedule arms and the seed study, analysed for the block structure from their records."""
+    return structure.analyse_all(configs(profile), profile)
+
+
 def settings(profile: Profile) -> Settings:
     """Chapter 4's settings from a profile."""
     return Settings(profile.cka, profile.detector, profile.grid.min_train_acc, structure.roles(profile),
-                    tuple(c.name() for c in profiles.seed_study_grid(profile)))
+                    tuple(c.name() for c in experiments.seed_study_grid(profile)))
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from widedeep import profiles, protocol
+from widedeep import experiments, protocol
 from widedeep.analyses import deletion, probes, runs, structure
 from widedeep.analyses import verdicts as v
 from widedeep.analyses.structure import BlockAnalysis, same_architecture_without_block
 from widedeep.profiles import Deletion, Probes, Profile
 from widedeep.studies import drawn, section_values
+from widedeep.train import TrainConfig
 
 CHAPTER = "05_pruning"
 SECTION = "book/protocol.md, Chapter 5"
@@ -46,9 +47,14 @@ def settings(profile: Profile) -> Settings:
     return Settings(profile.probes, profile.deletion, profile.grid.min_train_acc, structure.roles(profile))
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 5 reads: both schedule arms and the seed study."""
+    return experiments.block_models(profile)
+
+
 def models(profile: Profile) -> list[BlockAnalysis]:
     """Both schedule arms and the seed study, analysed for the block structure from their records."""
-    return structure.analyse_all(profiles.block_models(profile), profile)
+    return structure.analyse_all(configs(profile), profile)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from widedeep import profiles, records
+from widedeep import experiments, records
 from widedeep.analyses import checks, matching, runs, structure
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.measures import cka, subspace
 from widedeep.profiles import Profile, Subspace
 from widedeep.studies import drawn, section_values
+from widedeep.train import TrainConfig
 
 CHAPTER = "07_subspace_match"
 
@@ -37,10 +38,15 @@ class Models:
     seed_study: tuple[BlockAnalysis, ...]
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 7 reads: Chapter 2's base model over its seeds (no plain control) and the seed study."""
+    return experiments.cka_base_grid(profile)[:-1] + experiments.seed_study_grid(profile)
+
+
 def models(profile: Profile) -> Models:
     """The chapter's runs, read through their records."""
-    return Models(tuple(records.load_runs(profile, profiles.cka_base_grid(profile)[:-1])),
-                  tuple(structure.analyse_all(profiles.seed_study_grid(profile), profile)))
+    return Models(tuple(records.load_runs(profile, experiments.cka_base_grid(profile)[:-1])),
+                  tuple(structure.analyse_all(experiments.seed_study_grid(profile), profile)))
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from widedeep import profiles, records
+from widedeep import experiments, records
 from widedeep.analyses import precision, structure
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.profiles import Profile
 from widedeep.studies import drawn, keyed
-from widedeep.train import run_summary
+from widedeep.train import TrainConfig, run_summary
 
 CHAPTER = "01_training"
 
@@ -32,12 +32,17 @@ class Models:
     missing: int
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 1 reads: the main arm, the seed study and its precision side study's own runs."""
+    return experiments.training_grid(profile) + experiments.seed_study_grid(profile) + experiments.side_study_runs(profile)
+
+
 def models(profile: Profile) -> Models:
     """The chapter's runs, read through their records (the side study analysed where it can be)."""
     missing = precision.runs_missing_here(profile)
-    side = None if missing else tuple(tuple(structure.analyse_all(configs, profile)) for configs in (
-        profiles.seed_study_grid(profile), profiles.precision_reference_grid(profile)))
-    return Models(tuple(records.load_runs(profile, profiles.training_grid(profile))), side, len(missing))
+    side = None if missing else tuple(tuple(structure.analyse_all(arm, profile)) for arm in (
+        experiments.seed_study_grid(profile), experiments.precision_reference_grid(profile)))
+    return Models(tuple(records.load_runs(profile, experiments.training_grid(profile))), side, len(missing))
 
 
 @dataclass(frozen=True)

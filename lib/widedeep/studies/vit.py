@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from widedeep import profiles, protocol
+from widedeep import experiments, protocol
 from widedeep.analyses import incidence, runs, structure, verdicts
 from widedeep.analyses.structure import BlockAnalysis
 from widedeep.analyses.verdicts import NOT_TESTABLE, paired_verdict
@@ -23,6 +23,7 @@ from widedeep.analyses.vit import (Pair, best_match_depths, inside_outside, run_
                                    spearman, uniformity, vit_row)
 from widedeep.profiles import CKA, Profile, Vit
 from widedeep.studies import drawn, keyed, section_values
+from widedeep.train import TrainConfig
 
 CHAPTER = "10_vit"
 SECTION = "book/protocol.md, Chapter 10"
@@ -36,12 +37,17 @@ class Models:
     pairs: tuple[tuple[BlockAnalysis, BlockAnalysis], ...]
 
 
+def configs(profile: Profile) -> list[TrainConfig]:
+    """The runs Chapter 10 reads: the ViT grid and reference ViTs, and the base ResNets they are set beside."""
+    return experiments.vit_runs(profile) + [resnet for _, resnet in experiments.vit_resnet_pairs(profile)]
+
+
 def models(profile: Profile) -> Models:
     """The chapter's runs, analysed for the block structure from their records."""
-    pairs = profiles.vit_resnet_pairs(profile)
+    pairs = experiments.vit_resnet_pairs(profile)
     vits = structure.analyse_all([a for a, _ in pairs], profile)
     resnets = structure.analyse_all([b for _, b in pairs], profile)
-    return Models(tuple(structure.analyse_all(profiles.vit_grid(profile), profile)), tuple(zip(vits, resnets)))
+    return Models(tuple(structure.analyse_all(experiments.vit_grid(profile), profile)), tuple(zip(vits, resnets)))
 
 
 @dataclass(frozen=True)
