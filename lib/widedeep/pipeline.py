@@ -256,11 +256,12 @@ def training_stamp(profile: Profile) -> dict:
 
 
 def record_versions() -> dict[str, int]:
-    """Every record kind's current version (importing the analyses registers them)."""
+    """Every record kind's current version (importing the analyses and the studies registers them)."""
     import importlib
 
     for module in ("runs", "matching", "measure_tests", "origins", "vit"):
         importlib.import_module(f"widedeep.analyses.{module}")
+    studies.chapters()   # a study that records something registers its kinds where it is defined
     return dict(records.KIND_VERSIONS)
 
 
