@@ -136,7 +136,7 @@ def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law(
 
 def test_first_pc_summaries_broken_blocks_and_records():
     blocked, unblocked = analysed(0), analysed(1, with_block=False)
-    summary = first_pc.share_summary([blocked, unblocked])
+    summary = sentences.share_summary([blocked, unblocked])
     assert summary["n_blocked"] == "1 of 2" and summary["pc1_inside"] == "0.70" and summary["pc1_max"] == "0.70"
     assert first_pc.focus([blocked, unblocked]) == [blocked]
     assert first_pc.focus([unblocked]) == [unblocked]
@@ -149,8 +149,8 @@ def test_first_pc_summaries_broken_blocks_and_records():
     assert entries[0]["cross_seed_cka_inside"] == 0.3 and "cross_seed_cka_inside" not in entries[1]
     assert entries[0]["cross_seed_pairs"] == {"1": [0.3, 0.9]} and entries[0]["role"] == "seed_study"
     assert entries[0]["span_from"] == "block" and entries[0]["block_after_pc1_removal"] is None
-    assert first_pc.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
-    assert first_pc.split_sentence({}) == "no seed has a block"
+    assert sentences.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
+    assert sentences.split_sentence({}) == "no seed has a block"
     assert first_pc.mean_matched({(0, 1): np.diag([0.5, 1.0])}) == 0.75
     by_size = first_pc.by_data_size([blocked, unblocked], [500], seed=0)
     assert by_size == {"n_train = 500": [blocked]}

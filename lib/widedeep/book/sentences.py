@@ -456,3 +456,34 @@ def precision_sentence(check: dict | None, missing: int = 0) -> str:
     return (f"between {' and '.join(check['precisions'])}, the mean |difference| for the same seed against the "
             f"mean |difference| between two seeds: {effects}; block presence agrees for "
             f"{check['block_presence_agrees']} of {len(check['seeds'])} seeds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 4: what a block is made of
+# ---------------------------------------------------------------------------------------------
+
+def share_summary(models: list[BlockAnalysis]) -> dict[str, str]:
+    """The first-PC shares the chapter states: models with a block, mean share inside each block, the median
+    share outside blocks (whole networks without one) and the largest share of any layer."""
+    rows = [m.summary() for m in models]
+    inside = [r["pc1_share_inside"] for r in rows if r["block"] is not None]
+    return {"n_blocked": f"{len(inside)} of {len(models)}",
+            "pc1_inside": ", ".join(f"{v:.2f}" for v in inside) or "none (no block)",
+            "pc1_inside_spread": (f"mean {np.mean(inside):.2f}, sd {np.std(inside, ddof=1):.2f} over {len(inside)} models"
+                                  if len(inside) > 1 else "no spread (fewer than two models with a block)"),
+            "pc1_outside_all": f"{np.median([r['pc1_share_outside'] for r in rows]):.2f}",
+            "pc1_max": f"{max(r['max_pc1_share'] for r in rows):.2f}"}
+
+
+def split_sentence(cross_split: dict[int, tuple[float, float]]) -> str:
+    """'seed 0: 0.41 inside its block vs 0.83 outside; ...' (`structure.cross_seed_split`), for the prose."""
+    return "; ".join(f"seed {s}: {i:.2f} inside its block vs {o:.2f} outside"
+                     for s, (i, o) in cross_split.items()) or "no seed has a block"
+
+
+def pca_left_out_sentence(entries: Sequence[dict]) -> str:
+    """'none' or '2 grid models (ResNet-20 ×1, n=250, s0: misses ...; ...)': the models a rule leaves out."""
+    below = [e for e in entries if e.get("left_out") and e.get("role") == "grid"]
+    if not below:
+        return "none"
+    return f"{len(below)} grid model(s) (" + "; ".join(f"{entry_label(e)}: {e['left_out']}" for e in below) + ")"
