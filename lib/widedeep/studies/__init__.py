@@ -8,8 +8,10 @@ profile, and returns a frozen dataclass: its stored fields, in order, are the ch
 beside them and are never written. The same records and settings give an equal result, whatever ran
 before.
 
-A study module names its chapter and its schema in four constants, which is all `widedeep.book.results`
-needs to check and write the chapter's results file (`chapters()` finds every study module):
+A study module declares the runs its chapter reads (`configs(profile)`: what `pipeline.ensure` trains
+for it), reads them (`models(profile)`, through their records), and names its chapter and its schema
+in four constants, which is all `widedeep.book.results` needs to check and write the chapter's results
+file (`chapters()` finds every study module):
 
     CHAPTER = "04_pca"            # the page's file stem, and the results file's
     RESULT = PcaResult            # the frozen result dataclass
