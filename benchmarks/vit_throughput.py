@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from widedeep import profiles, protocol, store
+from widedeep import experiments, profiles, protocol, store
 from widedeep.train import TrainConfig, measure_throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,9 +33,9 @@ def configs(profile_name: str) -> dict[str, TrainConfig]:
     """The profile's ViT architectures (at its largest n_train) and the benchmark's ResNets, by key."""
     profile = profiles.load_profile(profile_name)
     out = {}
-    for config in profiles.vit_grid(profile):
+    for config in experiments.vit_grid(profile):
         out.setdefault(f"vit{config.depth}x{config.width:g}", config)
-    base = profiles.training_grid(profile)[0]
+    base = experiments.training_grid(profile)[0]
     for key, depth, width in RESNETS:
         out[key] = TrainConfig.from_dict({**base.stored(), "depth": depth, "width": width})
     return out

@@ -246,3 +246,18 @@ def test_select_picks_a_tensor_from_tuple_outputs_and_dict_inputs_are_keywords()
     with Capture(model, ["pair"], output_copy, select=lambda index, output: output[1]) as capture:
         (kept,) = capture({"values": values, "scale": scale})
     torch.testing.assert_close(kept, values * 3)
+
+
+def test_batches_cut_a_tensor_in_order_and_read_loaders():
+    """The one batching helper: consecutive slices (the last one short), at most max_batches, loaders' images."""
+    from widedeep.capture import batches
+
+    images = torch.arange(10.0).reshape(10, 1)
+    cut = list(batches(images, 4))
+    assert [len(b) for b in cut] == [4, 4, 2] and torch.equal(torch.cat(cut), images)
+    assert [len(b) for b in batches(images, 4, max_batches=2)] == [4, 4]
+    loader = [(images[:3], torch.zeros(3)), (images[3:], torch.zeros(7))]
+    assert [len(b) for b in batches(loader, 999)] == [3, 7]
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            list(batches(images, bad))

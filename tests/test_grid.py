@@ -275,9 +275,9 @@ def _train_command(runs_dir, address: str) -> list[str]:
 
 
 def _smoke_runs(runs_dir):
-    from widedeep import profiles
+    from widedeep import experiments, profiles
 
-    return profiles.runs_trainable_here(profiles.load_profile("smoke", {"epochs": 1}))[0]
+    return experiments.runs_trainable_here(profiles.load_profile("smoke", {"epochs": 1}))[0]
 
 
 @pytest.mark.slow

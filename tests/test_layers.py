@@ -1,4 +1,5 @@
-"""The package's layers: imports go down data -> models -> training -> capture -> measures -> analyses -> book -> cli.
+"""The package's layers: imports go down data -> models -> training -> capture -> measures -> analyses -> studies
+-> book -> cli.
 
 Walks every module of `lib/widedeep` with `ast` (lazy imports inside functions included) and fails on
 an import that goes up a layer, on an import cycle between modules (within a layer too), and on a
@@ -21,13 +22,15 @@ LAYERS = {
     "widedeep.data": 1, "widedeep.backends": 1,
     "widedeep.models": 2, "widedeep.labels": 2,
     "widedeep.train": 3, "widedeep.store": 3, "widedeep.grid": 3, "widedeep.profiles": 3, "widedeep.records": 3,
+    "widedeep.experiments": 3,
     "widedeep.protocol": 3,
     "widedeep.capture": 4,
     "widedeep.measures": 5,
     "widedeep.analyses": 6,
     "widedeep.comparison": 6,                                         # compare(): any two models, on capture and measures
-    "widedeep.book": 7, "widedeep.pipeline": 7,
-    "widedeep.cli": 8,
+    "widedeep.studies": 7,                                            # one module per chapter: study() -> result
+    "widedeep.book": 8, "widedeep.pipeline": 8,
+    "widedeep.cli": 9,
 }
 # Private names used across modules by files that other branches own (train.py checks data's counts
 # with data._check_counts); remove an entry once its owner has made the name public.
@@ -101,10 +104,20 @@ def module_aliases(tree: ast.AST, known: set[str]) -> dict[str, str]:
     return aliases
 
 
+def type_only_lines(path: Path) -> set[int]:
+    """Lines of the imports under `if TYPE_CHECKING:` (annotations only: no import happens when the module runs)."""
+    lines = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            lines |= {child.lineno for child in ast.walk(node) if isinstance(child, (ast.Import, ast.ImportFrom))}
+    return lines
+
+
 def graph() -> dict[str, set[str]]:
-    """Module -> the widedeep modules it imports."""
+    """Module -> the widedeep modules it imports when it runs (type-only imports left out: they form no cycle)."""
     mods = modules()
-    return {name: {target for target, _, _ in imports(name, path, set(mods)) if target != name}
+    return {name: {target for target, _, line in imports(name, path, set(mods))
+                   if target != name and line not in type_only_lines(path)}
             for name, path in mods.items()}
 
 
@@ -173,10 +186,37 @@ def test_no_private_name_crosses_modules():
     assert not crossing, "private names must stay in their module:\n" + "\n".join(crossing)
 
 
+# What only the pipeline may call: the grid engine and training itself (train.predict and TrainConfig are reading).
+TRAINING = {"widedeep.grid": None, "widedeep.train": {"train_or_load", "sgd_step", "measure_throughput"}}
+READERS = ("widedeep.studies", "widedeep.analyses")
+
+
+def training_imports(name: str, path: Path, known: set[str]) -> list[str]:
+    """The imports of `grid`, of the `train` module, or of a training function of it, in one module."""
+    found = []
+    for target, attr, line in imports(name, path, known):
+        if target in TRAINING and (TRAINING[target] is None or attr is None or attr in TRAINING[target]):
+            found.append(f"{name}:{line} imports {target}"
+                         + (f".{attr}" if attr else ""))
+    return found
+
+
+def test_no_study_or_analysis_trains():
+    """Only the pipeline trains: no module of studies/ or analyses/ imports the grid or a training function."""
+    mods = modules()
+    found = [hit for name, path in mods.items() if name.startswith(READERS)
+             for hit in training_imports(name, path, set(mods))]
+    assert not found, "studies and analyses read records; training is the pipeline's:\n" + "\n".join(found)
+
+
 def test_the_checks_catch_what_they_guard(tmp_path):
     """The walkers themselves: an upward import, a cycle and a private import planted in fake source."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    typed = tmp_path / "typed.py"
+    typed.write_text("from typing import TYPE_CHECKING\nfrom widedeep import train\nif TYPE_CHECKING:\n"
+                     "    from widedeep.profiles import Profile\n")
+    assert type_only_lines(typed) == {4}
     fake = tmp_path / "m.py"
     fake.write_text("from widedeep.measures.grams import _secret\nfrom widedeep.book import claims\n"
                     "def f():\n    from widedeep import cli\n")
@@ -187,3 +227,8 @@ def test_the_checks_catch_what_they_guard(tmp_path):
     assert layer_of("widedeep.book.claims") > layer_of("widedeep.capture")
     with pytest.raises(KeyError, match="add it to LAYERS"):
         layer_of("widedeep.unlisted")
+    trains = tmp_path / "t.py"
+    trains.write_text("from widedeep.train import predict, train_or_load\nfrom widedeep import grid\n"
+                      "import widedeep.train\n")
+    hits = training_imports("widedeep.analyses.x", trains, known)
+    assert len(hits) == 3 and "train_or_load" in hits[0] and "grid" in hits[1]

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from widedeep import grid, pipeline, profiles, records
+from widedeep import experiments, grid, pipeline, profiles, records
 from widedeep.train import TrainConfig, is_complete, train_or_load
 
 TINY = dict(depth=8, width=1, n_train=200, n_val=100, n_test=100, image_size=16, epochs=4, batch_size=50,
@@ -18,17 +18,17 @@ def test_the_chapters_read_every_required_run_and_no_other():
     for name in ("smoke", "cpu"):
         profile = profiles.load_profile(name)
         read = {c for configs in pipeline.chapter_runs(profile).values() for c in configs}
-        assert read == set(profiles.required_runs(profile)), name
+        assert read == set(experiments.required_runs(profile)), name
 
 
 def test_groups_cover_each_run_once_and_keep_a_seed_study_together():
     profile = profiles.load_profile("smoke")
     found = pipeline.groups(profile)
     members = [c for g in found for c in g.configs]
-    assert len(members) == len(set(members)) and set(members) == set(profiles.required_runs(profile))
+    assert len(members) == len(set(members)) and set(members) == set(experiments.required_runs(profile))
     study = next(g for g in found if g.name == "seed study")
-    assert set(study.configs) == set(profiles.seed_study_grid(profile))
-    only_some = pipeline.groups(profile, profiles.seed_study_grid(profile)[:1])
+    assert set(study.configs) == set(experiments.seed_study_grid(profile))
+    only_some = pipeline.groups(profile, experiments.seed_study_grid(profile)[:1])
     assert [len(g.configs) for g in only_some] == [1]
 
 
@@ -40,8 +40,8 @@ def test_makespan_is_the_longest_first_schedule():
 
 def test_the_plan_takes_whole_groups_that_fit_and_leaves_the_rest(monkeypatch):
     profile = profiles.load_profile("smoke")
-    configs = profiles.required_runs(profile)
-    study = set(profiles.seed_study_grid(profile))
+    configs = experiments.required_runs(profile)
+    study = set(experiments.seed_study_grid(profile))
     # The seed study's runs cost an hour each, every other run a minute.
     monkeypatch.setattr(pipeline, "seconds_left",
                         lambda c, runs_dir, threads=1, measure=True: 3600.0 if c in study else 60.0)
@@ -97,7 +97,7 @@ def test_train_hours_starts_nothing_that_cannot_finish(tmp_path):
 def test_status_names_each_state(tmp_path, monkeypatch):
     monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
     profile = profiles.load_profile("smoke", {"epochs": 2})
-    trained, partly, *rest = profiles.training_grid(profile)
+    trained, partly, *rest = experiments.training_grid(profile)
     grid.run_grid([trained], profile.runs_dir, engine="in-process", progress=False)
     monkeypatch.setattr(grid, "now", _clock_past_deadline_once_trained(profile.runs_dir / partly.name()))
     grid.run_grid([partly], profile.runs_dir, engine="in-process", progress=False, deadline=100.0)
@@ -105,10 +105,26 @@ def test_status_names_each_state(tmp_path, monkeypatch):
     assert (rows[trained.name()].training, rows[trained.name()].records) == ("trained", "missing")
     assert (rows[partly.name()].training, rows[partly.name()].epochs_done) == ("partly trained", 1)
     assert all(rows[c.name()].training == "missing" for c in rest)
-    records.load_runs(profile, [trained], train=False)           # writes its training record
+    records.load_runs(profile, [trained])           # writes its training record
     (profile.runs_dir / trained.name() / "checkpoint.pt").unlink()
     rows = {r.config.name(): r for r in pipeline.status(profile, pipeline.record_versions())}
     assert (rows[trained.name()].training, rows[trained.name()].records) == ("recorded", "complete")
     report = pipeline.status_report(profile, pipeline.record_versions())
     line = next(line for line in report.splitlines() if partly.name() in line)
     assert "partly trained" in line and "(epoch 1 of 2)" in line and "1 recorded" in report
+
+
+def test_only_the_pipeline_trains_what_a_chapter_lacks(tmp_path, monkeypatch):
+    """load_runs refuses an untrained run (training nothing); pipeline.ensure trains a chapter's runs once, stamped."""
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
+    monkeypatch.setenv("WIDEDEEP_RAY", "0")
+    profile = profiles.load_profile("smoke", {"epochs": 1, "cross_seeds": [0]})
+    needed = pipeline.chapter_runs(profile)["02_cka"]
+    with pytest.raises(FileNotFoundError, match="widedeep train --profile smoke"):
+        records.load_runs(profile, needed)
+    assert not any(is_complete(c, profile.runs_dir) for c in needed)         # the refusal trained nothing
+    assert set(pipeline.ensure(profile, "02_cka", progress=False)) == set(needed)
+    assert all(records.has_training_record(profile, c) for c in needed)
+    assert all((profile.runs_dir / c.name() / "protocol.json").exists() for c in needed)   # as `train` stamps
+    assert pipeline.ensure(profile, "02_cka", progress=False) == []           # nothing left to train
+    assert [run.name for run in records.load_runs(profile, needed)] == [c.name() for c in needed]

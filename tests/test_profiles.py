@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from widedeep import cli, profiles
+from widedeep import cli, experiments, profiles
 from widedeep.profiles import ProfileError
 from widedeep.train import TrainConfig
 
@@ -30,23 +30,23 @@ def test_every_published_profile_keeps_its_run_names():
     pinned = json.loads(RUN_NAMES.read_text())
     assert set(pinned) == set(profiles.available_profiles())
     for name, names in pinned.items():
-        assert [c.name() for c in profiles.required_runs(profiles.load_profile(name))] == names, name
+        assert [c.name() for c in experiments.required_runs(profiles.load_profile(name))] == names, name
 
 
 def test_every_profile_builds_a_valid_grid():
     for name in profiles.available_profiles():
         profile = profiles.load_profile(name)
-        grid = profiles.training_grid(profile)  # constructing a TrainConfig validates depth, width, sizes
-        expected = (len(profiles.architectures(profile)) * len(profile.grid.n_trains) * len(profile.grid.seeds)
+        grid = experiments.training_grid(profile)  # constructing a TrainConfig validates depth, width, sizes
+        expected = (len(experiments.architectures(profile)) * len(profile.grid.n_trains) * len(profile.grid.seeds)
                     + len(profile.grid.transition_cells) * len(profile.grid.transition_seeds))
         assert len(grid) == expected and len({c.name() for c in grid}) == expected
 
 
 def test_the_recipe_covers_every_training_option():
     """Every TrainConfig field but the grid coordinates is a profile key, so none silently takes its default."""
-    options = {f.name for f in fields(TrainConfig)} - set(profiles.GRID_COORDINATES) - set(profiles.EXPERIMENT_OPTIONS)
+    options = {f.name for f in fields(TrainConfig)} - set(experiments.GRID_COORDINATES) - set(experiments.EXPERIMENT_OPTIONS)
     assert options <= {f.name for f in fields(profiles.Recipe)}
-    assert not set(profiles.EXPERIMENT_OPTIONS) & {f.name for f in fields(profiles.Recipe)}
+    assert not set(experiments.EXPERIMENT_OPTIONS) & {f.name for f in fields(profiles.Recipe)}
 
 
 def test_sections_map_keys_one_to_one_and_values_round_trip():
@@ -73,20 +73,20 @@ def test_every_shipped_profile_pins_both_precisions_and_publishes_float32():
 
 def test_the_bfloat16_side_study_is_skipped_where_bfloat16_is_emulated(monkeypatch):
     profile = profiles.load_profile("smoke")
-    side = profiles.side_study_runs(profile)
+    side = experiments.side_study_runs(profile)
     assert side and {c.precision for c in side} == {"bfloat16"}
-    monkeypatch.setattr(profiles, "native_bfloat16", lambda device=None: False)
-    trainable, skipped = profiles.runs_trainable_here(profile)
+    monkeypatch.setattr(experiments, "native_bfloat16", lambda device=None: False)
+    trainable, skipped = experiments.runs_trainable_here(profile)
     assert skipped == side and not set(skipped) & set(trainable)
-    assert set(trainable) | set(skipped) == set(profiles.required_runs(profile))
-    monkeypatch.setattr(profiles, "native_bfloat16", lambda device=None: True)
-    assert profiles.runs_trainable_here(profile) == (profiles.required_runs(profile), [])
+    assert set(trainable) | set(skipped) == set(experiments.required_runs(profile))
+    monkeypatch.setattr(experiments, "native_bfloat16", lambda device=None: True)
+    assert experiments.runs_trainable_here(profile) == (experiments.required_runs(profile), [])
 
 
 def test_overrides_replace_values_and_reshape_the_grid():
     profile = profiles.load_profile("smoke", {"widths": [1, 2, 4], "seeds": [0, 1]})
     assert profile.grid.widths == [1, 2, 4]
-    assert len(profiles.training_grid(profile)) == len(profiles.architectures(profile)) * len(profile.grid.n_trains) * 2
+    assert len(experiments.training_grid(profile)) == len(experiments.architectures(profile)) * len(profile.grid.n_trains) * 2
 
 
 def test_paper_fmnist_extends_paper_and_states_only_what_differs():
@@ -108,20 +108,20 @@ def test_unknown_profile_and_parameter_are_refused():
 
 def test_required_runs_cover_every_chapter_without_repeats():
     profile = profiles.load_profile("cpu")
-    required = profiles.required_runs(profile)
+    required = experiments.required_runs(profile)
     assert len(set(required)) == len(required)
-    for group in (profiles.training_grid(profile), profiles.cka_base_grid(profile),
-                  profiles.seed_study_grid(profile), list(profiles.wide_and_deep(profile))):
+    for group in (experiments.training_grid(profile), experiments.cka_base_grid(profile),
+                  experiments.seed_study_grid(profile), list(experiments.wide_and_deep(profile))):
         assert set(group) <= set(required)
     assert any(not c.residual for c in required)  # Chapter 2's plain control
-    errors = profiles.errors_grid(profile)  # Chapter 6's populations
+    errors = experiments.errors_grid(profile)  # Chapter 6's populations
     assert set(errors["wide"]) | set(errors["deep"]) <= set(required)
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu", "paper", "paper-fmnist"])
 def test_error_populations_have_twice_as_many_seeds_on_the_null_side(name):
     profile = profiles.load_profile(name)
-    grid = profiles.errors_grid(profile)
+    grid = experiments.errors_grid(profile)
     assert len(grid["deep"]) == 2 * len(grid["wide"]) >= 4
     assert len({c.n_train for side in grid.values() for c in side}) == 1
     wide, deep = grid["wide"][0], grid["deep"][0]
@@ -265,14 +265,14 @@ def test_extends_merges_and_refuses_loops(book_root):
 def test_auto_precision_resolves_to_what_the_machine_trains_in():
     profile = profiles.with_values(profiles.load_profile("smoke"), precision="auto")
     assert profile.recipe.precision == "auto"
-    assert profiles.train_config(profile, 8, 1, 500, 0).precision in ("float32", "bfloat16")
+    assert experiments.train_config(profile, 8, 1, 500, 0).precision in ("float32", "bfloat16")
     with pytest.raises(ProfileError, match="'precision' must be one of 'auto', 'float32', 'bfloat16'"):
         profiles.with_values(profile, precision="half")
 
 
 def test_transition_cells_get_extra_seeds_and_must_be_cells_of_the_grid():
     profile = profiles.load_profile("smoke", {"transition_cells": ["14x1@500"], "transition_seeds": [1, 2]})
-    grid = profiles.training_grid(profile)
+    grid = experiments.training_grid(profile)
     assert sorted(c.seed for c in grid if (c.depth, c.width) == (14, 1)) == [0, 1, 2]
     assert all(c.seed == 0 for c in grid if (c.depth, c.width) != (14, 1))
     with pytest.raises(ProfileError, match="not a cell of the grid"):
@@ -285,18 +285,27 @@ def test_transition_cells_get_extra_seeds_and_must_be_cells_of_the_grid():
 
 def test_the_short_arm_trains_the_depth_series_with_its_own_schedule():
     profile = profiles.load_profile("smoke", {"short_transition_cells": ["8x1@500"], "short_transition_seeds": [3]})
-    short = profiles.short_arm_grid(profile)
+    short = experiments.short_arm_grid(profile)
     assert {(c.depth, c.width) for c in short} == {(d, 1) for d in profile.short.depths}
     assert all(c.epochs == profile.short.epochs and c.min_steps == profile.short.min_steps for c in short)
     assert sorted(c.seed for c in short if c.depth == 8) == [0, 3]
-    assert set(c.name() for c in short) <= set(c.name() for c in profiles.required_runs(profile))
+    assert set(c.name() for c in short) <= set(c.name() for c in experiments.required_runs(profile))
 
 
 def test_the_seed_study_follows_its_arm_and_has_a_reference_precision_twin():
     cpu = profiles.load_profile("cpu")
-    study, reference = profiles.seed_study_grid(cpu), profiles.precision_reference_grid(cpu)
+    study, reference = experiments.seed_study_grid(cpu), experiments.precision_reference_grid(cpu)
     assert cpu.grid.seed_study_arm == "short" and all(c.epochs == cpu.short.epochs for c in study)
     assert [c.precision for c in study] == ["float32"] * len(study)
     assert [c.precision for c in reference] == ["bfloat16"] * len(study)
     assert [c.seed for c in reference] == [c.seed for c in study]
     assert all(a.name() != b.name() for a, b in zip(study, reference))
+
+
+def test_the_grid_is_the_width_series_then_the_depth_series():
+    """`architectures` is the two series in order without repeats; each series fixes the other coordinate."""
+    profile = profiles.load_profile("cpu")
+    width, depth = experiments.width_series(profile.grid), experiments.depth_series(profile.grid)
+    assert {d for d, _ in width} == {profile.grid.width_series_depth}
+    assert {w for _, w in depth} == {profile.grid.depth_series_width}
+    assert experiments.architectures(profile) == list(dict.fromkeys(width + depth))

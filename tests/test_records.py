@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from widedeep import cli, pipeline, profiles, records, store
-from widedeep.analyses import origins, origins_study, runs
+from widedeep import cli, experiments, pipeline, profiles, records, store
+from widedeep.analyses import origins, runs
 from widedeep.measures.subspace import LayerPair
 from widedeep.train import TrainConfig, train_or_load
 
@@ -160,13 +160,13 @@ def test_a_pair_records_its_match_scores_not_its_grams(trained, tmp_path, one_th
 def test_chapter_8_reads_from_its_recorded_shares_what_it_read_from_the_grams():
     rng = np.random.default_rng(0)
     grams = [(x := rng.standard_normal((30, 5 + i))) @ x.T for i in range(4)] + [np.ones((30, 30))]
-    shares = origins_study.stream_pc1_shares(grams)
+    shares = origins.stream_pc1_shares(grams)
     assert shares.shape == (5, 30) and np.isnan(shares[4]).all()        # a constant layer has no first PC
     inside = np.array([False, True, True, False, False])
-    assert np.array_equal(origins_study.shares_contributions(shares, inside),
+    assert np.array_equal(origins.shares_contributions(shares, inside),
                           origins.pc1_contributions([g for g, i in zip(grams, inside) if i]))
     with pytest.raises(ValueError, match="no first PC"):
-        origins_study.shares_contributions(shares, np.array([True, False, False, False, True]))
+        origins.shares_contributions(shares, np.array([True, False, False, False, True]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,8 +176,8 @@ def test_chapter_8_reads_from_its_recorded_shares_what_it_read_from_the_grams():
 def test_status_prints_each_state_of_a_planted_store(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
     params = profiles.load_profile("smoke")
-    trained_config, recorded_config, partial_config = profiles.seed_study_grid(params)[:1] + \
-        profiles.cka_base_grid(params)[1:2] + profiles.block_models(params)[:1]
+    trained_config, recorded_config, partial_config = experiments.seed_study_grid(params)[:1] + \
+        experiments.cka_base_grid(params)[1:2] + experiments.block_models(params)[:1]
     assert len({trained_config, recorded_config, partial_config}) == 3
     for config in (trained_config, recorded_config):
         train_or_load(config, params.runs_dir, device="cpu", progress=False)
@@ -196,8 +196,8 @@ def test_status_prints_each_state_of_a_planted_store(tmp_path, monkeypatch, caps
     assert "recorded" in lines[recorded_config.name()] and "records missing" in lines[recorded_config.name()]
     assert "partly trained" in lines[partial_config.name()]
     assert f"(epoch 2 of {partial_config.total_epochs})" in lines[partial_config.name()]
-    skipped = set(profiles.runs_trainable_here(params)[1])    # bfloat16 side study where it is emulated
-    missing = [c for c in profiles.required_runs(params)
+    skipped = set(experiments.runs_trainable_here(params)[1])    # bfloat16 side study where it is emulated
+    missing = [c for c in experiments.required_runs(params)
                if c not in (trained_config, recorded_config, partial_config, *skipped)]
     assert missing and all(" missing " in lines[c.name()] for c in missing)
     assert all("skipped here" in lines[c.name()] for c in skipped)
@@ -244,7 +244,7 @@ def test_the_smoke_book_builds_from_its_records_alone_with_the_same_numbers(tmp_
     assert {"match", "origins_pc1", "origins_removal", "lenses_self", "lenses_cross"} <= kinds
     assert any("/snapshots/epoch-" in path for path in written)
     checkpoints = [p for p in params.runs_dir.iterdir() if p.name != ".results"]
-    assert len(checkpoints) >= len(profiles.required_runs(params)) - len(profiles.side_study_runs(params))
+    assert len(checkpoints) >= len(experiments.required_runs(params)) - len(experiments.side_study_runs(params))
     for path in checkpoints:
         shutil.rmtree(path)
     second = build(params, tmp_path / "second")                      # from the records alone

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from widedeep import data, store
-from widedeep.analyses import similarity
+from widedeep.analyses import heatmaps
 from widedeep.models import INSIDE, STREAM
 
 
@@ -15,26 +15,26 @@ def test_checkerboard_contrast_on_a_planted_checkerboard():
     matrix = np.full((6, 6), 0.3)
     matrix[np.ix_(stream, stream)] = 0.9
     np.fill_diagonal(matrix, 1.0)
-    assert similarity.checkerboard_contrast(matrix, kinds) == pytest.approx(0.6)
-    assert similarity.checkerboard_contrast(np.full((6, 6), 0.5), kinds) == pytest.approx(0.0)
+    assert heatmaps.checkerboard_contrast(matrix, kinds) == pytest.approx(0.6)
+    assert heatmaps.checkerboard_contrast(np.full((6, 6), 0.5), kinds) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="layer kinds"):
-        similarity.checkerboard_contrast(matrix, kinds[:-1])
+        heatmaps.checkerboard_contrast(matrix, kinds[:-1])
 
 
 def test_checkerboard_verdict_distinguishes_the_cases():
-    assert similarity.checkerboard_verdict(0.3, 0.0).startswith("a clear checkerboard")
-    assert "both nets" in similarity.checkerboard_verdict(0.3, 0.28)
-    assert similarity.checkerboard_verdict(-0.01, -0.02).startswith("no clear checkerboard")
-    assert similarity.checkerboard_verdict(-0.2, 0.0).startswith("the opposite")
+    assert heatmaps.checkerboard_verdict(0.3, 0.0).startswith("a clear checkerboard")
+    assert "both nets" in heatmaps.checkerboard_verdict(0.3, 0.28)
+    assert heatmaps.checkerboard_verdict(-0.01, -0.02).startswith("no clear checkerboard")
+    assert heatmaps.checkerboard_verdict(-0.2, 0.0).startswith("the opposite")
 
 
 def test_matched_and_relative_depth_similarity():
     matrix = np.arange(16.0).reshape(4, 4)
-    assert similarity.matched_layer_similarity(matrix).tolist() == [0, 5, 10, 15]
+    assert heatmaps.matched_layer_similarity(matrix).tolist() == [0, 5, 10, 15]
     rectangular = np.arange(12.0).reshape(3, 4)
-    assert similarity.relative_depth_similarity(rectangular, points=2).tolist() == [0.0, 11.0]
+    assert heatmaps.relative_depth_similarity(rectangular, points=2).tolist() == [0.0, 11.0]
     with pytest.raises(ValueError, match="square"):
-        similarity.matched_layer_similarity(rectangular)
+        heatmaps.matched_layer_similarity(rectangular)
 
 
 def test_cached_npz_computes_once(tmp_path):

@@ -12,10 +12,13 @@ import pytest
 import torch
 
 from test_structure import PARAMS, analysed, planted
-from widedeep import labels, profiles
-from widedeep.analyses import checks, conditions, first_pc, matching, populations, pruning, structure, trends
+from widedeep import experiments, labels, profiles
+from widedeep.analyses import checks, deletion, first_pc, matching, runs, structure, trends
 from widedeep.analyses import verdicts as v
-from widedeep.book import claims, notebook, results, tables
+from widedeep.book import claims, notebook, results, sentences, tables
+from widedeep.studies import block_structure, pruning
+from widedeep.studies import errors as errors_study
+from widedeep.studies import stored
 from widedeep.train import TrainConfig
 
 SMOKE = profiles.load_profile("smoke")
@@ -99,7 +102,7 @@ def test_grid_layout_sweep_and_trend_verdicts():
 def planted_grid(profile, train_acc, with_block):
     """Every main-arm model of `profile` as a planted analysis, its train accuracy and block chosen per config."""
     models = []
-    for config in profiles.training_grid(profile):
+    for config in experiments.training_grid(profile):
         run, cka, names, kinds, shares, _ = planted(config.depth)
         run.config = config
         run.metrics = {"final": {"test_acc": 0.8, "train_acc": train_acc(config)},
@@ -109,28 +112,31 @@ def planted_grid(profile, train_acc, with_block):
     return models
 
 
-def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law(monkeypatch):
+def test_a_grid_model_that_misses_the_interpolation_rule_is_left_out_of_the_law():
     profile = profiles.with_values(SMOKE, n_trains=[250, 500, 1000], seeds=[0, 1], min_train_acc=0.99)
-    missing = profiles.training_grid(profile)[4]
+    missing = experiments.training_grid(profile)[4]
     grid = planted_grid(profile, lambda c: 0.95 if c == missing else 1.0,
                         lambda c: (c.depth == 14 or c.width == 2) == (c.n_train <= 500))
-    monkeypatch.setattr(structure, "analyse_all", lambda configs, p: grid if configs else [])
-    study = conditions.ConditionsStudy(profile)
+    models = block_structure.Models(tuple(grid), (), ())
+    study = block_structure.study(models, block_structure.settings(profile))
     assert [r["name"] for r in study.left_out] == [missing.name()]
     assert missing.name() not in {r["name"] for r in study.main_rows} and len(study.main_rows) == len(grid) - 1
     assert study.rule_held() == (len(grid) - 1, len(grid), 0.95)
-    claims_ = study.claims()
-    assert {c["n"] for c in claims_.values()} == {len(grid) - 1} and claims_["capacity"]["left_out"] == 1
+    assert {c["n"] for c in study.claims.values()} == {len(grid) - 1} and study.claims["capacity"]["left_out"] == 1
     assert study.fits["continuous_fit"].n_models == len(grid) - 1         # the law never saw it
-    assert "train accuracy 0.950" in study.left_out_sentence()
-    assert study.record()["claims_fit"]["left_out"] == [missing.name()]
-    # without a rule (smoke) nothing is left out
-    assert conditions.ConditionsStudy(profiles.with_values(profile, min_train_acc=None)).left_out == []
+    assert "train accuracy 0.950" in sentences.left_out_sentence(study.left_out)
+    assert study.claims_fit["left_out"] == [missing.name()]
+    assert tuple(stored(study)) == results.CHAPTERS[block_structure.CHAPTER].keys
+    # the same models give an equal result whatever ran before (here: another study of them, without a rule)
+    unruled = block_structure.study(models, block_structure.settings(profiles.with_values(profile, min_train_acc=None)))
+    assert unruled.left_out == []                                          # without a rule (smoke) nothing is left out
+    again = block_structure.study(models, block_structure.settings(profile))
+    assert results._plain(stored(again)) == results._plain(stored(study))
 
 
 def test_first_pc_summaries_broken_blocks_and_records():
     blocked, unblocked = analysed(0), analysed(1, with_block=False)
-    summary = first_pc.share_summary([blocked, unblocked])
+    summary = sentences.share_summary([blocked, unblocked])
     assert summary["n_blocked"] == "1 of 2" and summary["pc1_inside"] == "0.70" and summary["pc1_max"] == "0.70"
     assert first_pc.focus([blocked, unblocked]) == [blocked]
     assert first_pc.focus([unblocked]) == [unblocked]
@@ -143,8 +149,8 @@ def test_first_pc_summaries_broken_blocks_and_records():
     assert entries[0]["cross_seed_cka_inside"] == 0.3 and "cross_seed_cka_inside" not in entries[1]
     assert entries[0]["cross_seed_pairs"] == {"1": [0.3, 0.9]} and entries[0]["role"] == "seed_study"
     assert entries[0]["span_from"] == "block" and entries[0]["block_after_pc1_removal"] is None
-    assert first_pc.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
-    assert first_pc.split_sentence({}) == "no seed has a block"
+    assert sentences.split_sentence({0: (0.3, 0.9)}) == "seed 0: 0.30 inside its block vs 0.90 outside"
+    assert sentences.split_sentence({}) == "no seed has a block"
     assert first_pc.mean_matched({(0, 1): np.diag([0.5, 1.0])}) == 0.75
     by_size = first_pc.by_data_size([blocked, unblocked], [500], seed=0)
     assert by_size == {"n_train = 500": [blocked]}
@@ -176,38 +182,54 @@ def effects(inside_cost, outside_cost, inside, examples=10_000):
                                             "delta_acc_repaired": 0.0}]}
 
 
-def test_pruning_study_judges_plateau_position_and_deletion_cost():
+def pruning_result(monkeypatch, models, rows, costs, left_out=()):
+    """Chapter 5's study on planted models whose records are `rows` (probe rows) and `costs` (deletion effects) by
+    label; the models in `left_out` miss the interpolation rule (train accuracy 0.5 against 0.85)."""
+    for m in models:
+        m.run.layers, m.run.architecture = (lambda names=m.names: [None] * len(names)), None
+        m.run.metrics["final"]["train_acc"] = 0.5 if m in left_out else 0.9
+    label = {id(m.run): m.label for m in models}
+    monkeypatch.setattr(runs, "run_probes", lambda run, layers, settings: rows[label[id(run)]])
+    monkeypatch.setattr(runs, "run_deletions", lambda run, membership, settings: costs[label[id(run)]])
+    monkeypatch.setattr(deletion, "block_membership", lambda architecture, span: [])
+    roles = {m.run.config.name(): "grid" for m in models}
+    return pruning.study(models, pruning.Settings(SMOKE.probes, SMOKE.deletion, 0.85, roles))
+
+
+INSIDE = [False, True, True, False, False, False]
+FLAT = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]       # stream layers 2..5 are the block: a plateau
+RISING = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9]
+
+
+def test_pruning_study_judges_plateau_position_and_deletion_cost(monkeypatch):
     blocked, control = analysed(0), analysed(1, with_block=False)
     for m in (blocked, control):
         m.run.test_acc = 0.8
-    study = pruning_study([blocked, control])
+    rows = {blocked.label: probe_rows(blocked, FLAT), control.label: probe_rows(control, RISING)}
+    costs = {blocked.label: effects(-0.01, -0.10, INSIDE), control.label: effects(-0.09, -0.10, INSIDE)}
+    study = pruning_result(monkeypatch, [blocked, control], rows, costs)
     assert study.with_block == [blocked.label] and study.controls == []
-    shown, note = study.focus()
+    shown, note = sentences.pruning_focus(study, "smoke")
     assert shown == [blocked, control] and note.startswith("1 of 2 models have a block")
     # one blocked model: every verdict is at most "suggestive (1 model)" (book/protocol.md)
-    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]    # stream layers 2..5 are the block: a plateau
-    study.probe_rows = {blocked.label: probe_rows(blocked, flat),
-                        control.label: probe_rows(control, [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9])}
-    texts = study.judge_probes()
-    assert texts["probe_verdict"] == v.suggestive(1) and study.verdicts[blocked.label]["probe"] == v.PLATEAU
-    assert study.verdicts[blocked.label]["probe_change"] == pytest.approx(0.01)
-    position = study.probe_position_control()
+    texts = sentences.pruning_probes(study)
+    assert texts["probe_verdict"] == v.suggestive(1) and study.model_verdicts[blocked.label]["probe"] == v.PLATEAU
+    assert study.model_verdicts[blocked.label]["probe_change"] == pytest.approx(0.01)
+    position = sentences.pruning_probe_position(study)
     assert position["probe_specific"] == v.suggestive(1)   # the control rises 0.10 across the same layers
     assert position["probe_headline"] == "suggestive (1 model), specificity suggestive (1 model) (n = 1)"
-    inside = [False, True, True, False, False, False]
-    assert study.inside_stream(blocked)[2:6] == [True] * 4 and not any(study.inside_stream(control))
-    study.effects = {blocked.label: effects(-0.01, -0.10, inside), control.label: effects(-0.09, -0.10, inside)}
-    assert study.judge_deletions()["single_verdict"] == v.suggestive(1)
+    assert pruning.inside_stream(blocked, blocked.block)[2:6] == [True] * 4
+    assert not any(pruning.inside_stream(control, None))
+    assert sentences.pruning_deletions(study)["single_verdict"] == v.suggestive(1)
     assert study.deletion_scores[blocked.label]["score"] == pytest.approx(0.09)
     assert study.deletion_scores[blocked.label]["se"] == pytest.approx((0.09 * 0.91 / 10_000) ** 0.5, rel=0.25)
-    texts = study.position_control()
+    texts = sentences.pruning_position(study)
     # Inside costs 0.01 in the blocked model and 0.09 at the same positions without a block: beyond position.
     assert texts["position_verdict"] == v.suggestive(1) and study.position[blocked.label]["control_inside"] == -0.09
     assert study.position[blocked.label]["beyond_position"] == pytest.approx(0.09 - (-0.09 + 0.10))
-    assert study.cumulative()["cumulative_verdict"] == v.suggestive(1)
-    found = study.found()
-    assert set(found) == set(pruning.PruningStudy.CLAIMS) and all(v.head(x) for x in found.values())
-    record = study.record()
+    assert sentences.pruning_cumulative(study)["cumulative_verdict"] == v.suggestive(1)
+    assert set(study.verdicts) == set(sentences.FOUND) and all(v.head(x) for x in study.verdicts.values())
+    record = stored(study)
     name, control_name = blocked.run.config.name(), control.run.config.name()
     assert list(record["models"]) == [name, control_name]
     assert record["position_control"][name]["controls"] == [control_name]
@@ -217,116 +239,107 @@ def test_pruning_study_judges_plateau_position_and_deletion_cost():
     results.validate({"schema_version": results.SCHEMA_VERSION,
                       "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "05_pruning")
     assert "mean Δ in / out" in tables.deletion_table(study) and "CKA-only" not in tables.spans_table(study)
+    # the same records give an equal result whatever ran before (here: a study of other models in between)
+    pruning_result(monkeypatch, [blocked], rows, costs)
+    again = pruning_result(monkeypatch, [blocked, control], rows, costs)
+    assert results._plain({**stored(again), "timing_s": {}}) == results._plain({**record, "timing_s": {}})
 
 
-def pruning_study(models, left_out=()):
-    study = pruning.PruningStudy(models, SMOKE)
-    study.eligibility = {m.run.config.name(): {"role": "grid", "left_out": "misses" if m in left_out else None}
-                         for m in models}
-    study.judged = [m for m in study.blocked if m not in left_out]
-    return study
-
-
-def test_a_deletion_score_with_a_standard_error_over_the_bound_is_left_out_and_counted():
+def test_a_deletion_score_with_a_standard_error_over_the_bound_is_left_out_and_counted(monkeypatch):
     models = [analysed(s) for s in range(4)]
-    study = pruning_study(models)
-    inside = [False, True, True, False, False, False]
-    study.effects = {m.label: effects(-0.01, -0.10, inside, examples=10_000 if m.run.config.seed else 100)
-                     for m in models}   # seed 0 scored on 100 examples: standard error ~0.03
-    study.judge_deletions()
-    claim = study.claims["deletion"]
+    rows = {m.label: probe_rows(m, FLAT) for m in models}
+    costs = {m.label: effects(-0.01, -0.10, INSIDE, examples=10_000 if m.run.config.seed else 100)
+             for m in models}   # seed 0 scored on 100 examples: standard error ~0.03
+    study = pruning_result(monkeypatch, models, rows, costs)
+    claim = study.named_claims["deletion"]
     assert study.deletion_scores[models[0].label]["se"] > 0.005 and not study.deletion_scores[models[0].label]["kept"]
     assert claim["n"] == 3 and claim["left_out"] == 1 and claim["over_se"] == [models[0].label]
     assert claim["verdict"] == v.SHOWN   # the three kept models agree exactly
     assert "1 with a standard error over 0.005" in claim["left_out_why"]
-    study.position_control()   # every model has a block: nothing to control position with
-    assert study.claims["deletion_beyond_position"]["verdict"] == "not testable: no position control"
-    noisy = pruning_study(models)
-    noisy.effects = {m.label: effects(-0.01, -0.10, inside, examples=100) for m in models}
-    noisy.judge_deletions()
-    noisy.position_control()
-    assert noisy.claims["deletion"]["n"] == 0 and noisy.claims["deletion"]["left_out"] == 4
-    assert noisy.claims["deletion_beyond_position"]["verdict"].endswith("within its standard-error bound")
+    # every model has a block: nothing to control position with
+    assert study.named_claims["deletion_beyond_position"]["verdict"] == "not testable: no position control"
+    noisy = pruning_result(monkeypatch, models, rows, {m.label: effects(-0.01, -0.10, INSIDE, examples=100)
+                                                       for m in models})
+    assert noisy.named_claims["deletion"]["n"] == 0 and noisy.named_claims["deletion"]["left_out"] == 4
+    assert noisy.named_claims["deletion_beyond_position"]["verdict"].endswith("within its standard-error bound")
 
 
-def test_the_probe_row_states_the_plateau_and_its_control_in_one_headline():
+def test_the_probe_row_states_the_plateau_and_its_control_in_one_headline(monkeypatch):
     blocked = [analysed(s) for s in range(3)]
     controls = [analysed(s, with_block=False) for s in range(3, 5)]
-    study = pruning_study(blocked + controls)
-    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]
-    study.probe_rows = {m.label: probe_rows(m, [x + 0.001 * i for x in flat]) for i, m in enumerate(blocked)}
-    study.probe_rows |= {m.label: probe_rows(m, flat) for m in controls}   # the controls plateau there too
-    study.judge_probes()
-    assert study.claims["probe_plateau"]["verdict"] == v.SHOWN
-    study.probe_position_control()
-    assert study.claims["probe"]["verdict"] == "shown, not specific to the block (n = 3)"
-    rising = [0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9]
-    study.probe_rows |= {m.label: probe_rows(m, [x + 0.002 * i for x in rising]) for i, m in enumerate(controls)}
-    study.probe_position_control()
-    assert study.claims["probe"]["verdict"] == "shown, specific to the block (n = 3)"
-    alone = pruning_study(blocked)   # no model without a block: the control cannot be tested
-    alone.probe_rows = study.probe_rows
-    alone.judge_probes()
-    alone.probe_position_control()
-    assert alone.claims["probe"]["verdict"] == "shown, control not testable (n = 3)"
+    costs = {m.label: effects(-0.01, -0.10, INSIDE) for m in blocked + controls}
+    rows = {m.label: probe_rows(m, [x + 0.001 * i for x in FLAT]) for i, m in enumerate(blocked)}
+    plateau_too = rows | {m.label: probe_rows(m, FLAT) for m in controls}   # the controls plateau there too
+    study = pruning_result(monkeypatch, blocked + controls, plateau_too, costs)
+    assert study.named_claims["probe_plateau"]["verdict"] == v.SHOWN
+    assert study.named_claims["probe"]["verdict"] == "shown, not specific to the block (n = 3)"
+    rising = rows | {m.label: probe_rows(m, [x + 0.002 * i for x in RISING]) for i, m in enumerate(controls)}
+    study = pruning_result(monkeypatch, blocked + controls, rising, costs)
+    assert study.named_claims["probe"]["verdict"] == "shown, specific to the block (n = 3)"
+    alone = pruning_result(monkeypatch, blocked, rising, costs)   # no model without a block: no control
+    assert alone.named_claims["probe"]["verdict"] == "shown, control not testable (n = 3)"
 
 
-def test_a_grid_model_below_the_interpolation_rule_is_not_judged():
+def test_a_grid_model_below_the_interpolation_rule_is_not_judged(monkeypatch):
     models = [analysed(s) for s in range(4)]
-    study = pruning_study(models, left_out=models[:1])
-    flat = [0.5, 0.6, 0.8, 0.8, 0.81, 0.8, 0.9]
-    study.probe_rows = {m.label: probe_rows(m, flat) for m in models}
-    study.judge_probes()
-    assert study.claims["probe_plateau"]["n"] == 3 and study.claims["probe_plateau"]["left_out"] == 1
+    study = pruning_result(monkeypatch, models, {m.label: probe_rows(m, FLAT) for m in models},
+                           {m.label: effects(-0.01, -0.10, INSIDE) for m in models}, left_out=models[:1])
+    assert study.named_claims["probe_plateau"]["n"] == 3 and study.named_claims["probe_plateau"]["left_out"] == 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Chapter 6: populations
 # ---------------------------------------------------------------------------------------------
 
-def error_study(shift: int):
-    """An ErrorStudy on synthetic predictions: 4 deep seeds right on the first 150 of 200 examples, 2 wide seeds
-    that also get `shift` of the last 50 right and as many of the first 150 wrong."""
-    study = object.__new__(populations.ErrorStudy)
-    study.profile, study.settings = SMOKE, SMOKE.errors
+def error_populations(shift: int) -> errors_study.Populations:
+    """Synthetic predictions: 4 deep seeds right on the first 150 of 200 examples, 2 wide seeds that also get
+    `shift` of the last 50 right and as many of the first 150 wrong (validation: the same predictions)."""
     labels_ = np.arange(200) % 10
     wrong = (labels_ + 1) % 10
     deep = np.stack([np.where(np.arange(200) < 150, labels_, wrong)] * 4)
     wide_row = deep[0].copy()
     wide_row[150:150 + shift], wide_row[:shift] = labels_[150:150 + shift], wrong[:shift]
-    study.wide, study.deep, study.labels = np.stack([wide_row] * 2), deep, labels_
-    study.val_predictions, study.val_labels = {"wide": study.wide, "deep": study.deep}, labels_
-    study.classes, study.m = [str(c) for c in range(10)], 2
-    config = types.SimpleNamespace(depth=8, width=2, n_train=500)
-    study.grid = {"wide": [config], "deep": [types.SimpleNamespace(depth=14, width=1, n_train=500)]}
-    run = types.SimpleNamespace(config=types.SimpleNamespace(seed=0), test_acc=0.75, metrics={"parameters": 10})
-    study.populations = {"wide": [run, run], "deep": [run] * 4}
-    return study
+    wide = np.stack([wide_row] * 2)
+    sides = {"wide": errors_study.Side("ResNet-8 ×2", 8, 2, 500, (0, 1), (0.75, 0.75), 10),
+             "deep": errors_study.Side("ResNet-14 ×1", 14, 1, 500, (0, 1, 2, 3), (0.75,) * 4, 10)}
+    predictions = {"wide": wide, "deep": deep}
+    return errors_study.Populations(sides, predictions, predictions, labels_, labels_, tuple(str(c) for c in range(10)))
 
 
 def test_error_study_finds_planted_differences_and_records_them():
-    same, different = error_study(0), error_study(40)
-    assert same.accuracy_match()["matched"] == "matched" and different.accuracy_match()["matched"] == "matched"
-    assert same.example_level()["example_verdict"] == v.NOT_SHOWN   # identical seeds everywhere: nothing to find
-    text = different.example_level()
+    same = errors_study.study(error_populations(0), SMOKE.errors)
+    different = errors_study.study(error_populations(40), SMOKE.errors)
+    assert sentences.errors_accuracy(same)["matched"] == "matched" == sentences.errors_accuracy(different)["matched"]
+    assert same.verdicts["example_level_half_splits"] == v.NOT_SHOWN   # identical seeds everywhere: nothing to find
+    text = sentences.errors_examples(different)
     assert text["beyond_difference"] == "exceeds" and v.head(text["example_verdict"]) in (v.SHOWN, v.NOT_SHOWN)
-    assert different.p_floor() == pytest.approx(2 / 6)   # m = 2: all right against all wrong
-    assert different.count_demand()["count_demand"] == "a demanding statistic"
-    power_texts = different.power_analysis()
-    assert float(power_texts["power_null"]) < 1 and different.curve[0]["m_a"] == SMOKE.errors.power_seeds[0]
-    main = different.main_test()
+    assert different.p_floor == pytest.approx(2 / 6)   # m = 2: all right against all wrong
+    assert sentences.errors_count_demand(different)["count_demand"] == "a demanding statistic"
+    power_texts = sentences.errors_power(different)
+    assert float(power_texts["power_null"]) < 1
+    assert different.power["curve"][0]["m_a"] == SMOKE.errors.power_seeds[0]
+    main = sentences.errors_main(different)
     # 2 wide against 4 deep seeds: the floor 1/C(6, 2) lies above q, so no example is even testable.
     assert main["main_found"] == "0" and main["main_kept"] == "0" and v.head(main["main_verdict"]) in v.VERDICTS
-    assert set(different.scatter_pairs()) == {"ResNet-8 ×2 vs ResNet-14 ×1", "deep half 1 vs deep half 2"}
-    assert same.power_analysis() and same.main_test()["main_found"] == "0"
-    different.class_level()
-    assert v.head(different.class_texts()["class_verdict"]) in v.VERDICTS
-    record = different.record()
+    assert set(different.scatter) == {"ResNet-8 ×2 vs ResNet-14 ×1", "deep half 1 vs deep half 2"}
+    assert sentences.errors_main(same)["main_found"] == "0"
+    assert v.head(sentences.errors_classes(different)["class_verdict"]) in v.VERDICTS
+    record = stored(different)
     assert record["wide"]["depth"] == 8 and record["verdicts"]["example_level_half_splits"] == text["example_verdict"]
     assert record["verdicts"]["example_level"] == main["main_verdict"]
+    assert record["settings"] == SMOKE.section_values("errors")
     results.validate({"schema_version": results.SCHEMA_VERSION,
                       "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "06_errors")
-    assert "test accuracy per seed" in tables.populations_table(different)
+    assert "test accuracy per seed" in tables.populations_table(different.populations)
+
+
+def test_error_study_gives_its_verdicts_whatever_ran_before():
+    """The main verdict rests on the example-level difference, computed inside the one call (no call order)."""
+    first = errors_study.study(error_populations(40), SMOKE.errors)
+    errors_study.study(error_populations(0), SMOKE.errors)
+    again = errors_study.study(error_populations(40), SMOKE.errors)
+    np.testing.assert_equal(stored(first), stored(again))
+    assert v.head(first.verdicts["example_level"]) != v.NOT_TESTABLE   # judged, not "not testable" for want of a step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,10 +347,10 @@ def test_error_study_finds_planted_differences_and_records_them():
 # ---------------------------------------------------------------------------------------------
 
 def test_match_sentences_and_the_chapter_4_sentence(tmp_path):
-    assert matching.rank_sentence(-0.8).startswith("the two measures rank the layers alike")
-    assert matching.rank_sentence(0.7) == "they rank the layers in opposite orders"
-    assert matching.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
-    assert "react alike" in matching.truncation_sentence(0.97, 0.9)
+    assert sentences.rank_sentence(-0.8).startswith("the two measures rank the layers alike")
+    assert sentences.rank_sentence(0.7) == "they rank the layers in opposite orders"
+    assert sentences.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
+    assert "react alike" in sentences.truncation_sentence(0.97, 0.9)
     assert claims.block_uniqueness(tmp_path).endswith("(its results are not here yet)")
     assert claims.subspace_verdict is matching.subspace_verdict
     table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f",

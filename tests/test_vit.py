@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from widedeep import models, profiles, protocol
+from widedeep import experiments, models, profiles, protocol
 from widedeep.analyses import vit as vit_study
 from widedeep.analyses import verdicts
-from widedeep.book import results
+from widedeep.book import results, sentences
 from widedeep.capture import Capture, capture_outputs
 from widedeep.measures.cka import linear_cka, model_cka
 from widedeep.measures.grams import layer_gram
@@ -111,9 +111,9 @@ def test_no_resnet_run_name_changes_and_the_vits_are_appended():
     pinned = json.loads(RUN_NAMES.read_text())
     for name, names in pinned.items():
         profile = profiles.load_profile(name)
-        vits = [c.name() for c in profiles.vit_runs(profile)]
+        vits = [c.name() for c in experiments.vit_runs(profile)]
         assert names[len(names) - len(vits):] == vits and all("-vit" in n for n in vits)
-        resnets = [c for c in profiles.required_runs(profile) if c.arch == "resnet"]
+        resnets = [c for c in experiments.required_runs(profile) if c.arch == "resnet"]
         assert [c.name() for c in resnets] == names[:len(names) - len(vits)]
         assert all(not {"arch", "patch_size", "heads", "mlp_ratio", "optimizer", "warmup_steps"} & set(c.stored())
                    for c in resnets)
@@ -182,10 +182,10 @@ def test_a_vit_trains_loads_and_predicts_the_same(tmp_path, one_thread):
 
 def test_the_vit_grid_pairs_the_reference_with_chapter_2_s_resnets():
     cpu = profiles.load_profile("cpu")
-    grid = profiles.vit_grid(cpu)
+    grid = experiments.vit_grid(cpu)
     assert len(grid) == 5 * 2 * 3 and {c.arch for c in grid} == {"vit"}
     assert {(c.depth, c.width) for c in grid} == {(4, 32), (4, 64), (4, 96), (8, 32), (16, 32)}
-    pairs = profiles.vit_resnet_pairs(cpu)
+    pairs = experiments.vit_resnet_pairs(cpu)
     assert [(v.seed, r.seed) for v, r in pairs] == [(0, 0), (1, 1), (2, 2)]
     assert all(v.n_train == r.n_train == 1000 and r.arch == "resnet" and v in grid for v, r in pairs)
     with pytest.raises(profiles.ProfileError, match="vit_seeds"):
@@ -224,7 +224,7 @@ def test_the_vits_fit_chapter_10_s_budget():
     xeon, zen1 = protocol.vit_cost(cpu, "xeon"), protocol.vit_cost(cpu, "zen1")
     assert xeon["train_core_hours"] + xeon["analysis_core_hours"] <= protocol.rules()["vit_max_core_hours_xeon"]
     assert zen1["largest_run_hours"] <= protocol.rules()["max_run_core_hours_slowest_cpu"]
-    assert set(xeon["runs"]) == {c.name() for c in profiles.vit_runs(cpu)}
+    assert set(xeon["runs"]) == {c.name() for c in experiments.vit_runs(cpu)}
     # a ViT's efficiency is measured against the ResNet curve on one machine; it is below a ResNet's here
     assert 0 < protocol.vit_efficiency(0.01) < 1
 
@@ -239,7 +239,7 @@ def test_vit_flops_are_counted_and_grow_with_depth_and_width():
 
 
 def test_results_take_vit_run_names_and_label_them():
-    config = profiles.vit_grid(profiles.load_profile("smoke"))[0]
+    config = experiments.vit_grid(profiles.load_profile("smoke"))[0]
     entry = {"depth": config.depth, "width": config.width, "n_train": config.n_train, "seed": config.seed,
              "arch": "vit"}
     document = {"schema_version": results.SCHEMA_VERSION, "provenance": {k: "x" for k in results.PROVENANCE_KEYS},
@@ -299,13 +299,13 @@ def test_shuffled_examples_give_a_null_near_zero_and_identical_layers_one():
 
 def test_a_verdict_is_described_with_its_n_and_interval():
     result = verdicts.paired_verdict([0.1, 0.2, 0.3, 0.4, 0.5], +1)
-    text = vit_study.describe(result)
+    text = sentences.vit_describe(result)
     assert text.startswith("shown: n = 5, mean +0.300 [") and "sign-flip p = 0.0312" in text
-    assert vit_study.describe(result, verdict=False) == text.removeprefix("shown: ")
-    assert vit_study.describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
-    assert vit_study.describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"
+    assert sentences.vit_describe(result, verdict=False) == text.removeprefix("shown: ")
+    assert sentences.vit_describe(verdicts.paired_verdict([0.1, 0.2], +1)) == "suggestive (2 models): n = 2, mean +0.150"
+    assert sentences.vit_describe(verdicts.paired_verdict([], +1)) == "not testable: n = 0"
     left = {**verdicts.paired_verdict([0.1, 0.2, 0.3], +1), "left_out": 2, "left_out_why": "below the rule"}
-    assert vit_study.describe(left).endswith("; 2 left out (below the rule)")
+    assert sentences.vit_describe(left).endswith("; 2 left out (below the rule)")
 
 
 def test_the_grid_orders_vits_and_resnets_by_their_measured_cost():
@@ -315,7 +315,7 @@ def test_the_grid_orders_vits_and_resnets_by_their_measured_cost():
     from widedeep import grid
 
     bench = json.loads((Path(__file__).parents[1] / protocol.VIT_BENCHMARK).read_text())["models"]
-    base = profiles.cka_base_grid(profiles.load_profile("cpu"))[0]
+    base = experiments.cka_base_grid(profiles.load_profile("cpu"))[0]
     costs, measured = [], []
     for entry in bench.values():
         shape = {"arch": "vit", "optimizer": "adamw", "warmup_steps": 10} if entry["arch"] == "vit" else {}

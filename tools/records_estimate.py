@@ -5,8 +5,8 @@
 
 Uncompressed bytes (float64 and int64 arrays, JSON rows at a measured size per row), so an upper
 bound for the npz records, which are compressed. It mirrors the chapters' record calls by hand
-(the calls are in `widedeep.analyses`: `runs`, `structure`, `first_pc`, `pruning`, `populations`,
-`matching`, `origins_study`, `measures_study`): update it when a chapter records something new.
+(the calls are in `widedeep.analyses` and `widedeep.studies`: `runs`, `structure`, `first_pc`, `pruning`, `errors`,
+`matching`, `origins`, `measure_tests`): update it when a chapter records something new.
 Per-run records of a smoke build are measured instead by `widedeep status --profile smoke`.
 """
 
@@ -19,7 +19,7 @@ import sys
 
 from torch import nn
 
-from widedeep import pipeline, profiles
+from widedeep import experiments, pipeline, profiles
 from widedeep.models import STREAM
 
 FLOAT = 8                 # bytes of a float64 or int64
@@ -53,21 +53,21 @@ def estimate(name: str) -> tuple[dict[str, int], dict[str, int]]:
         size[kind] += int(nbytes * n)
         files[kind] += n
 
-    for c in profiles.required_runs(p):
+    for c in experiments.required_runs(p):
         add("config.json, metrics.json", 2_000)
         add("config.json, metrics.json", 2_000 + EPOCH_ENTRY * c.total_epochs)
-    seed = profiles.seed_study_grid(p)
+    seed = experiments.seed_study_grid(p)
     snapshots = [c for c in seed for _ in c.snapshot_epochs]
     for c in pipeline.analysable(p) + snapshots:             # Chapters 3-5, 8: every run's block analysis
         L, S, _ = shape(c)
         add("cka: all layers (runs and snapshots)", L * L * FLOAT)
         add("pcs: stream layers", (S * 3 + S * S) * FLOAT)
-    base = profiles.cka_base_grid(p)[:-1]
+    base = experiments.cka_base_grid(p)[:-1]
     for a, b in itertools.combinations(base, 2):              # Chapter 2
         add("cka: Chapter 2 pairs", shape(a)[0] * shape(b)[0] * FLOAT)
-    wide, deep = profiles.wide_and_deep(p)
+    wide, deep = experiments.wide_and_deep(p)
     add("cka: Chapter 2 pairs", shape(wide)[0] * shape(deep)[0] * FLOAT)
-    for c in profiles.block_models(p):                         # Chapters 4-5
+    for c in experiments.block_models(p):                         # Chapters 4-5
         L, S, _ = shape(c)
         add("cka: Chapter 4 first PC removed", S * S * FLOAT)
         add("probes, deletions (JSON)", S * 150)
@@ -76,7 +76,7 @@ def estimate(name: str) -> tuple[dict[str, int], dict[str, int]]:
     for a, _ in itertools.combinations(seed, 2):
         add("cka: Chapter 4 seed pairs", shape(a)[1] ** 2 * FLOAT)
     n_test = p.values().get("n_test") or 10_000
-    for c in [c for cs in profiles.errors_grid(p).values() for c in cs]:   # Chapter 6
+    for c in [c for cs in experiments.errors_grid(p).values() for c in cs]:   # Chapter 6
         add("preds: Chapter 6", n_test * FLOAT)
         add("preds: Chapter 6", p.values()["n_val"] * FLOAT)
     eps = len(p.subspace.eps)                                   # Chapter 7

@@ -29,6 +29,7 @@ Layers come from `model.layers()` (our CifarResNet) or an explicit list of modul
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -188,8 +189,8 @@ def capture_outputs(model: nn.Module, images: torch.Tensor, layers: Sequence,
                     batch_size: int = 250) -> list[torch.Tensor]:
     """Whole outputs of a few layers over `images`, batch by batch (for analyses that need activations, not Grams)."""
     with Capture(model, layers, output_copy) as capture:  # the capture moves each batch to the model
-        batches = [capture(images[i:i + batch_size]) for i in range(0, images.shape[0], batch_size)]
-    return [torch.cat(parts) for parts in zip(*batches)]
+        captured = [capture(x) for x in batches(images, batch_size)]
+    return [torch.cat(parts) for parts in zip(*captured)]
 
 
 def batch_images(batch) -> torch.Tensor:
@@ -212,3 +213,16 @@ def first_batches(loader: Iterable, max_batches: int | None) -> Iterator:
 def image_batches(loader: Iterable, max_batches: int | None = None) -> Iterator[torch.Tensor]:
     """The images of at most `max_batches` of a loader's batches."""
     return (batch_images(batch) for batch in first_batches(loader, max_batches))
+
+
+def batches(data: torch.Tensor | Iterable, batch_size: int, max_batches: int | None = None) -> Iterator[torch.Tensor]:
+    """Image batches in order: consecutive slices of an image tensor, or the images of a loader's batches.
+
+    The package's one batching helper (captures, deletion, the subspace match), so every analysis cuts
+    the same images into the same batches.
+    """
+    if not isinstance(data, torch.Tensor):
+        return image_batches(data, max_batches)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    return first_batches((data[i:i + batch_size] for i in range(0, data.shape[0], batch_size)), max_batches)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from widedeep import profiles, records, store
+from widedeep import experiments, profiles, records, store
 
 
 def chapters() -> dict[str, Path]:
@@ -117,7 +117,7 @@ def train_profile(profile: str, overrides: dict, address: str | None = None, thr
     try:
         params = profiles.load_profile(profile, overrides)
         check_precision(resolve_precision(params.recipe.precision))  # the profile's own precision must run here
-        required, skipped = profiles.runs_trainable_here(params)
+        required, skipped = experiments.runs_trainable_here(params)
         required = [c for c in required if not records.has_training_record(params, c)]  # recorded: nothing to do
         todo = grid.unfinished(required, params.runs_dir)
         engine = grid.choose_engine("in-process" if in_process else "auto", len(todo), address)

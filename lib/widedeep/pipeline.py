@@ -22,33 +22,37 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from widedeep import grid, profiles, protocol, records, store
+from widedeep import experiments, grid, protocol, records, store, studies
 from widedeep.profiles import Profile
 from widedeep.train import TrainConfig, is_complete, measure_throughput
 
-CHAPTERS = ("01_training", "02_cka", "03_block_structure", "04_pca", "05_pruning", "06_errors",
-            "07_subspace_match", "08_origins", "09_measures", "10_vit")
+CHAPTERS = tuple(studies.chapters())   # every chapter has its study (widedeep.studies), named as the page is
 
 
 def chapter_runs(profile: Profile) -> dict[str, list[TrainConfig]]:
-    """The runs each chapter reads (Chapter 1's bfloat16 side study included), without repeats."""
-    seed_study = profiles.seed_study_grid(profile)
-    regularised = [c for configs in profiles.regularised_grid(profile).values() for c in configs]
-    errors = [c for configs in profiles.errors_grid(profile).values() for c in configs]
-    base = profiles.cka_base_grid(profile)
-    by_chapter = {
-        "01_training": profiles.training_grid(profile) + seed_study + profiles.side_study_runs(profile),
-        "02_cka": base + list(profiles.wide_and_deep(profile)),
-        "03_block_structure": profiles.block_models(profile),
-        "04_pca": profiles.block_models(profile),
-        "05_pruning": profiles.block_models(profile),
-        "06_errors": errors,
-        "07_subspace_match": base[:-1] + seed_study,
-        "08_origins": seed_study + regularised,
-        "09_measures": seed_study,
-        "10_vit": profiles.vit_runs(profile) + [resnet for _, resnet in profiles.vit_resnet_pairs(profile)],
-    }
-    return {chapter: list(dict.fromkeys(configs)) for chapter, configs in by_chapter.items()}
+    """The runs each chapter reads, as its study declares them (`configs(profile)`), without repeats."""
+    return {chapter: list(dict.fromkeys(module.configs(profile))) for chapter, module in studies.chapters().items()}
+
+
+def ensure(profile: Profile, chapter: str, progress: bool = True) -> list[TrainConfig]:
+    """Train the runs `chapter` reads that are neither recorded nor trained, and record every finished one.
+
+    The one call a chapter run alone makes before its first cell that reads runs: the pipeline alone
+    trains (through the grid engine, stamped with the protocol as `widedeep train` stamps them), so the
+    studies and the chapter's cells only read records. Runs this machine cannot train (Chapter 1's
+    bfloat16 side study without native bfloat16) are left out. Returns the runs trained now.
+    """
+    _, skipped = experiments.runs_trainable_here(profile)
+    lacking = [c for c in chapter_runs(profile)[chapter] if not records.has_training_record(profile, c)]
+    todo = [c for c in grid.unfinished(lacking, profile.runs_dir) if c not in set(skipped)]
+    for config in todo:
+        records.stamp_training(profile, config, training_stamp(profile))
+    if todo:
+        grid.run_grid(todo, profile.runs_dir, progress=progress)
+    for config in lacking:
+        if is_complete(config, profile.runs_dir):
+            records.write_training_record(profile, config)
+    return todo
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,15 @@ def groups(profile: Profile, configs: Iterable[TrainConfig] | None = None) -> li
 
     Only runs in `configs` (default: every required run) are kept; a run in two groups joins the first.
     """
-    wanted = list(dict.fromkeys(configs if configs is not None else profiles.required_runs(profile)))
-    candidates = [("seed study", profiles.seed_study_grid(profile)),
-                  ("precision side study", profiles.side_study_runs(profile)),
-                  ("cross-seed base model", profiles.cka_base_grid(profile)),
-                  ("wide and deep pair", list(profiles.wide_and_deep(profile))),
-                  ("error populations", [c for cs in profiles.errors_grid(profile).values() for c in cs])]
-    candidates += [(f"regularised seeds (threshold {t:g})", cs) for t, cs in profiles.regularised_grid(profile).items()]
+    wanted = list(dict.fromkeys(configs if configs is not None else experiments.required_runs(profile)))
+    candidates = [("seed study", experiments.seed_study_grid(profile)),
+                  ("precision side study", experiments.side_study_runs(profile)),
+                  ("cross-seed base model", experiments.cka_base_grid(profile)),
+                  ("wide and deep pair", list(experiments.wide_and_deep(profile))),
+                  ("error populations", [c for cs in experiments.errors_grid(profile).values() for c in cs])]
+    candidates += [(f"regularised seeds (threshold {t:g})", cs) for t, cs in experiments.regularised_grid(profile).items()]
     # Chapter 10's reference ViTs: each has a record paired with a base ResNet (that group is trained first)
-    candidates.append(("ViTs beside the base ResNet", [vit for vit, _ in profiles.vit_resnet_pairs(profile)]))
+    candidates.append(("ViTs beside the base ResNet", [vit for vit, _ in experiments.vit_resnet_pairs(profile)]))
     taken: set[TrainConfig] = set()
     out = []
     for name, members in candidates:
@@ -186,7 +190,7 @@ def _analyse_task(profile: Profile, config: TrainConfig, threads: int) -> str:
     from widedeep.analyses import structure
 
     torch.set_num_threads(threads)
-    run = records.load_runs(profile, [config], train=False)[0]   # writes its training record if it lacks one
+    run = records.load_runs(profile, [config])[0]   # writes its training record if it lacks one
     structure.analyse(run, profile)
     return config.name()
 
@@ -203,7 +207,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
     from tqdm.auto import tqdm
 
     todo = []
-    for config in profiles.required_runs(profile):
+    for config in experiments.required_runs(profile):
         if is_complete(config, profile.runs_dir):
             todo.append(config)
     if not todo:
@@ -217,7 +221,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
             if config in block_runs:
                 done.append(_analyse_task(profile, config, threads))
             else:
-                records.load_runs(profile, [config], train=False)
+                records.load_runs(profile, [config])
                 done.append(config.name())
             bar.update()
     else:
@@ -228,7 +232,7 @@ def analyse_runs(profile: Profile, threads: int = 1, progress: bool = True) -> l
                 if config in block_runs:
                     pending.append(task.remote(profile, config, threads))
                 else:
-                    records.load_runs(profile, [config], train=False)
+                    records.load_runs(profile, [config])
                     done.append(config.name())
                     bar.update()
             while pending:
@@ -252,11 +256,12 @@ def training_stamp(profile: Profile) -> dict:
 
 
 def record_versions() -> dict[str, int]:
-    """Every record kind's current version (importing the analyses registers them)."""
+    """Every record kind's current version (importing the analyses and the studies registers them)."""
     import importlib
 
-    for module in ("runs", "matching", "measures_study", "origins_study", "vit"):
+    for module in ("runs", "matching", "measure_tests", "origins", "vit"):
         importlib.import_module(f"widedeep.analyses.{module}")
+    studies.chapters()   # a study that records something registers its kinds where it is defined
     return dict(records.KIND_VERSIONS)
 
 
@@ -293,11 +298,11 @@ def _expected_records(profile: Profile) -> dict[str, dict[str, str]]:
 
 def status(profile: Profile, versions: dict[str, int], device=None) -> list[RunStatus]:
     """Every required run's state; `versions` are the record kinds' current versions (`analyses.runs.VERSIONS`...)."""
-    _, skipped = profiles.runs_trainable_here(profile, device)
+    _, skipped = experiments.runs_trainable_here(profile, device)
     skipped = set(skipped)
     expected = _expected_records(profile)
     out = []
-    for config in profiles.required_runs(profile):
+    for config in experiments.required_runs(profile):
         name, folder = config.name(), records.run_records_dir(profile, config)
         checkpoint = is_complete(config, profile.runs_dir)
         done_images = grid.images_done(config, profile.runs_dir)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from widedeep import profiles, store
+from widedeep import experiments, profiles, store
 from widedeep.profiles import Profile
 from widedeep.train import TrainConfig
 
@@ -312,7 +312,7 @@ def grid_cost(profile: Profile, cpu: str) -> dict:
     Runs in a precision `cpu` cannot train natively (bfloat16 on Zen 1) are left out and counted apart.
     """
     runs, skipped = {}, []
-    for config in profiles.required_runs(profile):
+    for config in experiments.required_runs(profile):
         try:
             runs[config.name()] = run_core_seconds(config, cpu)
         except ValueError:
@@ -346,11 +346,11 @@ def analysis_core_seconds(profile: Profile, cpu: str) -> float:
     worst case); Chapter 10's are `vit_cost`'s."""
     r110 = train_flops_per_image(110, 1.0)
     slowdown = _slowdown(cpu)
-    vits = set(profiles.vit_runs(profile))
-    stage = sum(STAGE_CORE_S_R110 * _flops(c) / r110 for c in profiles.required_runs(profile) if c not in vits)
+    vits = set(experiments.vit_runs(profile))
+    stage = sum(STAGE_CORE_S_R110 * _flops(c) / r110 for c in experiments.required_runs(profile) if c not in vits)
     deletion = sum(deletion_evaluations(profile, c) * (profile.deletion.test_examples or 10_000) * FORWARD_SHARE
                    / images_per_second(_flops(c) / 1e9, measured_rates("xeon"))
-                   for c in profiles.block_models(profile))
+                   for c in experiments.block_models(profile))
     seeds = len(profile.grid.seed_study_seeds) / SEED_STUDY_MEASURED_SEEDS
     return (stage + deletion + SEED_STUDY_CHAPTERS_CORE_S * seeds + OTHER_CHAPTERS_CORE_S) * slowdown
 
@@ -366,9 +366,9 @@ VIT_CHAPTER_CORE_S = 300.0
 
 def vit_cost(profile: Profile, cpu: str) -> dict:
     """Chapter 10's share of the run on one core of `cpu`: its ViTs' training and analysis core-hours, its largest run."""
-    runs = {c.name(): run_core_seconds(c, cpu) for c in profiles.vit_runs(profile)}
+    runs = {c.name(): run_core_seconds(c, cpu) for c in experiments.vit_runs(profile)}
     images = profile.cka.examples * profile.cka.passes / VIT_STAGE_IMAGES
-    stage = sum(VIT_STAGE_CORE_S_PER_LAYER * len(c.build_model().layers()) * images for c in profiles.vit_runs(profile))
+    stage = sum(VIT_STAGE_CORE_S_PER_LAYER * len(c.build_model().layers()) * images for c in experiments.vit_runs(profile))
     largest = max(runs, key=runs.get)
     return {"cpu": cpu, "runs": runs, "train_core_hours": sum(runs.values()) / 3600,
             "analysis_core_hours": (stage + VIT_CHAPTER_CORE_S) * _slowdown(cpu) / 3600,
@@ -381,7 +381,7 @@ def vit_measured_core_hours(profile: Profile) -> dict[str, float] | None:
     bench = store.read_json(profiles.repo_root() / VIT_BENCHMARK)
     models = bench["models"]
     out = {"median": 0.0, "best": 0.0}
-    for config in profiles.vit_runs(profile):
+    for config in experiments.vit_runs(profile):
         key = f"vit{config.depth}x{config.width:g}"
         if key not in models or config.image_size != bench["settings"]["image_size"]:
             return None

@@ -291,25 +291,22 @@ def stamp_training(profile, config: TrainConfig, stamp: dict) -> None:
         store.write_json(path, stamp)
 
 
-def load_runs(profile, configs: list[TrainConfig], device=None, train: bool = True) -> list[Run]:
+def load_runs(profile, configs: list[TrainConfig], device=None) -> list[Run]:
     """The runs of `configs`, read through their records: a run with a training record needs no checkpoint.
 
-    Runs without one are trained (through the grid engine, Ray on every core) when `train`, and their
-    training records written; with `train=False` such a run raises FileNotFoundError naming the command.
+    Nothing is trained here: a finished run without a training record gets one, and a run that is neither
+    recorded nor trained raises FileNotFoundError naming the command that trains it (the pipeline alone
+    trains: `widedeep train`, or `pipeline.ensure` before a chapter's first cell that reads runs).
     """
-    from widedeep import grid  # the engine starts Ray; imported only where training may happen
-
     unique = list(dict.fromkeys(configs))
     lacking = [c for c in unique if not has_training_record(profile, c)]
-    if lacking:
-        untrained = [c for c in lacking if not is_complete(c, profile.runs_dir)]
-        if untrained and not train:
-            raise FileNotFoundError(f"{len(untrained)} runs have no record and are not trained (first: "
-                                    f"{untrained[0].name()}): run `widedeep train --profile {profile.name}`")
-        if untrained:
-            grid.run_grid(untrained, profile.runs_dir, device=None if device is None else str(device))
-        for config in lacking:
-            write_training_record(profile, config)
+    untrained = [c for c in lacking if not is_complete(c, profile.runs_dir)]
+    if untrained:
+        raise FileNotFoundError(f"{len(untrained)} runs have no record and are not trained (first: "
+                                f"{untrained[0].name()}): run `widedeep train --profile {profile.name}` "
+                                f"(a chapter run alone calls widedeep.pipeline.ensure first)")
+    for config in lacking:
+        write_training_record(profile, config)
     device = torch.device(device) if device is not None else None
     by_name = {c.name(): Run(c, Path(profile.runs_dir), run_records_dir(profile, c), device) for c in unique}
     return [by_name[c.name()] for c in configs]

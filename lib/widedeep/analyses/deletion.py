@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from widedeep.analyses.verdicts import CHEAPER_INSIDE, COSTLIER_INSIDE, NO_DIFFERENCE, NOT_TESTABLE
-from widedeep.capture import model_device
+from widedeep.capture import batches, model_device
 from widedeep.data import ImageData
 
 
@@ -140,7 +140,8 @@ def _accumulating(bns: Sequence[nn.modules.batchnorm._BatchNorm]):
 
 
 def _batches(images: torch.Tensor, batch_size: int, device: torch.device) -> list[torch.Tensor]:
-    return [images[s:s + batch_size].to(device) for s in range(0, len(images), batch_size)]
+    """`capture.batches` of the images, each on `device`."""
+    return [x.to(device) for x in batches(images, batch_size)]
 
 
 def recompute_bn(model: nn.Module, images: torch.Tensor, batch_size: int = 500,

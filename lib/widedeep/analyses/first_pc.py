@@ -15,10 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from widedeep import protocol
-from widedeep.analyses import blocks, runs, similarity, verdicts
+from widedeep.analyses import blocks, heatmaps, runs, verdicts
 from widedeep.analyses.structure import BlockAnalysis, batching
-from widedeep.labels import entry_label
-from widedeep.profiles import Detector, Profile
+from widedeep.profiles import CKA, Detector
 
 
 def by_data_size(models: list[BlockAnalysis], n_trains: list[int], seed: int) -> dict[str, list[BlockAnalysis]]:
@@ -27,18 +26,6 @@ def by_data_size(models: list[BlockAnalysis], n_trains: list[int], seed: int) ->
             for n in sorted(n_trains, reverse=True)}
 
 
-def share_summary(models: list[BlockAnalysis]) -> dict[str, str]:
-    """The first-PC shares the chapter states: models with a block, mean share inside each block, the median
-    share outside blocks (whole networks without one) and the largest share of any layer."""
-    rows = [m.summary() for m in models]
-    inside = [r["pc1_share_inside"] for r in rows if r["block"] is not None]
-    return {"n_blocked": f"{len(inside)} of {len(models)}",
-            "pc1_inside": ", ".join(f"{v:.2f}" for v in inside) or "none (no block)",
-            "pc1_inside_spread": (f"mean {np.mean(inside):.2f}, sd {np.std(inside, ddof=1):.2f} over {len(inside)} models"
-                                  if len(inside) > 1 else "no spread (fewer than two models with a block)"),
-            "pc1_outside_all": f"{np.median([r['pc1_share_outside'] for r in rows]):.2f}",
-            "pc1_max": f"{max(r['max_pc1_share'] for r in rows):.2f}"}
-
 
 def focus(models: list[BlockAnalysis]) -> list[BlockAnalysis]:
     """The models with a block or, where none has one, the model with the most dominant first PC."""
@@ -46,16 +33,16 @@ def focus(models: list[BlockAnalysis]) -> list[BlockAnalysis]:
         max(models, key=lambda m: np.nanmax(m.pc1_share[m.stream]))]
 
 
-def without_first_pc(m: BlockAnalysis, profile: Profile) -> np.ndarray:
+def without_first_pc(m: BlockAnalysis, settings: CKA) -> np.ndarray:
     """Stream-layer CKA of a model with every layer's first PC removed on every minibatch (cached)."""
-    images = runs.cka_images(m.run, profile.cka.examples)
-    return runs.run_cka(m.run, images, remove_top_pcs=1, layers=m.stream_names, **batching(profile.cka))
+    images = runs.cka_images(m.run, settings.examples)
+    return runs.run_cka(m.run, images, remove_top_pcs=1, layers=m.stream_names, **batching(settings))
 
 
-def pc1_similarity(m: BlockAnalysis, profile: Profile) -> np.ndarray:
+def pc1_similarity(m: BlockAnalysis, settings: CKA) -> np.ndarray:
     """|<u1_a, u1_b>| between the stream layers' first-PC score vectors, averaged over minibatches (cached)."""
-    images = runs.cka_images(m.run, profile.cka.examples)
-    return runs.run_pc_stats(m.run, images, layers=m.stream_names, **batching(profile.cka))["pc1_similarity"]
+    images = runs.cka_images(m.run, settings.examples)
+    return runs.run_pc_stats(m.run, images, layers=m.stream_names, **batching(settings))["pc1_similarity"]
 
 
 def broken_blocks(models: list[BlockAnalysis], effects: list[dict],
@@ -69,22 +56,17 @@ def broken_blocks(models: list[BlockAnalysis], effects: list[dict],
     return [m for m, _ in tested], broken, [e["cka_outside_after"] - e["cka_outside_before"] for _, e in tested]
 
 
-def cross_seed(seed_models: list[BlockAnalysis], profile: Profile) -> dict[tuple[int, int], np.ndarray]:
+def cross_seed(seed_models: list[BlockAnalysis], settings: CKA) -> dict[tuple[int, int], np.ndarray]:
     """Stream-layer CKA between every pair of the seed study's models, by (seed, seed), on the same batches."""
     return {(a.run.config.seed, b.run.config.seed): runs.run_cka(
-        a.run, runs.cka_images(a.run, profile.cka.examples), run_b=b.run, layers=a.stream_names,
-        **batching(profile.cka)) for a, b in itertools.combinations(seed_models, 2)}
+        a.run, runs.cka_images(a.run, settings.examples), run_b=b.run, layers=a.stream_names,
+        **batching(settings)) for a, b in itertools.combinations(seed_models, 2)}
 
 
 def mean_matched(cross: dict[tuple[int, int], np.ndarray]) -> float:
     """Mean CKA of each layer with the same layer of another seed, over all pairs."""
-    return float(np.mean([similarity.matched_layer_similarity(c) for c in cross.values()]))
+    return float(np.mean([heatmaps.matched_layer_similarity(c) for c in cross.values()]))
 
-
-def split_sentence(cross_split: dict[int, tuple[float, float]]) -> str:
-    """'seed 0: 0.41 inside its block vs 0.83 outside; ...' (`structure.cross_seed_split`), for the prose."""
-    return "; ".join(f"seed {s}: {i:.2f} inside its block vs {o:.2f} outside"
-                     for s, (i, o) in cross_split.items()) or "no seed has a block"
 
 
 ENTRY_KEYS = ("name", "depth", "width", "n_train", "seed", "test_acc", "train_acc", "n_layers", "block",
@@ -169,11 +151,3 @@ def claims(entries: Sequence[dict], min_pc1: float | None, rules: dict | None = 
                                                               least),
                                            f"{section}: cross-seed CKA inside minus outside each blocked seed's "
                                            f"block, bootstrap over seeds, < 0")}
-
-
-def left_out_sentence(entries: Sequence[dict]) -> str:
-    """'none' or '2 grid models (ResNet-20 ×1, n=250, s0: misses ...; ...)': the models a rule leaves out."""
-    below = [e for e in entries if e.get("left_out") and e.get("role") == "grid"]
-    if not below:
-        return "none"
-    return f"{len(below)} grid model(s) (" + "; ".join(f"{entry_label(e)}: {e['left_out']}" for e in below) + ")"

@@ -18,6 +18,10 @@ images (n x n, float64, from the capture layer) and say:
   measured* on the other half, where each example is scored by its projection on that direction. The
   effect is the drop of the block's inside-versus-outside CKA contrast over the original block's
   fixed layers, beside the same drop after removing as many random examples.
+
+On trained runs (`structure.BlockAnalysis`), the records Chapter 8 reads (`VERSIONS`: each residual-stream
+layer's per-example first-PC shares, each blocked seed's removal effect), the Grams they are computed
+from on a miss, and the follow-up's five claims judged under book/protocol.md (`judge`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 from scipy import stats
+
+from widedeep import protocol, records
+from widedeep.analyses import verdicts
+from widedeep.analyses.structure import BlockAnalysis
+from widedeep.capture import capture_outputs
 
 TOP_FRACTIONS = (0.01, 0.05, 0.10)
 
@@ -262,3 +272,132 @@ def seed_label_permutation_test(sets: dict[tuple[int, int], Sequence[int]], perm
     return {"statistic": observed, "within_seed": observed + across_mean, "across_seeds": across_mean,
             "p": (1 + exceed) / (1 + permutations), "permutations": permutations,
             "seeds": int(len(np.unique(seeds))), "layers": int(len(strata))}
+
+
+# ---------------------------------------------------------------------------------------------
+# On trained runs: the records Chapter 8 reads, and its claims judged
+# ---------------------------------------------------------------------------------------------
+
+# Chapter 8's record kinds: bump one when its numbers would change.
+VERSIONS = records.register_kinds({"origins_pc1": 1, "origins_removal": 1})
+
+
+def stream_grams(m: BlockAnalysis, images: torch.Tensor) -> list[np.ndarray]:
+    """Each residual-stream layer's Gram (float64) over all the images at once (for the whole-set first PC)."""
+    outputs = capture_outputs(m.run.model, images, m.stream_names, batch_size=250)
+    return [(x.flatten(1).double() @ x.flatten(1).double().T).numpy() for x in outputs]
+
+
+def stream_pc1_shares(grams: list[np.ndarray]) -> np.ndarray:
+    """(layers, examples): each example's share u_1(i)^2 of each layer's first PC (NaN for a constant layer)."""
+    rows = []
+    for gram in grams:
+        try:
+            rows.append(first_pc(gram)[1] ** 2)
+        except ValueError:   # a constant layer has no first PC; refused if a statistic reads it
+            rows.append(np.full(len(gram), np.nan))
+    return np.array(rows)
+
+
+def layer_shares(shares: np.ndarray, inside: np.ndarray) -> list[np.ndarray]:
+    """The rows of `shares` (`stream_pc1_shares`) of the layers inside, refusing a layer without a first PC."""
+    chosen = [row for row, keep in zip(shares, inside) if keep]
+    if any(np.isnan(row).any() for row in chosen):
+        raise ValueError("the layer is constant over these examples (zero centred Gram): it has no first PC")
+    return chosen
+
+
+def shares_contributions(shares: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """`pc1_contributions` of the layers inside, from their recorded first-PC shares."""
+    chosen = layer_shares(shares, inside)
+    if len(chosen) == 0:
+        raise ValueError("need at least one layer's Gram")
+    return np.mean(chosen, axis=0)
+
+
+def image_statistics(images: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per image: mean brightness and foreground area (share of pixels above 0.1), the cues the paper looks for."""
+    flat = images.flatten(1).float()
+    return {"brightness": flat.mean(1).numpy(), "foreground": (flat > 0.1).float().mean(1).numpy()}
+
+
+def stream_span(m: BlockAnalysis) -> list[int] | None:
+    """m's block as [first, last] residual-stream positions (None without a block)."""
+    block = m.on_stream(m.block)
+    return None if block is None else [int(block.start), int(block.end)]
+
+
+CLAIMS = ("dominant_datapoints", "differ_across_seeds", "removal_breaks_block", "forms_early",
+          "regulariser_removes_block")
+SECTION = "book/protocol.md, Chapter 8"
+
+
+def formed_early(rows: list[dict], overlap: float) -> bool:
+    """Whether a snapshot at or before half of training (rows end with the final model) has a block whose span
+    overlaps the final block's by at least `overlap` (Jaccard of the two spans' layers)."""
+    final = rows[-1]
+    return any(span_jaccard(r.get("span"), final.get("span")) >= overlap
+               for r in rows[:-1] if r["epoch"] <= final["epoch"] / 2)
+
+
+def judge(blocked: list[str], concentration: dict[str, dict], gaussian: dict[str, float], within: dict[str, float],
+          chance: float, removal: dict[str, dict], snapshots: dict[str, list[dict]],
+          regularised: dict[str, list[dict]], sets: dict[tuple[int, int], np.ndarray],
+          rules: dict | None = None) -> dict[str, dict]:
+    """The follow-up's five claims (book/protocol.md, Chapter 8) as verdict objects, under the page's rules.
+
+    - dominant datapoints (share): the top 5% carry over `dominant_concentration` times their Gaussian share,
+      and the block's layers share their top sets (Jaccard over `dominant_overlap` times two random sets');
+    - they differ across seeds: the seed-label permutation test of the (seed, layer) dominant sets at the
+      layers inside at least two blocked seeds' blocks (`origins.seed_label_permutation_test`,
+      `origins_permutations` draws); shown when p <= 1 - level; needs three blocked seeds;
+    - removing them breaks the block (paired effect > 0): the contrast's fall under their removal minus the
+      mean fall over the random removals;
+    - the block forms early (share): a snapshot at or before half of training has a block whose span overlaps
+      the final one's by at least `early_span_overlap` (`formed_early`);
+    - the regulariser removes it (share): per blocked seed, no regularised twin (any threshold) has a block.
+    """
+    rules = rules or protocol.rules()
+    level, least, null = rules["level"], rules["min_models"], rules["share_null"]
+
+    def share(hits: int, total: int, rule: str) -> dict:
+        return verdicts.claim(verdicts.share_verdict(hits, total, null, level, least), f"{SECTION}: {rule}")
+
+    concentrated = {n for n, v in concentration.items()
+                    if v["top_5pct"] > rules["dominant_concentration"] * gaussian["top_5pct"]}
+    shared = {n for n, v in within.items() if v > rules["dominant_overlap"] * chance}
+    out = {"dominant_datapoints": share(len(concentrated & shared & set(blocked)), len(blocked),
+                                        "top 5% over dominant_concentration x Gaussian and block layers' overlap "
+                                        "over dominant_overlap x chance, share claim")}
+    seeds = len({key[0] for key in sets})
+    differ = {"n": seeds, "interval": None, "p": None}
+    if len(blocked) < 3 or seeds < 3:
+        differ["verdict"] = f"{verdicts.NOT_TESTABLE}: the permutation test needs three blocked seeds sharing layers"
+    else:
+        differ.update(seed_label_permutation_test(sets, rules["origins_permutations"]))
+        differ["verdict"] = verdicts.SHOWN if differ["p"] <= 1 - level else verdicts.NOT_SHOWN
+    out["differ_across_seeds"] = verdicts.claim(differ, f"{SECTION}: seed labels permuted within each layer, "
+                                                        f"shown when p <= 1 - level")
+    falls = [e["drop_dominant"] - e["drop_random_mean"] for e in removal.values()]
+    out["removal_breaks_block"] = verdicts.claim(
+        verdicts.paired_verdict(falls, +1, level, least, rules["sign_flip_min_models"]),
+        f"{SECTION}: contrast's fall under the dominant images' removal minus the mean fall under random ones, "
+        f"paired effect > 0")
+    early = sum(formed_early(rows, rules["early_span_overlap"]) for rows in snapshots.values())
+    out["forms_early"] = share(early, len(snapshots), "a block at a snapshot at or before half of training whose "
+                                                      "span overlaps the final one's >= early_span_overlap")
+    twins: dict[int, list[bool]] = {}
+    for rows in regularised.values():
+        for row in rows:
+            if row["has_block_unregularised"]:
+                twins.setdefault(row["seed"], []).append(not row["has_block"])
+    out["regulariser_removes_block"] = share(sum(all(v) for v in twins.values()), len(twins),
+                                             "no regularised twin of a blocked seed has a block, share claim")
+    if not blocked:
+        out = {k: {**v, "verdict": verdicts.NOT_TESTABLE} for k, v in out.items()}
+    return out
+
+
+def claims_verdicts(*args, **kwargs) -> dict[str, str]:
+    """Each claim's verdict alone (`judge`)."""
+    return {k: v["verdict"] for k, v in judge(*args, **kwargs).items()}

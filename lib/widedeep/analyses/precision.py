@@ -20,8 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from widedeep import profiles, records
-from widedeep.analyses import structure
+from widedeep import experiments, records
 from widedeep.train import is_complete
 
 QUANTITIES = ("test_acc", "max_pc1_share", "block_size")
@@ -64,25 +63,5 @@ def compare(low: Sequence[dict], exact: Sequence[dict], quantities: Sequence[str
 
 def runs_missing_here(profile) -> list:
     """The side study's bfloat16 runs that are neither recorded nor trained and cannot train on this machine."""
-    _, skipped = profiles.runs_trainable_here(profile)
+    _, skipped = experiments.runs_trainable_here(profile)
     return [c for c in skipped if not records.has_training_record(profile, c) and not is_complete(c, profile.runs_dir)]
-
-
-def side_study(profile) -> dict:
-    """Chapter 1's side study: the seed study in its two precisions compared (`compare`), read through records."""
-    pair = [structure.analyse_all(configs, profile) for configs in
-            (profiles.seed_study_grid(profile), profiles.precision_reference_grid(profile))]
-    return compare(*[[m.summary() for m in arm] for arm in pair],
-                   names=tuple(arm[0].run.config.precision for arm in pair))
-
-
-def summary_sentence(check: dict | None, missing: int = 0) -> str:
-    """The side study's result in one clause (or why it was not run here)."""
-    if check is None:
-        return (f"not run here: {missing} of its bfloat16 runs are not trained and this machine has no native "
-                f"bfloat16 (they train where it does)")
-    effects = "; ".join(f"{q.replace('_', ' ')} {v['precision_effect']:.3f} against {v['seed_effect']:.3f} "
-                        f"({v['verdict']})" for q, v in check["quantities"].items())
-    return (f"between {' and '.join(check['precisions'])}, the mean |difference| for the same seed against the "
-            f"mean |difference| between two seeds: {effects}; block presence agrees for "
-            f"{check['block_presence_agrees']} of {len(check['seeds'])} seeds")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from widedeep.analyses.verdicts import FALLS, NO_BLOCK, PLATEAU, RISES
-from widedeep.capture import Capture, resolve_layers
+from widedeep.capture import Capture, batches, resolve_layers
 
 DEFAULT_L2 = (1e-4, 1e-3, 1e-2, 1e-1)   # penalty l2 * ||W||^2 added to the mean cross-entropy
 
@@ -86,8 +86,8 @@ def layer_features(model: nn.Module, layers: Sequence, images: Sequence[torch.Te
         with feature_capture(model, chosen, pool=pool) as capture:
             per_set = []
             for x in images:
-                batches = [capture(x[start:start + batch_size]) for start in range(0, len(x), batch_size)]
-                per_set.append([torch.cat(parts) for parts in zip(*batches)])
+                captured = [capture(part) for part in batches(x, batch_size)]
+                per_set.append([torch.cat(parts) for parts in zip(*captured)])
         for position, (name, _) in enumerate(chosen):
             yield name, [features[position] for features in per_set]
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from widedeep import profiles, records
-from widedeep.analyses import blocks, runs, similarity
+from widedeep import experiments, records
+from widedeep.analyses import blocks, heatmaps, runs
 from widedeep.labels import run_label
 from widedeep.models import STREAM
 from widedeep.profiles import CKA, Detector, Profile
@@ -179,7 +179,7 @@ def cross_seed_pairs(models: list[BlockAnalysis], cross: dict[tuple[int, int], n
     by_seed = {m.run.config.seed: m for m in models}
     per_seed: dict[int, dict[int, tuple[float, float]]] = {}
     for pair, matrix in cross.items():
-        matched = similarity.matched_layer_similarity(matrix)
+        matched = heatmaps.matched_layer_similarity(matrix)
         for seed, other in (pair, pair[::-1]):
             m = by_seed[seed]
             if m.block is not None:
@@ -200,9 +200,9 @@ ROLES = ("grid", "seed_study", "short_arm")
 def roles(profile: Profile) -> dict[str, str]:
     """Run name -> its part in Chapters 3-5's claims: "grid" (the main arm, held to the interpolation rule),
     "seed_study" (on its own schedule, below the rule by design) or "short_arm" (described, never judged)."""
-    out = {c.name(): "short_arm" for c in profiles.short_arm_grid(profile)}
-    out.update({c.name(): "grid" for c in profiles.training_grid(profile)})
-    out.update({c.name(): "seed_study" for c in profiles.seed_study_grid(profile)})
+    out = {c.name(): "short_arm" for c in experiments.short_arm_grid(profile)}
+    out.update({c.name(): "grid" for c in experiments.training_grid(profile)})
+    out.update({c.name(): "seed_study" for c in experiments.seed_study_grid(profile)})
     return out
 
 
@@ -224,12 +224,16 @@ def left_out(summary: dict, role: str | None, min_train_acc: float | None) -> st
 
 def eligibility(models: list[BlockAnalysis], profile: Profile) -> dict[str, dict]:
     """Per run name: {"role", "left_out"} (`roles`, `left_out`) under the profile's interpolation rule."""
-    by_name = roles(profile)
+    return eligibility_by_role(models, roles(profile), profile.grid.min_train_acc)
+
+
+def eligibility_by_role(models: list[BlockAnalysis], by_name: dict[str, str],
+                        min_train_acc: float | None) -> dict[str, dict]:
+    """Per run name: {"role", "left_out"} given each run's role (`roles`) and the interpolation rule."""
     out = {}
     for m in models:
         role = by_name.get(m.run.config.name())
-        out[m.run.config.name()] = {"role": role,
-                                    "left_out": left_out(m.summary(), role, profile.grid.min_train_acc)}
+        out[m.run.config.name()] = {"role": role, "left_out": left_out(m.summary(), role, min_train_acc)}
     return out
 
 
@@ -248,7 +252,7 @@ def same_architecture_without_block(m: BlockAnalysis, models: list[BlockAnalysis
 
 
 def analyse_all(configs: list, profile: Profile) -> list[BlockAnalysis]:
-    """Every config's run (trained first if it has no record) analysed for the block structure (from records)."""
+    """Every config's run analysed for the block structure, read from records (nothing is trained here)."""
     return [analyse(run, profile) for run in records.load_runs(profile, configs)]
 
 

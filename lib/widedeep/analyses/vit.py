@@ -1,7 +1,8 @@
-"""Chapter 10: the paper's questions asked of small Vision Transformers, and ViT layers beside ResNet layers.
+"""Vision Transformers under the paper's lens: token norms, the calibrated ViT-ResNet heatmap, uniformity.
 
-Layer: analyses (on `structure`, `incidence`, `measure_tests` and the run records of `runs`; below book
-support). The rules are the protocol's (`book/protocol.md`, "Chapter 10"):
+Layer: analyses (on `structure`, `incidence`, `measure_tests` and the run records of `runs`; below the
+studies). The tools Chapter 10's study (`widedeep.studies.vit`) combines, under the protocol's rules
+(`book/protocol.md`, "Chapter 10"):
 
 - **the law** on the ViT grid (claims V1): Chapter 3's Firth logistic law of block presence over
   log(parameters), log(n_train) and the series, judged as Chapter 3 judges it; the block is the
@@ -25,14 +26,12 @@ import numpy as np
 import torch
 from scipy import stats
 
-from widedeep import profiles, protocol, records
-from widedeep.analyses import incidence, measure_tests, runs, structure, verdicts
+from widedeep import records
+from widedeep.analyses import incidence, measure_tests, runs
 from widedeep.analyses.structure import BlockAnalysis
-from widedeep.analyses.verdicts import NOT_TESTABLE, paired_verdict
-from widedeep.capture import Capture, capture_outputs
+from widedeep.capture import Capture, batches, capture_outputs
 from widedeep.measures.cka import cka
 from widedeep.measures.grams import gram_linear
-from widedeep.profiles import Profile
 
 VERSIONS = records.register_kinds({"tokens": 1, "crosscal": 1})
 LAW_FITS = ("incidence_fit", "continuous_fit")   # presence (judged) and the maximum first-PC share (reported)
@@ -55,8 +54,8 @@ def run_token_ratios(run, data, batch_size: int, layers: list[str]) -> dict[str,
     def compute():
         sums, peaks, count = np.zeros(len(layers)), np.zeros(len(layers)), 0
         with Capture(run.model, layers, lambda _, output: token_ratio(output)) as capture:
-            for start in range(0, len(data.images), batch_size):
-                ratios = torch.stack(capture(data.images[start:start + batch_size])).double().numpy()
+            for images in batches(data.images, batch_size):
+                ratios = torch.stack(capture(images)).double().numpy()
                 sums += ratios.sum(axis=1)
                 peaks = np.maximum(peaks, ratios.max(axis=1))
                 count += ratios.shape[1]
@@ -114,15 +113,8 @@ def best_match_depths(matrix: np.ndarray) -> np.ndarray:
     return np.argmax(matrix, axis=1) / max(matrix.shape[1] - 1, 1)
 
 
-def describe(result: dict, verdict: bool = True) -> str:
-    """'shown: n = 5, mean +0.12 [+0.05, +0.19]': a paired effect's verdict with its n and interval (without the
-    verdict for a number that is reported, not judged)."""
-    text = verdicts.describe(result)
-    return f"{result['verdict']}: {text}" if verdict else text
-
-
 # ---------------------------------------------------------------------------------------------
-# The study
+# A reference ViT beside its ResNet, and a ViT's row of the law
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -143,183 +135,6 @@ class Pair:
         return uniformity(self.vit.stream_cka) - uniformity(self.resnet.stream_cka)
 
 
-class VitStudy:
-    """Chapter 10's ViT grid analysed, its law fitted, and its reference ViTs set beside the base ResNets."""
-
-    def __init__(self, profile: Profile):
-        self.profile = profile
-        rules = protocol.rules()
-        self.level = rules["level"]
-        self.paired = {"level": rules["level"], "min_models": rules["min_models"],
-                       "sign_flip_from": rules["sign_flip_min_models"]}
-        self.models = structure.analyse_all(profiles.vit_grid(profile), profile)
-        v = profile.vit
-        self.rows = [vit_row(m, v.width_series_depth, v.depth_series_width) for m in self.models]
-        rule = profile.grid.min_train_acc
-        self.eligible = [r for r in self.rows if rule is None or r["train_acc"] >= rule]
-        self.by_name = {m.run.config.name(): m for m in self.models}
-        pairs = profiles.vit_resnet_pairs(profile)
-        vits = structure.analyse_all([a for a, _ in pairs], profile)
-        resnets = structure.analyse_all([b for _, b in pairs], profile)
-        self.pairs = [Pair(a, b, self._cross(a, b)) for a, b in zip(vits, resnets)]
-
-    def _cross(self, a: BlockAnalysis, b: BlockAnalysis) -> dict[str, np.ndarray]:
-        v = self.profile.vit
-        data = runs.cka_images(a.run, v.calibration_examples)
-        return run_cross_calibration(a.run, b.run, data, a.stream_names, b.stream_names, v.calibration_draws)
-
-    def _meets_rule(self, m: BlockAnalysis) -> bool:
-        rule = self.profile.grid.min_train_acc
-        return rule is None or m.run.metrics["final"]["train_acc"] >= rule
-
-    # -- V1: the law -----------------------------------------------------------------------------
-
-    def law(self) -> dict:
-        """The laws on the eligible ViTs; the verdicts are the presence fit's (not estimable with too few events:
-        the maximum first-PC share's law is then reported, not judged, as the protocol fixes)."""
-        try:
-            fits = incidence.fit_laws(self.eligible, self.level)
-        except ValueError as error:   # e.g. one n_train: capacity and data cannot be told apart
-            return {"fits": {}, "reason": str(error),
-                    "verdicts": {k: NOT_TESTABLE for k in ("capacity", "data", "relative")}}
-        record = incidence.law_record(fits, self.eligible)
-        return {"fits": record, "verdicts": record["incidence_fit"]["verdicts"]}
-
-    # -- V2: the first PC inside ViT blocks, and the outlier-token control -------------------------
-
-    def blocked(self) -> list[BlockAnalysis]:
-        """The eligible ViTs with a block (CKA alone)."""
-        names = {r["name"] for r in self.eligible if r["has_block"]}
-        return [m for m in self.models if m.run.config.name() in names]
-
-    def first_pc(self) -> dict:
-        """Per blocked ViT the first-PC share inside minus outside its block, judged as a paired effect (> 0)."""
-        differences = {}
-        for m in self.blocked():
-            inside, outside = _inside_outside(m.pc1_share, m)
-            differences[m.run.config.name()] = inside - outside
-        return {"differences": differences, **paired_verdict(list(differences.values()), +1, **self.paired),
-                "left_out": len(self.rows) - len(self.eligible), "left_out_why": "ViTs below the interpolation rule"}
-
-    def tokens(self) -> dict:
-        """Per ViT the token-norm ratio of every stream layer; per blocked ViT its mean inside minus outside."""
-        per_model, differences = {}, {}
-        for m in self.models:
-            data = runs.cka_images(m.run, self.profile.cka.examples)
-            ratios = run_token_ratios(m.run, data, self.profile.cka.batch_size, m.stream_names)
-            per_model[m.run.config.name()] = {"mean": ratios["mean"], "max": ratios["max"]}
-        for m in self.blocked():
-            full = np.full(len(m.names), np.nan)
-            full[m.stream] = per_model[m.run.config.name()]["mean"]
-            inside, outside = _inside_outside(full, m)
-            differences[m.run.config.name()] = inside - outside
-        return {"per_model": per_model, "inside_minus_outside": differences,
-                "effect": paired_verdict(list(differences.values()), +1, **self.paired),   # reported, not judged
-                "largest": float(max(np.max(r["max"]) for r in per_model.values())) if per_model else None}
-
-    # -- V3: uniformity; correspondence ----------------------------------------------------------
-
-    def uniformity(self) -> dict:
-        """Per (ViT, ResNet) pair meeting the rule: mean stream CKA of each and their difference; judged (> 0)."""
-        pairs = [p for p in self.pairs if self._meets_rule(p.vit) and self._meets_rule(p.resnet)]
-        entries = [{"vit": p.vit.run.config.name(), "resnet": p.resnet.run.config.name(),
-                    "vit_uniformity": uniformity(p.vit.stream_cka),
-                    "resnet_uniformity": uniformity(p.resnet.stream_cka),
-                    "difference": p.uniformity_difference()} for p in pairs]
-        return {"pairs": entries, **paired_verdict([e["difference"] for e in entries], +1, **self.paired),
-                "left_out": len(self.pairs) - len(pairs), "left_out_why": "a model of the pair below the rule"}
-
-    def correspondence(self) -> dict:
-        """Per pair, the best-matching ResNet depth of each ViT stream layer, raw and calibrated; the mean null."""
-        out = []
-        for p in self.pairs:
-            raw, calibrated = p.cross["cka"], p.calibrated
-            depths = np.linspace(0, 1, raw.shape[0])
-            out.append({"vit": p.vit.run.config.name(), "resnet": p.resnet.run.config.name(),
-                        "best_depth_raw": best_match_depths(raw), "best_depth_calibrated": best_match_depths(calibrated),
-                        "best_raw": raw.max(axis=1), "best_calibrated": calibrated.max(axis=1),
-                        "mean_null": float(p.cross["null"].mean()), "max_null": float(p.cross["null"].max()),
-                        "depth_rank_correlation": _spearman(depths, best_match_depths(calibrated))})
-        return {"pairs": out}
-
-    def correspondence_text(self) -> dict[str, str]:
-        """The correspondence's sentences: the shuffled null, what calibration changes, the best matches' depths."""
-        if not self.pairs:
-            return {k: "n/a (no pair)" for k in ("cross_null", "cross_null_max", "calibration_effect",
-                                                  "best_depths", "depth_correlation")}
-        nulls = np.concatenate([p.cross["null"].ravel() for p in self.pairs])
-        change = max(float(np.nanmax(np.abs(p.calibrated - p.cross["cka"]))) for p in self.pairs)
-        moved = sum(int(np.any(best_match_depths(p.calibrated) != best_match_depths(p.cross["cka"])))
-                    for p in self.pairs)
-        depths = best_match_depths(self.pairs[0].calibrated)
-        correlations = [_spearman(np.linspace(0, 1, len(d)), d) for d in
-                        (best_match_depths(p.calibrated) for p in self.pairs)]
-        shown = [f"{c:+.2f}" if c is not None else "undefined (a constant best match)" for c in correlations]
-        return {"cross_null": f"{nulls.mean():.3f}", "cross_null_max": f"{nulls.max():.3f}",
-                "calibration_effect": f"changes no entry by more than {change:.3f} and moves a best match in "
-                                      f"{moved} of {len(self.pairs)} pair(s)",
-                "best_depths": ", ".join(f"{d:.2f}" for d in depths),
-                "depth_correlation": ", ".join(shown) + f" over the {len(self.pairs)} pair(s)"}
-
-    def mean_cross(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The raw, null and calibrated cross heatmaps averaged over the pairs."""
-        raw, null, calibrated = zip(*[(p.cross["cka"], p.cross["null"], p.calibrated) for p in self.pairs])
-        return np.mean(raw, axis=0), np.mean(null, axis=0), np.mean(calibrated, axis=0)
-
-    # -- results ---------------------------------------------------------------------------------
-
-    def rule(self) -> dict:
-        """The interpolation rule on the ViT grid: models meeting it, of how many, and the lowest train accuracy."""
-        accs = [r["train_acc"] for r in self.rows]
-        return {"min_train_acc": self.profile.grid.min_train_acc, "held": len(self.eligible), "models": len(self.rows),
-                "lowest": min(accs) if accs else None}
-
-    def verdicts(self, law: dict, first_pc: dict, uniform: dict) -> dict[str, str]:
-        """The chapter's claims as verdicts: the law's three, the first PC inside blocks, uniformity."""
-        return {**law["verdicts"], "first_pc": first_pc["verdict"], "uniform": uniform["verdict"]}
-
-    def claims(self, law: dict, first_pc: dict, uniform: dict) -> dict[str, dict]:
-        """Claims V1-V3 as verdict objects (`verdicts.claim`) with the rule of book/protocol.md, Chapter 10."""
-        section = "book/protocol.md, Chapter 10"
-        fit = law["fits"].get("incidence_fit")
-        common = {"n": len(self.eligible), "left_out": len(self.rows) - len(self.eligible),
-                  "left_out_why": "ViTs below the interpolation rule"}
-        out = {}
-        for name, sign in (("capacity", "> 0"), ("data", "< 0")):
-            value = fit[f"{name}_coef"] if fit is not None and fit["estimable"] else None
-            out[name] = verdicts.claim({**common, "verdict": law["verdicts"][name],
-                                        "mean": None if value is None else value[0],
-                                        "interval": None if value is None else value[1:]},
-                                       f"{section}, V1: Firth presence law's {name} coefficient {sign}, "
-                                       f"profile-likelihood interval")
-        out["relative"] = verdicts.claim({**common, "verdict": law["verdicts"]["relative"], "interval": None,
-                                          "lr_test_p": None if fit is None else fit["relative_test_p"]},
-                                         f"{section}, V1: capacity and data shown, capacity + data = 0 not rejected")
-        out["first_pc"] = verdicts.claim(first_pc, f"{section}, V2: first-PC share inside minus outside the "
-                                                   f"CKA-only block, paired effect > 0")
-        out["uniform"] = verdicts.claim(uniform, f"{section}, V3: mean stream CKA of the ViT minus the ResNet's, "
-                                                 f"paired effect > 0")
-        return out
-
-    def record(self, law: dict, first_pc: dict, tokens: dict, uniform: dict, correspondence: dict) -> dict:
-        """The chapter's results (the keys of `results.CHAPTERS["10_vit"]`)."""
-        return {"settings": self.profile.section_values("vit"), "models": _keyed(self.rows),
-                "resnets": _keyed([p.resnet.summary() for p in self.pairs]), "rule": self.rule(), "law": law,
-                "first_pc": first_pc, "tokens": tokens, "uniformity": uniform, "correspondence": correspondence,
-                "verdicts": self.verdicts(law, first_pc, uniform), "claims": self.claims(law, first_pc, uniform)}
-
-
-def law_sentence(fit: dict | None) -> str:
-    """'capacity +1.2 [+0.3, +2.1], data ...; capacity + data = 0: p = 0.4' of a fit's record, or why there is none."""
-    if fit is None:
-        return "not fitted (one data size, or a grid that cannot separate capacity from data)"
-    if not fit["estimable"]:
-        return f"not estimable ({fit['reason']})"
-    parts = [f"{name} {fit[f'{name}_coef'][0]:+.3f} [{fit[f'{name}_coef'][1]:+.3f}, {fit[f'{name}_coef'][2]:+.3f}]"
-             for name in ("capacity", "data", "series") if f"{name}_coef" in fit]
-    return ", ".join(parts) + f"; capacity + data = 0: p = {fit['relative_test_p']:.3g}"
-
-
 def vit_row(m: BlockAnalysis, width_series_depth: int, depth_series_width: int) -> dict:
     """A ViT's summary with its series, arch and CKA-only block as the block the law and the claims read."""
     s = m.summary()
@@ -328,12 +143,7 @@ def vit_row(m: BlockAnalysis, width_series_depth: int, depth_series_width: int) 
             "series": incidence.series_of(s["depth"], s["width"], width_series_depth, depth_series_width)}
 
 
-def _keyed(rows: list[dict]) -> dict[str, dict]:
-    """{run name: row without its name}, as results files key their tables of models."""
-    return {row["name"]: {k: v for k, v in row.items() if k != "name"} for row in rows}
-
-
-def _inside_outside(values: np.ndarray, m: BlockAnalysis) -> tuple[float, float]:
+def inside_outside(values: np.ndarray, m: BlockAnalysis) -> tuple[float, float]:
     """Mean of a per-layer vector over the CKA-only block's stream layers and over the other stream layers."""
     block = m.block_cka_only
     stream = m.stream
@@ -341,7 +151,7 @@ def _inside_outside(values: np.ndarray, m: BlockAnalysis) -> tuple[float, float]
     return float(np.mean(values[stream[inside]])), float(np.mean(values[stream[~inside]]))
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     """Spearman's rank correlation, None where either side is constant."""
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return None

@@ -369,14 +369,14 @@ def first_pc_row(m, pc1_similarity, removed):
 
 
 def probe_profiles(study, focus: list, chance: float):
-    """Probe test accuracy along the residual stream of the `focus` models of a `pruning.PruningStudy`, spans shaded."""
+    """Probe test accuracy along the residual stream of the `focus` models of Chapter 5, spans shaded."""
     return layer_profiles({study.plot_label(m): study.probe_accuracy(m) for m in focus}, "probe test accuracy",
                           threshold=chance,
                           spans={study.plot_label(m): m.relative_span(study.spans[m.label][0]) for m in focus})
 
 
 def deletion_panels(study, focus: list):
-    """`deletion_bars` of each `focus` model of a `pruning.PruningStudy`, one panel per model."""
+    """`deletion_bars` of each `focus` model of Chapter 5's study, one panel per model."""
     fig, axes = plt.subplots(len(focus), 1, figsize=(6.4, 2.6 * len(focus)), squeeze=False)
     for ax, m in zip(axes[:, 0], focus):
         deletion_bars(study.effects[m.label]["deletions"], study.plot_label(m), ax=ax)
@@ -398,7 +398,7 @@ def cumulative_panels(study, focus: list):
 
 
 def first_split_grids(fractions: dict[str, np.ndarray], wide_seeds: int, half: int):
-    """Correct-fraction grids of one half-split (`populations.ErrorStudy.first_split`): wide vs half 1, and the
+    """Correct-fraction grids of one half-split (`studies.errors.ErrorsResult.first_split`): wide vs half 1, and the
     null, half 2 vs half 1."""
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.5))
     correct_fraction_grid(fractions["wide"], fractions["deep_1"], wide_seeds, half, "wide", "deep (half 1)",
@@ -420,7 +420,7 @@ def split_histograms(paired: dict[str, np.ndarray]):
 
 
 def match_by_layer(study):
-    """A `matching.MatchStudy`'s match score at each ε and linear CKA along the post-ReLU layers (means over seed
+    """Chapter 7's result (`studies.subspace_match`): the match score at each ε and linear CKA along the post-ReLU layers (means over seed
     pairs), and beside it the ε that matches half the neurons, per pair and on average."""
     fig, (ax, ax_eps) = plt.subplots(1, 2, figsize=(9.6, 3.6))
     depth = np.arange(len(study.layers))
@@ -555,13 +555,13 @@ def lens_heatmaps(matrices: dict[str, np.ndarray], title: str, span: tuple[int, 
     return fig
 
 
-def vit_grid(study):
+def vit_grid(models: list):
     """Chapter 10: every ViT's all-layer heatmap of one seed (rows n_train, most data on top), CKA-only blocks outlined."""
-    archs = sorted({(m.run.config.depth, m.run.config.width) for m in study.models})
-    seed = min(m.run.config.seed for m in study.models)
-    n_trains = sorted({m.run.config.n_train for m in study.models}, reverse=True)
+    archs = sorted({(m.run.config.depth, m.run.config.width) for m in models})
+    seed = min(m.run.config.seed for m in models)
+    n_trains = sorted({m.run.config.n_train for m in models}, reverse=True)
     by_key = {(m.run.config.depth, m.run.config.width, m.run.config.n_train): m
-              for m in study.models if m.run.config.seed == seed}
+              for m in models if m.run.config.seed == seed}
     layout = [[by_key.get((d, w, n)) for d, w in archs] for n in n_trains]
     return heatmap_grid([[m.cka if m else None for m in row] for row in layout], [f"n_train = {n}" for n in n_trains],
                         [architecture_label(d, w, arch="vit") for d, w in archs],

@@ -6,7 +6,7 @@ Layer: book support (on `widedeep.protocol`, `widedeep.profiles`, `widedeep.mode
 
 from __future__ import annotations
 
-from widedeep import labels, models, profiles, protocol
+from widedeep import experiments, labels, models, protocol
 from widedeep.analyses import incidence, verdicts
 from widedeep.book.tables import list_table
 from widedeep.profiles import Profile
@@ -29,7 +29,7 @@ def cost_summary(profile: Profile) -> dict:
     analysis = {cpu: protocol.analysis_core_seconds(profile, cpu) / 3600 + vits[cpu]["analysis_core_hours"]
                 for cpu in protocol.CPUS}
     groups = {}
-    for config in profiles.required_runs(profile):
+    for config in experiments.required_runs(profile):
         arch = (labels.architecture_of(config) if config.arch == "vit"
                 else f"ResNet-{config.depth} ×{config.width:g}" + ("" if config.residual else " plain"))
         schedule = ", short schedule" if config.epochs != profile.recipe.epochs else ""
@@ -72,7 +72,7 @@ def law_rows(profile: Profile) -> list[dict]:
     """The grid as Chapter 3's law sees it: parameters, n_train and series per model."""
     counts: dict[tuple, int] = {}
     rows = []
-    for config in profiles.training_grid(profile):
+    for config in experiments.training_grid(profile):
         key = (config.depth, config.width)
         if key not in counts:
             counts[key] = models.parameter_count(config.build_model())

@@ -37,10 +37,12 @@ from typing import Any
 
 import numpy as np
 
-from widedeep import protocol, records, store
+from widedeep import protocol, records, store, studies
 from widedeep.analyses import verdicts
 from widedeep.labels import entry_label
 from widedeep.profiles import Profile, repo_root
+from widedeep.studies import keyed as keyed_rows
+from widedeep.studies import stored, stored_keys
 
 SCHEMA_VERSION = 3
 # Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
@@ -76,42 +78,9 @@ class ChapterSchema:
     verdicts: tuple[str, ...] = ()       # dotted paths to verdicts ('*': any key)
 
 
-MODEL_VERDICTS = tuple(f"models.*.verdicts.{k}" for k in (
-    "probe", "single", "single_repaired", "cumulative", "cumulative_repaired"))
-CHAPTERS = {
-    "01_training": ChapterSchema(("parameters", "models", "rule", "precision_check"), ("models",)),
-    "02_cka": ChapterSchema(("cka_examples", "cka_batch_size", "cka_passes", "property_checks",
-                             "minibatch_error_by_batch_size", "checkerboard_contrast",
-                             "cross_seed_matched_mean_per_pair", "wide_vs_deep_relative_depth_mean", "run_roles")),
-    "03_block_structure": ChapterSchema(("detector", "models", "short_arm", "seed_study", "trends", "threshold_sweep",
-                                         "arms_compared", "training_length_effect", "incidence_fit", "continuous_fit",
-                                         "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
-                                         "short_arm_block_size_fit", "claims_fit", "claims"),
-                                        ("models", "short_arm", "seed_study"),
-                                        ("trends.*", "claims_fit.verdicts.*") + tuple(
-                                            f"{arm}{fit}_fit.verdicts.*" for arm in ("", "short_arm_")
-                                            for fit in ("incidence", "continuous", "block_size"))),
-    "04_pca": ChapterSchema(("models", "detector", "blocks_broken", "cross_seed_matched_stream_mean", "claims"),
-                            ("models",)),
-    "05_pruning": ChapterSchema(("settings", "timing_s", "verdicts", "position_control", "probe_position_control",
-                                 "models", "claims"), ("models",),
-                                ("verdicts.*", "position_control.*.verdict") + MODEL_VERDICTS),
-    "06_errors": ChapterSchema(("settings", "wide", "deep", "accuracy_match", "power", "main_test", "example_level",
-                                "class_level", "verdicts", "claims"), (), ("verdicts.*", "main_test.verdict")),
-    "08_origins": ChapterSchema(("settings", "models", "concentration", "gaussian", "within_model_overlap",
-                                 "across_seed_overlap", "chance_overlap", "removal", "dominant_images", "snapshots",
-                                 "regularised", "verdicts", "claims"), ("models",), ("verdicts.*",)),
-    "09_measures": ChapterSchema(("settings", "models", "layers", "identification", "identification_block_free",
-                                  "calibration", "accuracy_drops",
-                                  "sensitivity", "outliers", "block", "table", "verdicts", "claim", "claims"),
-                                 ("models",),
-                                 ("verdicts.*", "claim.verdict")),
-    "07_subspace_match": ChapterSchema(("settings", "planted", "base", "sampling", "simple_matches", "disagreement",
-                                        "block", "verdicts", "claims"), (), ("verdicts.*",)),
-    "10_vit": ChapterSchema(("settings", "models", "resnets", "rule", "law", "first_pc", "tokens", "uniformity",
-                             "correspondence", "verdicts", "claims"), ("models", "resnets"),
-                            ("verdicts.*", "law.verdicts.*")),
-}
+# Each chapter's schema is its study's result (widedeep.studies): the stored fields, in order.
+CHAPTERS = {chapter: ChapterSchema(stored_keys(module.RESULT), module.MODEL_TABLES, module.VERDICTS)
+            for chapter, module in studies.chapters().items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,14 +93,11 @@ def label(entry: dict) -> str:
 
 
 def keyed(rows: list[dict]) -> dict[str, dict]:
-    """Rows that carry their run name under "name" as {run name: the row without it}, in order."""
-    table = {}
-    for row in rows:
-        name = row["name"]
-        if name in table:
-            raise SchemaError(f"run {name} appears twice in one table of models")
-        table[name] = {k: v for k, v in row.items() if k != "name"}
-    return table
+    """Rows that carry their run name under "name" as {run name: the row without it}, in order (`studies.keyed`)."""
+    try:
+        return keyed_rows(rows)
+    except ValueError as error:
+        raise SchemaError(str(error)) from None
 
 
 def _check_model(name: str, entry: Any, where: str) -> None:
@@ -258,6 +224,11 @@ def write(profile: Profile, chapter: str, wall_time_s: float, **payload) -> Path
     validate(document, chapter, f"the results of {chapter} (not written)")
     store.write_json(path, document)
     return path
+
+
+def write_study(profile: Profile, chapter: str, wall_time_s: float, result) -> Path:
+    """`write` a study's result (`widedeep.studies`): its stored fields, in order, are the chapter's keys."""
+    return write(profile, chapter, wall_time_s, **stored(result))
 
 
 def records_read(profile: Profile) -> dict[str, str]:

@@ -9,6 +9,8 @@ import re
 from itertools import groupby
 
 from widedeep.labels import architecture_label
+from widedeep.studies import errors as errors_study
+from widedeep.studies import pruning, subspace_match
 
 RUN_COLUMNS = {"depth": "depth", "width": "width", "n_train": "n_train", "seed": "seed",
                "parameters": "parameters", "train_acc": "train acc", "val_acc": "val acc",
@@ -136,23 +138,23 @@ def removal_table(models: list, effects: list[dict]) -> str:
                        "block after removal (CKA only)"], rows)
 
 
-def spans_table(study) -> str:
-    """Each model of a `pruning.PruningStudy` with its test accuracy and the span it is tested on."""
+def spans_table(study: pruning.PruningResult) -> str:
+    """Each model of Chapter 5's study with its test accuracy and the span it is tested on."""
     return list_table(["model", "test acc", "tested span", "from"], [
         [m.label, f"{m.run.test_acc:.3f}", m.span_name(study.spans[m.label][0]),
          {"block": "block", "cka_only": "CKA-only (control)", None: "—"}[study.spans[m.label][1]]]
-        for m in study.models])
+        for m in study.analysed])
 
 
-def deletion_table(study) -> str:
-    """Per model of a `pruning.PruningStudy`: probe gain across its span, mean deletion costs in / out of it
+def deletion_table(study: pruning.PruningResult) -> str:
+    """Per model of Chapter 5's study: probe gain across its span, mean deletion costs in / out of it
     (without and with the BatchNorm repair) and what the repair alone changes."""
     def signed(value: float) -> str:
         return f"{value:+.3f}" if value == value else "—"   # NaN (nothing to measure) as a dash
 
     rows = []
-    for m in study.models:
-        v, e = study.verdicts[m.label], study.effects[m.label]
+    for m in study.analysed:
+        v, e = study.model_verdicts[m.label], study.effects[m.label]
         rows.append([m.label, {"block": "block", "cka_only": "CKA-only", None: "—"}[study.spans[m.label][1]],
                      signed(v["probe_gain_inside"]),
                      f"{signed(v['mean_delta_inside'])} / {signed(v['mean_delta_outside'])}",
@@ -162,24 +164,23 @@ def deletion_table(study) -> str:
                       rows)
 
 
-def populations_table(study) -> str:
-    """The two populations of a `populations.ErrorStudy`: architecture, seeds, parameters, test accuracy per seed."""
+def populations_table(populations: errors_study.Populations) -> str:
+    """Chapter 6's two populations: architecture, seeds, parameters, test accuracy per seed."""
     return list_table(["side", "model", "seeds", "parameters", "test accuracy per seed"], [
-        [side, study.describe(side), len(study.populations[side]),
-         f"{study.populations[side][0].metrics['parameters']:,}",
-         ", ".join(f"{r.test_acc:.3f}" for r in study.populations[side])] for side in ("wide", "deep")])
+        [name, side.architecture, len(side.seeds), f"{side.parameters:,}", ", ".join(f"{a:.3f}" for a in side.test_acc)]
+        for name, side in populations.sides.items()])
 
 
-def sampling_table(study) -> str:
-    """Exact against sampled match scores of a `matching.MatchStudy`'s first pair, per ε (means over layers)."""
+def sampling_table(study: subspace_match.SubspaceMatchResult) -> str:
+    """Exact against sampled match scores of Chapter 7's first seed pair, per ε (means over layers)."""
     return list_table(["ε", "exact (mean over layers)", "sampled", "mean absolute difference", "largest"], [
         [f"{e:g}", f"{study.exact[:, k].mean():.3f}", f"{study.sampled[:, k].mean():.3f}",
          f"{study.gap[:, k].mean():.3f}", f"{study.gap[:, k].max():.3f}"] for k, e in enumerate(study.eps)])
 
 
-def simple_match_table(study) -> str:
-    """Simple-match sizes in the chosen layers of a `matching.MatchStudy` (or a sentence when there are none)."""
-    eps = study.settings.simple_eps
+def simple_match_table(study: subspace_match.SubspaceMatchResult) -> str:
+    """Simple-match sizes in Chapter 7's chosen layers (or a sentence when there are none)."""
+    eps = study.section.simple_eps
     if not len(study.simple_chosen):
         return f"No layer of the first seed pair has a non-empty maximum match at ε = {eps:g}."
     return list_table(
@@ -189,13 +190,13 @@ def simple_match_table(study) -> str:
          for i, name in zip(study.simple_chosen, study.simple_sizes)])
 
 
-def invariance_table(study) -> str:
-    """Linear CKA and the match of one real layer against its transformed copies (`MatchStudy.disagreement`)."""
+def invariance_table(study: subspace_match.SubspaceMatchResult) -> str:
+    """Linear CKA and the match of one real layer against its transformed copies (Chapter 7)."""
     return list_table(["transformation of one layer", "linear CKA", f"match (ε = {study.eps[0]:g})"],
                       [[k, f"{c:.3f}", f"{m:.3f}"] for k, (c, m) in study.checks.items()])
 
 
-def block_match_table(study) -> str:
+def block_match_table(study: subspace_match.SubspaceMatchResult) -> str:
     """Each seed with a block against each other seed under the match, inside and outside its block."""
     eps = study.eps[-1]
     return list_table(["seed with a block", "other seed", f"match inside the block (ε = {eps:g})", "outside",

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from widedeep.capture import Capture, first_batches, image_batches
+from widedeep.capture import Capture, batches
 from widedeep.measures.grams import no_tf32
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -622,15 +622,6 @@ def relu_layer_names(model: nn.Module) -> list[str]:
     return [layer.name for layer in model.layers() if isinstance(layer.module, nn.ReLU)]
 
 
-def _batches(data: torch.Tensor | Iterable, batch_size: int, max_batches: int | None) -> Iterable[torch.Tensor]:
-    """Image batches: slices of an image tensor, or the images of a loader's batches."""
-    if isinstance(data, torch.Tensor):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        return first_batches((data[i:i + batch_size] for i in range(0, data.shape[0], batch_size)), max_batches)
-    return image_batches(data, max_batches)
-
-
 def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Tensor | Iterable,
                          layers: Sequence | None = None, *, batch_size: int = 64, max_batches: int | None = None,
                          n_samples: int | None = None, draws: int = PAPER_DRAWS, seed: int = 0,
@@ -678,7 +669,7 @@ def model_neuron_moments(model_a: nn.Module, model_b: nn.Module, data: torch.Ten
         moments[:] = [NeuronMoments(dtype) if n_samples is None else
                       SampledNeuronMoments(num_examples, n_samples, draws, seed, dtype) for _ in capture_a.names]
         count = 0
-        for images in _batches(data, batch_size, max_batches):
+        for images in batches(data, batch_size, max_batches):
             capture_a(images)
             capture_b(images)
             count += 1

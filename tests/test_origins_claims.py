@@ -6,8 +6,8 @@ import pytest
 
 from widedeep import protocol
 from widedeep.analyses import origins, verdicts
-from widedeep.analyses.origins_study import (CLAIMS, claims_verdicts, formed_early, judge, looks_sentence,
-                                             regulariser_sentence, removal_sentence)
+from widedeep.analyses.origins import CLAIMS, claims_verdicts, formed_early, judge
+from widedeep.book.sentences import looks_sentence, regulariser_sentence, removal_sentence
 
 GAUSS = {"top_1pct": 0.08, "top_5pct": 0.25, "top_10pct": 0.44}
 
