@@ -274,3 +274,51 @@ def test_the_subspace_claim_bootstraps_each_layer_over_seeds():
     one_pair = subspace_claim(scores[2:3], [0.5], pairs[2:3])   # seeds 0 and 3: layer b's pair is at 0.8
     assert one_pair["verdict"] == "not shown"
     assert subspace_claim([[[0.1], [0.2]]], [0.5], [(0, 1)])["verdict"] == "suggestive (2 models)"
+
+
+def vit_results(first_pc_verdict="shown", uniform_verdict="not shown", data="shown", relative="shown"):
+    """A Chapter 10 results file's fields the rows read: the ViT grid, the law, and claims V1-V3."""
+    def claim(verdict, **extra):
+        return {"verdict": verdict, "n": 6, "mean": 0.2, "interval": [0.1, 0.3], "rule": "Chapter 10", **extra}
+    models = {f"fmnist16-vit{d}x32-n250-s0-0000000{d}": {"depth": d, "width": 32, "n_train": 250, "seed": 0,
+                                                          "block": BLOCK if d > 4 else None} for d in (4, 8, 16)}
+    law = {"fits": {"incidence_fit": {"capacity_coef": [0.7, 0.1, 1.3], "data_coef": [-0.4, -0.9, 0.1],
+                                      "relative_test_p": 0.5}},
+           "verdicts": {"capacity": "shown", "data": data, "relative": relative}}
+    return {"models": models, "law": law, "tokens": {"effect": {"verdict": "not shown"}},
+            "uniformity": {"pairs": [{"vit_uniformity": 0.81, "resnet_uniformity": 0.74}]},
+            "claims": {"capacity": claim("shown"), "data": claim(data), "relative": claim(relative),
+                       "first_pc": claim(first_pc_verdict), "uniform": claim(uniform_verdict)}}
+
+
+def test_chapter_10_rows_repeat_its_verdict_objects_with_the_numbers_behind_them():
+    chapter = vit_results()
+    verdict, evidence, stats = claims.judge_vit_capacity(chapter)
+    assert verdict == "shown" and "+0.700 [+0.100, +1.300]" in evidence and "blocks in 2 of 3 ViTs" in evidence
+    assert stats == "n = 6, mean +0.200 [+0.100, +0.300]"
+    assert claims.judge_vit_data(chapter)[0] == "shown"
+    # a contradicted data claim is the row's verdict whatever the relative claim says, as in Chapter 3's row
+    assert claims.judge_vit_data(vit_results(data="contradicted", relative="not shown"))[0] == "contradicted"
+    assert claims.judge_vit_data(vit_results(data="shown", relative="not shown"))[0] == "not shown"
+    verdict, evidence, _ = claims.judge_vit_first_pc(vit_results(first_pc_verdict="suggestive (2 models)"))
+    assert verdict == "suggestive (2 models)" and "control, not judged): not shown" in evidence
+    verdict, evidence, _ = claims.judge_vit_uniform(chapter)
+    assert verdict == "not shown" and "0.81 vs 0.74" in evidence
+    rows = claims.claims_rows({"10_vit": {**chapter, "provenance": provenance()}})
+    assert [r["verdict"] for r in rows if r["chapter"] == "10_vit"] == ["shown", "shown", "shown", "not shown"]
+
+
+def test_the_standing_sorts_every_row_by_its_verdict_and_names_other_runs():
+    rows = [{"claim": "A", "verdict": "shown", "run": "abc"},
+            {"claim": "B", "verdict": "suggestive (2 models)", "run": "abc"},
+            {"claim": "C", "verdict": "contradicted", "run": "abc"},
+            {"claim": "D", "verdict": "not run", "run": "—"},
+            {"claim": "E", "verdict": "partly shown, beyond position: not shown", "run": "old"},
+            {"claim": "F", "verdict": "plateau", "run": "abc"},
+            {"claim": "G", "verdict": "a wording of its own", "run": "abc"}]
+    lines = claims.standing(rows, "abc").splitlines()
+    assert lines[0] == "- **Reproduced at this scale** (1 of 7): A"
+    assert lines[1] == "- **Partly, or only suggested** (2 of 7): B; E (old)"
+    assert lines[2] == "- **Not reproduced** (1 of 7): C"
+    assert lines[3] == "- **Not testable here** (1 of 7): D"
+    assert lines[4] == "- **In a chapter's own words** (2 of 7): F: plateau; G: a wording of its own"

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from widedeep import protocol
+from widedeep.analyses import verdicts
 from widedeep.analyses.first_pc import first_pc_claim, seeds_unique_claim
 from widedeep.analyses.matching import subspace_verdict
 from widedeep.analyses.origins import span_jaccard
@@ -337,6 +338,55 @@ def judge_lenses(results: dict) -> Judged:
                                      f"{found.get('linear CKA', '—')}"), stats)
 
 
+def _vit_law(results: dict, name: str) -> Judged:
+    """Chapter 10's V1 on the ViT grid: the presence law's `name` claim, with the models that carry a block."""
+    claim = stored(results, name)
+    fit = results["law"].get("fits", {}).get("incidence_fit") or {}
+    blocked = _blocked(results["models"])
+    why = "" if fit else f" ({results['law'].get('reason', 'no law fitted')})"
+    if name == "capacity":
+        said = f"{_coefficient(fit, 'capacity')} per log-parameter"
+    else:
+        p = fit.get("relative_test_p")
+        said = (f"{_coefficient(fit, 'data')} per log-n_train (paper: < 0); capacity + data = 0: "
+                f"p = {'—' if p is None else f'{p:.3g}'}; data claim {results['law']['verdicts']['data']}")
+    return Judged(claim["verdict"], f"ViT presence law: {said}{why}; blocks in {len(blocked)} of "
+                                    f"{len(results['models'])} ViTs", describe(claim))
+
+
+def judge_vit_capacity(results: dict) -> Judged:
+    """Chapter 10, V1: the ViT presence law's capacity coefficient (> 0)."""
+    return _vit_law(results, "capacity")
+
+
+def judge_vit_data(results: dict) -> Judged:
+    """Chapter 10, V1: the ViT law's data coefficient (< 0) and capacity + data = 0 not rejected, read as
+    Chapter 3's row reads it: a contradicted or inestimable data claim is the row's verdict, else the relative one."""
+    judged = _vit_law(results, "data")
+    data = stored(results, "data")["verdict"]
+    verdict = data if data in ("contradicted", "not estimable") else stored(results, "relative")["verdict"]
+    return Judged(verdict, judged.evidence, f"data: {judged.stats}; relative: {describe(stored(results, 'relative'))}")
+
+
+def judge_vit_first_pc(results: dict) -> Judged:
+    """Chapter 10, V2: first-PC share inside minus outside each blocked ViT's CKA-only block (> 0), with the
+    outlier-token control beside it (reported, not judged)."""
+    claim = stored(results, "first_pc")
+    tokens = results.get("tokens", {}).get("effect")
+    control = f"; token-norm ratio inside minus outside (control, not judged): {tokens['verdict']}" if tokens else ""
+    return Judged(claim["verdict"], f"first-PC share inside minus outside the block over {claim['n']} blocked "
+                                    f"ViT(s){control}", describe(claim))
+
+
+def judge_vit_uniform(results: dict) -> Judged:
+    """Chapter 10, V3: the ViT's mean stream CKA minus its paired ResNet's (> 0: the ViT more uniform)."""
+    claim = stored(results, "uniform")
+    numbers = "; ".join(f"{p['vit_uniformity']:.2f} vs {p['resnet_uniformity']:.2f}"
+                        for p in results["uniformity"].get("pairs", []))
+    return Judged(claim["verdict"], f"mean CKA between stream layers, ViT vs its paired ResNet's: "
+                                    f"{numbers or 'no pair'}", describe(claim))
+
+
 FINDINGS = [
     Finding("Wider or deeper ResNets develop a block structure", "03_block_structure",
             "heatmap grid", judge_capacity),
@@ -367,6 +417,14 @@ FINDINGS = [
     Finding("(Chapter 9) The block is seen by other measures (CCA, Procrustes, RSA, k-NN, subspace match)",
             "09_measures", "heatmaps under every measure; block contrast against block-free seeds",
             judge_lenses),
+    Finding("(Chapter 10) Wider or deeper Vision Transformers develop a block structure", "10_vit",
+            "ViT heatmap grid", judge_vit_capacity),
+    Finding("(Chapter 10) In ViTs too, it appears when capacity is large relative to the training set", "10_vit",
+            "ViT heatmap grid (rows: n_train)", judge_vit_data),
+    Finding("(Chapter 10) A ViT's block carries a dominant first principal component", "10_vit",
+            "first-PC share inside and outside ViT blocks", judge_vit_first_pc),
+    Finding("(Raghu et al. 2021) ViT representations are more uniform across layers than ResNets'", "10_vit",
+            "stream CKA of ViT and ResNet side by side", judge_vit_uniform),
 ]
 
 
@@ -438,6 +496,33 @@ def runs_note(rows: list[dict], current: str) -> str:
                     "another: " + ", ".join(label[run] for run in stale) + "; rebuild those chapters "
                     "(`make book`) to judge them under it.")
     return " ".join(text)
+
+
+STANDING = (("Reproduced at this scale", (verdicts.SHOWN, verdicts.SHOWN_IN_AGGREGATE)),
+            ("Partly, or only suggested", (verdicts.PARTLY_SHOWN, verdicts.SUGGESTIVE)),
+            ("Not reproduced", (verdicts.NOT_SHOWN, verdicts.CONTRADICTED)),
+            ("Not testable here", (verdicts.NOT_TESTABLE, verdicts.NOT_RUN, verdicts.NOT_ESTIMABLE)))
+
+
+def standing(rows: list[dict], current: str) -> str:
+    """The introduction's plain statement, from the table's rows: which findings this scale reproduces, which only
+    partly, which not, and which it cannot test (a row is placed by the verdict it starts with; a row from another
+    run than `current` says so)."""
+    groups: dict[str, list[str]] = {title: [] for title, _ in STANDING}
+    other: list[str] = []
+    for row in rows:
+        run = row.get("run", "—")
+        name = row["claim"] + ("" if run in ("—", current) else f" ({_run_label(run).strip('*`')})")
+        title = next((t for t, heads in STANDING if verdicts.head(row["verdict"]) in heads), None)
+        if title is None:
+            other.append(f"{name}: {row['verdict']}")
+        else:
+            groups[title].append(name)
+    lines = [f"- **{title}** ({len(names)} of {len(rows)}): " + ("; ".join(names) if names else "none")
+             for title, names in groups.items()]
+    if other:
+        lines.append(f"- **In a chapter's own words** ({len(other)} of {len(rows)}): " + "; ".join(other))
+    return "\n".join(lines)
 
 
 def _run_label(run: str) -> str:
