@@ -13,7 +13,7 @@ CHROMEDRIVER := /usr/bin/chromedriver
 APT_INSTALL := if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq
 
-.PHONY: setup book test browser-test chapter bench clean-book status
+.PHONY: setup book test browser-test chapter bench clean-book status records
 
 setup: $(VENV)/.installed $(FMNIST) $(CHROMEDRIVER) _vendor/.complete
 
@@ -47,10 +47,16 @@ book: setup
 	$(BIN)/widedeep analyse --profile $(PROFILE) --runs-only
 	# --all: rebuild every page, or Sphinx skips unchanged sources and keeps outputs of another profile
 	WIDEDEEP_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . --all -W --keep-going
+	$(BIN)/python tools/run_summary.py --profile $(PROFILE)
 
 # What the profile's run has trained and recorded, and what is left (per run; core-hours on this machine).
 status: setup
 	$(BIN)/widedeep status --profile $(PROFILE)
+
+# the per-run records of every finished run, and the README's paragraph on the run (commit them together)
+records: setup
+	OMP_NUM_THREADS=1 $(BIN)/widedeep analyse --profile $(PROFILE) --runs-only
+	$(BIN)/python tools/run_summary.py --profile $(PROFILE)
 
 test: setup
 	$(BIN)/pytest --nbval-lax

@@ -1,5 +1,6 @@
 """The pipeline in pieces: chapter runs, analysis groups, the plan for a sitting, deadlines, status."""
 
+import importlib.util
 import subprocess
 import sys
 import time
@@ -112,6 +113,14 @@ def test_status_names_each_state(tmp_path, monkeypatch):
     report = pipeline.status_report(profile, pipeline.record_versions())
     line = next(line for line in report.splitlines() if partly.name() in line)
     assert "partly trained" in line and "(epoch 1 of 2)" in line and "1 recorded" in report
+    # the compute behind the records: the recorded run's own training wall time, on the machine it finished on
+    wall = records.load_runs(profile, [trained])[0].metrics["wall_time_s"]
+    (spent,) = pipeline.compute_spent(profile)
+    assert spent["runs"] == 1 and spent["hours"] == pytest.approx(wall / 3600) and spent["hardware"].startswith(
+        ("CPU", "CUDA"))
+    summary = pipeline.run_summary(profile)
+    assert f"records: 1 of {len(rows)}" in summary and f"{wall / 3600:.1f} core-hours" in summary
+    assert "compute spent: " in report and "1 runs" in report
 
 
 def test_only_the_pipeline_trains_what_a_chapter_lacks(tmp_path, monkeypatch):
@@ -128,3 +137,30 @@ def test_only_the_pipeline_trains_what_a_chapter_lacks(tmp_path, monkeypatch):
     assert all((profile.runs_dir / c.name() / "protocol.json").exists() for c in needed)   # as `train` stamps
     assert pipeline.ensure(profile, "02_cka", progress=False) == []           # nothing left to train
     assert [run.name for run in records.load_runs(profile, needed)] == [c.name() for c in needed]
+
+
+def _run_summary_tool():
+    spec = importlib.util.spec_from_file_location("run_summary", profiles.repo_root() / "tools" / "run_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_states_the_published_runs_compute_as_its_records_say():
+    """README.md's paragraph on the cpu run is what `pipeline.run_summary` computes from the committed records:
+    a records commit without `make records` fails here."""
+    tool = _run_summary_tool()
+    text = tool.README.read_text()
+    expected = tool.with_summary(text, "cpu", pipeline.run_summary(profiles.load_profile("cpu")))
+    assert text == expected, "README.md's cpu run summary is stale: run `make records`"
+
+
+def test_the_summary_replaces_only_the_text_between_its_markers():
+    tool = _run_summary_tool()
+    start, end = tool.markers("cpu")
+    text = f"intro\n{start}\nold words\n{end}\nafter {start[:4]}\n"
+    assert tool.with_summary(text, "cpu", "new words") == f"intro\n{start}\nnew words\n{end}\nafter {start[:4]}\n"
+    with pytest.raises(ValueError, match="exactly one"):
+        tool.with_summary("no markers here", "cpu", "new words")
+    with pytest.raises(ValueError, match="exactly one"):
+        tool.with_summary(f"{end}\n{start}\n", "cpu", "new words")

@@ -11,7 +11,8 @@ Layer: above the analyses (it drives them), below the command line.
 - `analyse_runs`: every trained run's per-run records (all-layer CKA and first-PC statistics), as Ray
   tasks on every core; the chapters then write the rest of their records as they run.
 - `status`: per run, trained / partly trained / missing and its records complete / stale / missing;
-  the core-hours left on this machine.
+  the core-hours left on this machine; `compute_spent` and `run_summary`, the training hours behind the
+  committed records, per machine (the README's paragraph on the published run, `make records`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from widedeep import experiments, grid, protocol, records, store, studies
-from widedeep.profiles import Profile
+from widedeep.profiles import Profile, repo_root
 from widedeep.train import TrainConfig, is_complete, measure_throughput
 
 CHAPTERS = tuple(studies.chapters())   # every chapter has its study (widedeep.studies), named as the page is
@@ -369,8 +370,38 @@ def status_report(profile: Profile, versions: dict[str, int], threads: int = 1, 
     lines.append("runs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     lines.append("records: " + ", ".join(f"{n} {k}" for k, n in sorted(record_counts.items())))
     lines.append(hours)
+    spent = compute_spent(profile)
+    lines.append("compute spent: " + ("; ".join(f"{e['hours']:.2f} core-hours over {e['runs']} runs on {e['hardware']}"
+                                                for e in spent) or "nothing recorded yet"))
     return "\n".join(lines)
 
+
+def compute_spent(profile: Profile) -> list[dict]:
+    """The training compute behind a profile's recorded runs, per machine: from each training record's wall time
+    (summed over its epochs, one model per core unless `--threads` said otherwise) and the hardware it finished on."""
+    spent: dict[str, dict] = {}
+    for config in experiments.required_runs(profile):
+        if not records.has_training_record(profile, config):
+            continue
+        metrics = store.read_json(records.run_records_dir(profile, config) / "metrics.json")["metrics"]
+        entry = spent.setdefault(metrics["hardware"], {"hardware": metrics["hardware"], "runs": 0, "hours": 0.0})
+        entry["runs"] += 1
+        entry["hours"] += metrics["wall_time_s"] / 3600
+    return sorted(spent.values(), key=lambda e: -e["hours"])
+
+
+def run_summary(profile: Profile) -> str:
+    """The README's paragraph on the published run, computed from the committed records alone (so that any clone
+    gives the same text): runs recorded of those required, training hours per machine, and the records' size."""
+    required = experiments.required_runs(profile)
+    spent = compute_spent(profile)
+    recorded = sum(e["runs"] for e in spent)
+    machines = "; ".join(f"{e['hours']:.1f} h over {e['runs']} runs on {e['hardware']}" for e in spent)
+    folder = records.records_dir(profile)
+    shown = folder.relative_to(repo_root()) if folder.is_relative_to(repo_root()) else folder
+    return (f"Runs of the `{profile.name}` profile with committed records: {recorded} of {len(required)}. Their "
+            f"training took {sum(e['hours'] for e in spent):.1f} core-hours (one model per core; "
+            f"{machines or 'none yet'}). Records: {records_size(profile) / 2**20:.1f} MiB in `{shown}`.")
 
 def records_size(profile: Profile) -> int:
     """Bytes of the profile's committed records."""

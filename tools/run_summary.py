@@ -1,0 +1,55 @@
+"""The README's paragraph on the published run, rewritten from the committed records (`make records`).
+
+`pipeline.run_summary` computes it from `results/<profile>/runs/*/metrics.json` alone, so every clone gives
+the same text; this writes it between the README's `<!-- run-summary:<profile> -->` markers. `--check`
+exits 1, naming the command, when the README's paragraph is not what the records say
+(tests/test_pipeline.py runs the same check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from widedeep import pipeline, profiles
+
+README = profiles.repo_root() / "README.md"
+
+
+def markers(profile: str) -> tuple[str, str]:
+    """The comment lines that enclose a profile's paragraph in the README."""
+    return f"<!-- run-summary:{profile} -->", f"<!-- /run-summary:{profile} -->"
+
+
+def with_summary(text: str, profile: str, summary: str) -> str:
+    """`text` with the paragraph between `profile`'s markers replaced by `summary`."""
+    start, end = markers(profile)
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"the README needs exactly one '{start}' line followed by one '{end}' line "
+                         f"to hold the {profile} run's summary")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{summary}\n{end}{tail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--check", action="store_true", help="only say whether the README is up to date")
+    args = parser.parse_args()
+    text = README.read_text()
+    if markers(args.profile)[0] not in text:
+        print(f"README.md keeps no run summary for profile {args.profile}; nothing to write")
+        return
+    updated = with_summary(text, args.profile, pipeline.run_summary(profiles.load_profile(args.profile)))
+    if args.check:
+        if updated != text:
+            sys.exit(f"README.md's {args.profile} run summary is not what the records say: run `make records` "
+                     f"(or `python tools/run_summary.py --profile {args.profile}`)")
+        return
+    README.write_text(updated)
+    print(pipeline.run_summary(profiles.load_profile(args.profile)))
+
+
+if __name__ == "__main__":
+    main()
