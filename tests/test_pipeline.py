@@ -45,7 +45,7 @@ def test_the_plan_takes_whole_groups_that_fit_and_leaves_the_rest(monkeypatch):
     study = set(experiments.seed_study_grid(profile))
     # The seed study's runs cost an hour each, every other run a minute.
     monkeypatch.setattr(pipeline, "seconds_left",
-                        lambda c, runs_dir, threads=1, measure=True: 3600.0 if c in study else 60.0)
+                        lambda c, runs_dir, threads=1, measure=True, realized=None: 3600.0 if c in study else 60.0)
     plan = pipeline.plan(profile, configs, hours=0.5, workers=2, analysis_share=0.0)
     assert not study & set(plan.configs)                      # the study does not fit in half an hour ...
     assert any(g.name == "seed study" for g in plan.left)     # ... and is left whole, not split
@@ -55,6 +55,30 @@ def test_the_plan_takes_whole_groups_that_fit_and_leaves_the_rest(monkeypatch):
     assert study <= set(roomy.configs) and not roomy.left
     with pytest.raises(ValueError, match="--hours must be positive"):
         pipeline.plan(profile, configs, hours=0, workers=2)
+
+
+def test_estimates_use_the_rate_finished_runs_really_reached_here(tmp_path, monkeypatch):
+    """A finished run's images over its wall time (evaluation included) overrides the few timed steps, for its
+    architecture on this machine only."""
+    monkeypatch.setenv("WIDEDEEP_RUNS", str(tmp_path / "store"))
+    torch.set_num_threads(1)
+    config = TrainConfig(**TINY, seed=0)
+    other = TrainConfig(**{**TINY, "width": 2}, seed=0)
+    runs_dir = tmp_path / "store"
+    train_or_load(config, runs_dir)
+    metrics = records.store.read_json(runs_dir / config.name() / "metrics.json")
+    rate = metrics["steps"] * config.batch_size / metrics["wall_time_s"]
+    realized = pipeline.realized_rates(runs_dir)
+    assert list(realized.values()) == [pytest.approx(rate)]
+    assert pipeline.throughput(config, 1, measure=False, realized=realized) == pytest.approx(rate)
+    assert pipeline.throughput(other, 1, measure=False, realized=realized) is None   # another architecture
+    assert pipeline.throughput(config, 2, measure=False, realized=realized) is None  # other threads
+    half = TrainConfig(**{**TINY, "epochs": 8}, seed=1)
+    assert pipeline.seconds_left(half, runs_dir, 1, measure=False, realized=realized) == pytest.approx(
+        grid.images_to_train(half) / rate)
+    (runs_dir / "broken").mkdir()
+    (runs_dir / "broken" / "metrics.json").write_text("{not json")
+    assert pipeline.realized_rates(runs_dir) == realized                             # a damaged run gives no rate
 
 
 def _clock_past_deadline_once_trained(run_dir):

@@ -7,7 +7,8 @@ Layer: above the analyses (it drives them), below the command line.
 - `chapter_runs`: the runs each chapter reads; `groups`: the runs that must be trained together
   because a per-pair record needs all of them (a seed study, a pair of architectures, a population).
 - `plan`: the groups that fit in `hours` on this machine, from its measured training throughput
-  (`throughput`, a few timed SGD steps per architecture, cached per CPU in ~/.cache/widedeep).
+  (`throughput`: the rate its finished runs really reached, else a few timed SGD steps per architecture,
+  cached per CPU in ~/.cache/widedeep).
 - `analyse_runs`: every trained run's per-run records (all-layer CKA and first-PC statistics), as Ray
   tasks on every core; the chapters then write the rest of their records as they run.
 - `status`: per run, trained / partly trained / missing and its records complete / stale / missing;
@@ -22,6 +23,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from widedeep import experiments, grid, protocol, records, store, studies
 from widedeep.profiles import Profile, repo_root
@@ -98,8 +101,8 @@ def throughput_cache() -> Path:
     return store.default_runs_dir().parent / "throughput.json"
 
 
-def _architecture_key(config: TrainConfig, threads: int) -> str:
-    return json.dumps({"hardware": store.hardware(), "depth": config.depth, "width": config.width,
+def _architecture_key(config: TrainConfig, threads: int, hardware: str | None = None) -> str:
+    return json.dumps({"hardware": hardware or store.hardware(), "depth": config.depth, "width": config.width,
                        "residual": config.residual, "image_size": config.image_size, "dataset": config.dataset,
                        "batch": config.batch_size, "precision": config.precision, "threads": threads,
                        "pc_reg": config.pc_reg_strength > 0,
@@ -108,9 +111,34 @@ def _architecture_key(config: TrainConfig, threads: int) -> str:
                           if k in ("arch", "patch_size", "heads", "mlp_ratio", "optimizer")}}, sort_keys=True)
 
 
-def throughput(config: TrainConfig, threads: int = 1, measure: bool = True) -> float | None:
-    """This machine's training images/s for `config`'s architecture: cached, else measured (None if not allowed)."""
-    path, key = throughput_cache(), _architecture_key(config, threads)
+def realized_rates(runs_dir) -> dict[str, float]:
+    """Images/s at which the finished runs in the store really trained, per architecture key (the median over
+    runs): evaluation, augmentation and whatever else shared the cores included, which the few timed steps of
+    `measure_throughput` leave out (ResNet-110 here: 248 img/s timed, 72-120 reached). A run without a
+    `threads` entry trained with the grid's default, one."""
+    found: dict[str, list[float]] = {}
+    for path in Path(runs_dir).glob("*/metrics.json"):
+        try:
+            metrics = store.read_json(path)
+            if metrics.get("status") != "complete" or not metrics.get("wall_time_s"):
+                continue
+            config = TrainConfig(**metrics["config"])
+        except (OSError, ValueError, KeyError, TypeError, store.CorruptFileError):   # damaged or older: no rate
+            continue
+        key = _architecture_key(config, metrics.get("threads", 1), metrics["hardware"])
+        found.setdefault(key, []).append(metrics["steps"] * config.batch_size / metrics["wall_time_s"])
+    return {key: float(np.median(rates)) for key, rates in found.items()}
+
+
+def throughput(config: TrainConfig, threads: int = 1, measure: bool = True,
+               realized: dict[str, float] | None = None) -> float | None:
+    """This machine's training images/s for `config`'s architecture: what its finished runs here really reached
+    (`realized`, from `realized_rates`), else the cached few-step measurement, else measured now (None if not
+    allowed)."""
+    key = _architecture_key(config, threads)
+    if realized and key in realized:
+        return realized[key]
+    path = throughput_cache()
     cached = store.read_json(path) if path.exists() else {}
     if key not in cached and measure:
         cached[key] = measure_throughput(config, threads)
@@ -118,11 +146,12 @@ def throughput(config: TrainConfig, threads: int = 1, measure: bool = True) -> f
     return cached.get(key)
 
 
-def seconds_left(config: TrainConfig, runs_dir, threads: int = 1, measure: bool = True) -> float | None:
+def seconds_left(config: TrainConfig, runs_dir, threads: int = 1, measure: bool = True,
+                 realized: dict[str, float] | None = None) -> float | None:
     """Estimated seconds to finish training `config` on one worker here (0 when done)."""
     if is_complete(config, runs_dir):
         return 0.0
-    rate = throughput(config, threads, measure)
+    rate = throughput(config, threads, measure, realized)
     if rate is None:
         return None
     return (grid.images_to_train(config) - grid.images_done(config, runs_dir)) / rate
@@ -168,7 +197,8 @@ def plan(profile: Profile, configs: list[TrainConfig], hours: float, workers: in
         raise ValueError(f"--hours must be positive, e.g. 2.5; got {hours!r}")
     if not 0 <= analysis_share < 1:
         raise ValueError(f"analysis_share must be in [0, 1); got {analysis_share!r}")
-    seconds = {c.name(): seconds_left(c, profile.runs_dir, threads) for c in configs}
+    realized = realized_rates(profile.runs_dir)
+    seconds = {c.name(): seconds_left(c, profile.runs_dir, threads, realized=realized) for c in configs}
     todo = [g for g in groups(profile, configs) if any(seconds[c.name()] > 0 for c in g.configs)]
     budget = hours * 3600 * (1 - analysis_share)
     result = Plan([], [], seconds, workers, budget)
@@ -357,7 +387,8 @@ def status_report(profile: Profile, versions: dict[str, int], threads: int = 1, 
     for r in rows:
         counts[r.training] = counts.get(r.training, 0) + 1
     left = [r.config for r in rows if r.training in ("missing", "partly trained")]
-    secs = [seconds_left(c, profile.runs_dir, threads, measure) for c in left]
+    realized = realized_rates(profile.runs_dir)
+    secs = [seconds_left(c, profile.runs_dir, threads, measure, realized) for c in left]
     if not left:
         hours = "nothing left to train"
     elif all(s is not None for s in secs):

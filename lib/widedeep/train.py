@@ -617,7 +617,7 @@ def _metrics(config: TrainConfig, model: nn.Module, history: list[dict], status:
     return {"name": config.name(), "status": status, "config": asdict(config),
             "parameters": parameter_count(model), "steps": len(history) * config.steps_per_epoch, "epochs": history,
             "wall_time_s": sum(h["wall_s"] for h in history), "hardware": store.hardware(),
-            "versions": store.versions()}
+            "threads": torch.get_num_threads(), "versions": store.versions()}
 
 
 def _check_config_file(run_dir: Path, config: TrainConfig) -> None:
