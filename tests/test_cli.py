@@ -58,3 +58,9 @@ def test_only_the_book_s_chapters_can_be_run(isolated_root, name):
 
 
 
+
+
+def test_train_refuses_an_unknown_chapter_before_training_anything(isolated_root):
+    with pytest.raises(SystemExit, match=r"no chapter '2_cka': name chapters by their file stem, one of \["):
+        cli.main(["train", "--profile", "smoke", "--in-process", "--chapters", "02_cka", "2_cka"])
+    assert not (isolated_root / "store").exists() or not any((isolated_root / "store").iterdir())

@@ -22,6 +22,16 @@ def test_the_chapters_read_every_required_run_and_no_other():
         assert read == set(experiments.required_runs(profile)), name
 
 
+def test_a_few_chapters_read_the_union_of_their_runs():
+    profile = profiles.load_profile("smoke")
+    runs = pipeline.chapter_runs(profile)
+    both = pipeline.runs_of_chapters(profile, ["02_cka", "10_vit"])
+    assert set(both) == set(runs["02_cka"]) | set(runs["10_vit"]) and len(both) == len(set(both))
+    assert set(both) < set(experiments.required_runs(profile))
+    with pytest.raises(ValueError, match="no chapter 'cka'"):
+        pipeline.runs_of_chapters(profile, ["cka"])
+
+
 def test_groups_cover_each_run_once_and_keep_a_seed_study_together():
     profile = profiles.load_profile("smoke")
     found = pipeline.groups(profile)

@@ -102,10 +102,10 @@ def run_chapter(name: str, profile: str, overrides: dict, build: bool = True,
 
 def train_profile(profile: str, overrides: dict, address: str | None = None, threads: int = 1,
                   in_process: bool = False, progress: bool = True, hours: float | None = None,
-                  analysis_share: float = 0.15) -> None:
+                  analysis_share: float = 0.15, chapters: list[str] | None = None) -> None:
     """Train every model the book needs under `profile` that the run store lacks, through the grid engine.
 
-    With `hours`, only the analysis groups that this machine's measured throughput says will finish in
+    With `chapters`, only the runs those chapters read (a few chapters complete before the rest). With `hours`, only the analysis groups that this machine's measured throughput says will finish in
     that time start, and every run stops cleanly at its first checkpoint past the deadline.
     """
     import time
@@ -119,6 +119,9 @@ def train_profile(profile: str, overrides: dict, address: str | None = None, thr
         check_precision(resolve_precision(params.recipe.precision))  # the profile's own precision must run here
         required, skipped = experiments.runs_trainable_here(params)
         required = [c for c in required if not records.has_training_record(params, c)]  # recorded: nothing to do
+        if chapters:
+            wanted = set(pipeline.runs_of_chapters(params, chapters))
+            required = [c for c in required if c in wanted]
         todo = grid.unfinished(required, params.runs_dir)
         engine = grid.choose_engine("in-process" if in_process else "auto", len(todo), address)
         grid.task_resources({"CPU": threads}, threads, params.recipe.gpus_per_model)  # refuse bad values up front
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> None:
                               "runs stop at their first checkpoint past the deadline and resume next time")
     trainer.add_argument("--analysis-share", type=float, default=0.15,
                          help="with --hours: the share of the time kept for `widedeep analyse` and the commit")
+    trainer.add_argument("--chapters", nargs="+", default=None, metavar="CHAPTER",
+                         help="train only the runs these chapters read (file stems, e.g. 02_cka 10_vit), so that "
+                              "they complete first")
     analyser = sub.add_parser("analyse", help="write the records of every trained run and chapter that lacks them")
     analyser.add_argument("--profile", default="cpu", help=f"one of {profiles.available_profiles()}")
     analyser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "train":
         train_profile(args.profile, parse_overrides(args.parameter), args.address, args.threads, args.in_process,
-                      not args.no_progress, args.hours, args.analysis_share)
+                      not args.no_progress, args.hours, args.analysis_share, args.chapters)
     elif args.command == "analyse":
         analyse_profile(args.profile, parse_overrides(args.parameter), args.threads, not args.runs_only,
                         not args.no_progress)

@@ -38,6 +38,16 @@ def chapter_runs(profile: Profile) -> dict[str, list[TrainConfig]]:
     return {chapter: list(dict.fromkeys(module.configs(profile))) for chapter, module in studies.chapters().items()}
 
 
+def runs_of_chapters(profile: Profile, chapters: Iterable[str]) -> list[TrainConfig]:
+    """The runs that the named chapters read (their union, in order), for training a few chapters first."""
+    runs, known = [], chapter_runs(profile)
+    for chapter in chapters:
+        if chapter not in known:
+            raise ValueError(f"no chapter {chapter!r}: name chapters by their file stem, one of {sorted(known)}")
+        runs.extend(known[chapter])
+    return list(dict.fromkeys(runs))
+
+
 def ensure(profile: Profile, chapter: str, progress: bool = True) -> list[TrainConfig]:
     """Train the runs `chapter` reads that are neither recorded nor trained, and record every finished one.
 
