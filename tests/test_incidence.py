@@ -149,3 +149,17 @@ def test_the_expected_law_finds_a_steep_law_and_refuses_a_grid_without_data_size
     assert steep["capacity"]["median_interval"][0] > 0 > steep["data"]["median_interval"][1]
     with pytest.raises(incidence.DesignError, match="linearly dependent"):
         incidence.expected_law([{**r, "n_train": 500} for r in rows], 1.0, -1.0, 0.4, draws=2)
+
+
+def test_chapter_3_sets_the_interval_it_got_beside_the_one_the_protocol_expected():
+    from widedeep.book import sentences
+
+    expected = {1.5: {"capacity": {"median_interval": [0.4, 2.9], "shown": 0.65}}}
+    got = incidence.LawFit({"capacity": [1.2, 0.1, 2.5], "data": [-1.0, -2.0, 0.1]}, 0.7, "firth", 0.95, 32)
+    text = sentences.law_against_expected({"incidence_fit": got}, expected, 1.5)
+    assert "[+0.40, +2.90] (width 2.50)" in text and "shown in 65% of its simulated runs" in text
+    assert text.endswith("this run's is [+0.10, +2.50] (width 2.40)")
+    lost = incidence.LawFit({}, None, "firth", 0.95, 32, estimable=False, reason="no model has a block")
+    assert sentences.law_against_expected({"incidence_fit": lost}, expected, 1.5).endswith(
+        "not estimable (no model has a block)")
+    assert "cannot separate" in sentences.law_against_expected(None, None, 1.5)

@@ -220,6 +220,22 @@ def coefficient_text(fits: dict | None, key: str) -> str:
     return ", ".join(parts) + f"; capacity + data = 0: p = {fit.relative_test_p:.3g}"
 
 
+def law_against_expected(fits: dict | None, expected: dict | None, effect: float) -> str:
+    """The presence law's capacity interval this run got, beside the median interval the protocol expected of
+    its grid under a true law of `effect` per log unit (`protocol_page.detection_summary`'s simulation)."""
+    if expected is None:
+        return "the protocol expected no interval: its grid cannot separate capacity from data"
+    low, high = expected[effect]["capacity"]["median_interval"]
+    said = (f"the protocol expected a median 95% interval of [{low:+.2f}, {high:+.2f}] (width {high - low:.2f}) "
+            f"for the capacity coefficient under a true law of ±{effect:g} per log unit, shown in "
+            f"{expected[effect]['capacity']['shown']:.0%} of its simulated runs")
+    if fits is None or not fits["incidence_fit"].estimable:
+        why = "the arm cannot separate capacity from data" if fits is None else fits["incidence_fit"].reason
+        return f"{said}; this run's presence law is not estimable ({why})"
+    _, got_low, got_high = fits["incidence_fit"].coefficients["capacity"]
+    return f"{said}; this run's is [{got_low:+.2f}, {got_high:+.2f}] (width {got_high - got_low:.2f})"
+
+
 def left_out_sentence(rows: list[dict]) -> str:
     """'none' or the grid models the interpolation rule leaves out of the law, with their train accuracy."""
     return "; ".join(f"{entry_label(r)} (train accuracy {r['train_acc']:.3f})" for r in rows) or "none"
