@@ -323,3 +323,15 @@ def test_the_grid_orders_vits_and_resnets_by_their_measured_cost():
         costs.append(grid.training_cost(config))
         measured.append(1 / entry["median"])
     assert stats.spearmanr(costs, measured).statistic > 0.8
+
+
+def test_with_no_vit_meeting_the_rule_the_law_says_why_and_nothing_is_judged():
+    from widedeep.studies import vit as chapter
+
+    law = chapter.fit_law([], 0.95)
+    assert law["verdicts"] == dict.fromkeys(("capacity", "data", "relative"), verdicts.NOT_TESTABLE)
+    assert sentences.law_sentence(law["fits"].get("incidence_fit"), law["reason"]) == (
+        "not fitted (no ViT meets the interpolation rule)")
+    claims = chapter.claims(law, verdicts.paired_verdict([], +1), verdicts.paired_verdict([], +1), 0, 30)
+    assert all(c["verdict"] == verdicts.NOT_TESTABLE for c in claims.values())
+    assert all(claims[k]["left_out"] == 30 and claims[k]["n"] == 0 for k in ("capacity", "data", "relative"))

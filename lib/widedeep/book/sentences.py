@@ -424,10 +424,11 @@ def vit_describe(result: dict, verdict: bool = True) -> str:
 
 
 
-def law_sentence(fit: dict | None) -> str:
-    """'capacity +1.2 [+0.3, +2.1], data ...; capacity + data = 0: p = 0.4' of a fit's record, or why there is none."""
+def law_sentence(fit: dict | None, reason: str | None = None) -> str:
+    """'capacity +1.2 [+0.3, +2.1], data ...; capacity + data = 0: p = 0.4' of a fit's record, or why there is none
+    (`reason`, the law's own where it recorded one)."""
     if fit is None:
-        return "not fitted (one data size, or a grid that cannot separate capacity from data)"
+        return f"not fitted ({reason or 'one data size, or a grid that cannot separate capacity from data'})"
     if not fit["estimable"]:
         return f"not estimable ({fit['reason']})"
     parts = [f"{name} {fit[f'{name}_coef'][0]:+.3f} [{fit[f'{name}_coef'][1]:+.3f}, {fit[f'{name}_coef'][2]:+.3f}]"

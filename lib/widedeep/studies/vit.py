@@ -99,6 +99,9 @@ class VitResult:
 def fit_law(eligible: list[dict], level: float) -> dict:
     """The laws on the eligible ViTs; the verdicts are the presence fit's (not estimable with too few events: the
     maximum first-PC share's law is then reported, not judged, as the protocol fixes)."""
+    if not eligible:
+        return {"fits": {}, "reason": "no ViT meets the interpolation rule",
+                "verdicts": {k: NOT_TESTABLE for k in ("capacity", "data", "relative")}}
     try:
         fits = incidence.fit_laws(eligible, level)
     except ValueError as error:   # e.g. one n_train: capacity and data cannot be told apart
