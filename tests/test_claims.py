@@ -308,17 +308,20 @@ def test_chapter_10_rows_repeat_its_verdict_objects_with_the_numbers_behind_them
     assert [r["verdict"] for r in rows if r["chapter"] == "10_vit"] == ["shown", "shown", "shown", "not shown"]
 
 
-def test_the_standing_sorts_every_row_by_its_verdict_and_names_other_runs():
+def test_the_standing_counts_only_rows_of_this_protocol_and_lists_the_others_apart():
     rows = [{"claim": "A", "verdict": "shown", "run": "abc"},
             {"claim": "B", "verdict": "suggestive (2 models)", "run": "abc"},
             {"claim": "C", "verdict": "contradicted", "run": "abc"},
             {"claim": "D", "verdict": "not run", "run": "—"},
-            {"claim": "E", "verdict": "partly shown, beyond position: not shown", "run": "old"},
+            {"claim": "E", "verdict": "shown, beyond position: not shown", "run": "pre-protocol"},
             {"claim": "F", "verdict": "plateau", "run": "abc"},
-            {"claim": "G", "verdict": "a wording of its own", "run": "abc"}]
+            {"claim": "G", "verdict": "not estimable", "run": "abc"},
+            {"claim": "H", "verdict": "partly shown", "run": "abc"}]
     lines = claims.standing(rows, "abc").splitlines()
-    assert lines[0] == "- **Reproduced at this scale** (1 of 7): A"
-    assert lines[1] == "- **Partly, or only suggested** (2 of 7): B; E (old)"
-    assert lines[2] == "- **Not reproduced** (1 of 7): C"
-    assert lines[3] == "- **Not testable here** (1 of 7): D"
-    assert lines[4] == "- **In a chapter's own words** (2 of 7): F: plateau; G: a wording of its own"
+    assert lines[0] == "- **Reproduced at this scale** (1 of 8): A"
+    assert lines[1] == "- **Partly, or only suggested** (2 of 8): B; H"
+    assert lines[2] == "- **Not reproduced** (1 of 8): C"
+    assert lines[3] == "- **Not testable here** (1 of 8): G"
+    assert lines[4] == "- **In a chapter's own words** (1 of 8): F: plateau"
+    assert lines[5] == ("- **Not yet judged under this protocol** (2 of 8; their earlier verdicts in brackets, not "
+                        "counted above): D (not run); E (pre-protocol: shown, beyond position: not shown)")

@@ -501,29 +501,34 @@ def runs_note(rows: list[dict], current: str) -> str:
 STANDING = (("Reproduced at this scale", (verdicts.SHOWN, verdicts.SHOWN_IN_AGGREGATE)),
             ("Partly, or only suggested", (verdicts.PARTLY_SHOWN, verdicts.SUGGESTIVE)),
             ("Not reproduced", (verdicts.NOT_SHOWN, verdicts.CONTRADICTED)),
-            ("Not testable here", (verdicts.NOT_TESTABLE, verdicts.NOT_RUN, verdicts.NOT_ESTIMABLE)))
+            ("Not testable here", (verdicts.NOT_TESTABLE, verdicts.NOT_ESTIMABLE)))
 
 
 def standing(rows: list[dict], current: str) -> str:
     """The introduction's plain statement, from the table's rows: which findings this scale reproduces, which only
-    partly, which not, and which it cannot test (a row is placed by the verdict it starts with; a row from another
-    run than `current` says so)."""
+    partly, which not, and which it cannot test, counting only rows judged under this page's protocol (`current`;
+    a row is placed by the verdict it starts with). Rows of another run, or of none yet, are listed apart."""
     groups: dict[str, list[str]] = {title: [] for title, _ in STANDING}
-    other: list[str] = []
+    own_words, pending = [], []
     for row in rows:
-        run = row.get("run", "—")
-        name = row["claim"] + ("" if run in ("—", current) else f" ({_run_label(run).strip('*`')})")
+        if row.get("run") != current:
+            run = row.get("run", "—")
+            where = "not run" if run == "—" else f"{_run_label(run).strip('*`')}: {row['verdict']}"
+            pending.append(f"{row['claim']} ({where})")
+            continue
         title = next((t for t, heads in STANDING if verdicts.head(row["verdict"]) in heads), None)
         if title is None:
-            other.append(f"{name}: {row['verdict']}")
+            own_words.append(f"{row['claim']}: {row['verdict']}")
         else:
-            groups[title].append(name)
+            groups[title].append(row["claim"])
     lines = [f"- **{title}** ({len(names)} of {len(rows)}): " + ("; ".join(names) if names else "none")
              for title, names in groups.items()]
-    if other:
-        lines.append(f"- **In a chapter's own words** ({len(other)} of {len(rows)}): " + "; ".join(other))
+    if own_words:
+        lines.append(f"- **In a chapter's own words** ({len(own_words)} of {len(rows)}): " + "; ".join(own_words))
+    if pending:
+        lines.append(f"- **Not yet judged under this protocol** ({len(pending)} of {len(rows)}; their earlier "
+                     f"verdicts in brackets, not counted above): " + "; ".join(pending))
     return "\n".join(lines)
-
 
 def _run_label(run: str) -> str:
     return "*pre-protocol*" if run == results_schema.PRE_PROTOCOL else run if run == "—" else f"`{run}`"
