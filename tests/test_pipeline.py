@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from widedeep import experiments, grid, pipeline, profiles, records
+from widedeep import experiments, grid, pipeline, profiles, records, store
 from widedeep.train import TrainConfig, is_complete, train_or_load
 
 TINY = dict(depth=8, width=1, n_train=200, n_val=100, n_test=100, image_size=16, epochs=4, batch_size=50,
@@ -76,7 +76,7 @@ def test_estimates_use_the_rate_finished_runs_really_reached_here(tmp_path, monk
     other = TrainConfig(**{**TINY, "width": 2}, seed=0)
     runs_dir = tmp_path / "store"
     train_or_load(config, runs_dir)
-    metrics = records.store.read_json(runs_dir / config.name() / "metrics.json")
+    metrics = store.read_json(runs_dir / config.name() / "metrics.json")
     rate = metrics["steps"] * config.batch_size / metrics["wall_time_s"]
     realized = pipeline.realized_rates(runs_dir)
     assert list(realized.values()) == [pytest.approx(rate)]
@@ -183,9 +183,7 @@ def _run_summary_tool():
 def test_the_readme_states_the_published_runs_compute_as_its_records_say():
     """README.md's paragraph on the cpu run is what `pipeline.run_summary` computes from the committed records:
     a records commit without `make records` fails here."""
-    tool = _run_summary_tool()
-    text = tool.README.read_text()
-    expected = tool.with_summary(text, "cpu", pipeline.run_summary(profiles.load_profile("cpu")))
+    text, expected = _run_summary_tool().readme_now("cpu")
     assert text == expected, "README.md's cpu run summary is stale: run `make records`"
 
 

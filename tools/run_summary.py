@@ -32,23 +32,28 @@ def with_summary(text: str, profile: str, summary: str) -> str:
     return f"{head}{start}\n{summary}\n{end}{tail}"
 
 
+def readme_now(profile: str) -> tuple[str, str]:
+    """The README as it is, and as the profile's committed records say it should be."""
+    text = README.read_text()
+    return text, with_summary(text, profile, pipeline.run_summary(profiles.load_profile(profile)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--check", action="store_true", help="only say whether the README is up to date")
     args = parser.parse_args()
-    text = README.read_text()
-    if markers(args.profile)[0] not in text:
+    if markers(args.profile)[0] not in README.read_text():
         print(f"README.md keeps no run summary for profile {args.profile}; nothing to write")
         return
-    updated = with_summary(text, args.profile, pipeline.run_summary(profiles.load_profile(args.profile)))
+    text, updated = readme_now(args.profile)
     if args.check:
         if updated != text:
             sys.exit(f"README.md's {args.profile} run summary is not what the records say: run `make records` "
                      f"(or `python tools/run_summary.py --profile {args.profile}`)")
         return
     README.write_text(updated)
-    print(pipeline.run_summary(profiles.load_profile(args.profile)))
+    print(f"README.md's {args.profile} run summary {'rewritten' if updated != text else 'already up to date'}")
 
 
 if __name__ == "__main__":

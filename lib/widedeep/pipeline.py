@@ -124,7 +124,7 @@ def _architecture_key(config: TrainConfig, threads: int, hardware: str | None = 
 def realized_rates(runs_dir) -> dict[str, float]:
     """Images/s at which the finished runs in the store really trained, per architecture key (the median over
     runs): evaluation, augmentation and whatever else shared the cores included, which the few timed steps of
-    `measure_throughput` leave out (ResNet-110 here: 248 img/s timed, 72-120 reached). A run without a
+    `measure_throughput` leave out (on a busy 2-core machine they read up to 3x fast). A run without a
     `threads` entry trained with the grid's default, one."""
     found: dict[str, list[float]] = {}
     for path in Path(runs_dir).glob("*/metrics.json"):

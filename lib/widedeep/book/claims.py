@@ -513,7 +513,7 @@ def standing(rows: list[dict], current: str) -> str:
     for row in rows:
         if row.get("run") != current:
             run = row.get("run", "—")
-            where = "not run" if run == "—" else f"{_run_label(run).strip('*`')}: {row['verdict']}"
+            where = "not run" if run == "—" else f"{run}: {row['verdict']}"
             pending.append(f"{row['claim']} ({where})")
             continue
         title = next((t for t, heads in STANDING if verdicts.head(row["verdict"]) in heads), None)
