@@ -352,7 +352,6 @@ def test_match_sentences_and_the_chapter_4_sentence(tmp_path):
     assert sentences.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
     assert "react alike" in sentences.truncation_sentence(0.97, 0.9)
     assert claims.block_uniqueness(tmp_path).endswith("(its results are not here yet)")
-    assert claims.subspace_verdict is matching.subspace_verdict
     table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f",
                                   "chapter": "03_block_structure"}])
     assert "**shown**" in table and "[Chapter 3](03_block_structure.md)" in table
