@@ -147,9 +147,12 @@ def test_committed_cpu_results_fill_every_row_with_their_own_verdicts(finding):
     assert verdict and evidence
     recorded = {**result.get("trends", {}), **result.get("verdicts", {}),
                 **result.get("claims_fit", {}).get("verdicts", {}),
-                **({"claim": result["claim"]["verdict"]} if "claim" in result else {})}
-    if recorded:  # chapters that record their verdicts: the table repeats one of them
-        assert verdict in recorded.values()
+                **({"claim": result["claim"]["verdict"]} if "claim" in result else {}),
+                **{f"claims.{k}": v["verdict"] for k, v in result.get("claims", {}).items()}}
+    if recorded:  # chapters that record their verdicts: the table repeats one of them (Chapter 5's deletion row:
+        # the score's and the beyond-position claim's, joined)
+        assert verdict in recorded.values() or all(
+            part in recorded.values() for part in verdict.split(", beyond position: "))
 
 
 def test_subspace_verdict_counts_layers_below_one_half_at_the_loosest_eps():
@@ -350,3 +353,19 @@ def test_the_standing_counts_only_rows_of_this_protocol_and_lists_the_others_apa
     assert lines[4] == "- **In a chapter's own words** (1 of 8): F: plateau"
     assert lines[5] == ("- **Not yet judged under this protocol** (2 of 8; their earlier verdicts in brackets, not "
                         "counted above): D (not run); E (0ld: shown, beyond position: not shown)")
+
+
+def test_the_deletion_row_names_blocked_models_without_a_block_free_control():
+    """A blocked model whose architecture has no block-free model at its positions has no control (None values)."""
+    def claim(verdict):
+        return {"verdict": verdict, "n": 2, "mean": 0.06, "interval": [0.05, 0.07], "rule": "book/protocol.md"}
+    blocked = entry(110, 500, 0, block=BLOCK, verdicts={"mean_delta_inside": -0.02, "mean_delta_outside": -0.1})
+    chapter = {"models": table(blocked, entry(110, 250, 1, block=BLOCK)),
+               "position_control": {name(110, 500): {"control_inside": -0.021, "control_outside": -0.095},
+                                    name(110, 250, 1): {"control_inside": None, "control_outside": None}},
+               "claims": {"deletion": claim("shown"), "deletion_beyond_position": claim("not shown")}, "verdicts": {}}
+    verdict, evidence, stats = claims.judge_deletion(chapter)
+    assert verdict == "shown, beyond position: not shown"
+    assert "ResNet-110 ×1, n=500, s0: -0.020 inside vs -0.100 outside" in evidence
+    assert evidence.endswith("without a block: -0.021 vs -0.095 (1 blocked model(s) without a block-free control)")
+    assert stats.startswith("score: n = 2, mean +0.060 [+0.050, +0.070]")

@@ -139,10 +139,13 @@ def judge_deletion(results: dict) -> Judged:
     numbers = "; ".join(f"{results_schema.label(e)}: {e['verdicts']['mean_delta_inside']:+.3f} inside vs "
                         f"{e['verdicts']['mean_delta_outside']:+.3f} outside"
                         for e in _blocked(results["models"]).values() if "mean_delta_inside" in e.get("verdicts", {}))
+    position = results.get("position_control", {}).values()
     controls = "; ".join(f"{c['control_inside']:+.3f} vs {c['control_outside']:+.3f}"
-                         for c in results.get("position_control", {}).values())
+                         for c in position if c["control_inside"] is not None)
+    uncontrolled = sum(c["control_inside"] is None for c in position)   # no block-free model of that architecture
     evidence = (f"Δ test accuracy per deleted residual block, {numbers or 'no block'}; the same positions in models "
-                f"without a block: {controls or 'none'}")
+                f"without a block: {controls or 'none'}"
+                + (f" ({uncontrolled} blocked model(s) without a block-free control)" if uncontrolled else ""))
     score, beyond = stored(results, "deletion"), stored(results, "deletion_beyond_position")
     return Judged(f"{score['verdict']}, beyond position: {beyond['verdict']}", evidence,
                   f"score: {describe(score)}; beyond position: {describe(beyond)}")
