@@ -2,7 +2,8 @@
 
 import pytest
 
-from widedeep import profiles, store
+from widedeep import profiles, protocol, store
+from widedeep.analyses import first_pc, matching
 from widedeep.book import claims, results
 
 BLOCK = {"start": 3, "end": 9, "n_layers": 5, "mean_cka": 0.97, "outside_cka": 0.7}
@@ -21,9 +22,14 @@ def table(*entries):
     return {name(e["depth"], e["n_train"], e["seed"]): e for e in entries}
 
 
-def provenance():
+def provenance(run="0123456789abcdef"):
     return {"profile": "cpu", "commit": "abc123", "hardware": "2 cores", "wall_time_s": 12.3,
-            "versions": {"torch": "2.14"}}
+            "versions": {"torch": "2.14"}, "protocol": run}
+
+
+def verdict_object(verdict, n=3, **extra):
+    """A recorded claim (`verdicts.claim`'s keys), as a results file keeps it."""
+    return {"verdict": verdict, "n": n, "interval": None, "rule": "book/protocol.md", **extra}
 
 
 def test_capacity_and_data_claims_come_from_chapter_3s_fitted_law():
@@ -31,17 +37,18 @@ def test_capacity_and_data_claims_come_from_chapter_3s_fitted_law():
     chapter = {"models": table(entry(20, 500), entry(110, 500, block=BLOCK), entry(110, 1000, block=BLOCK)),
                "claims_fit": {"fit": "incidence_fit",
                               "verdicts": {"capacity": "shown", "data": "shown", "relative": "shown"}},
-               "incidence_fit": law}
+               "incidence_fit": law,
+               "claims": {"capacity": verdict_object("shown", mean=0.8, interval=[0.2, 1.4]),
+                          "data": verdict_object("shown", mean=-0.9, interval=[-1.5, -0.3])}}
     verdict, evidence, stats = claims.judge_capacity(chapter)
     assert verdict == "shown" and "blocks in 2 of 3 grid models" in evidence and "+0.800 [+0.200, +1.400]" in evidence
-    assert stats.startswith("n = 3; capacity coefficient +0.800") and claims.NOT_RECORDED in stats   # schema 2
+    assert "0 left out by the interpolation rule" in evidence and stats == "n = 3, mean +0.800 [+0.200, +1.400]"
     verdict, evidence, stats = claims.judge_data(chapter)
     assert verdict == "shown" and "-0.900 [-1.500, -0.300]" in evidence and "p = 0.6" in evidence
-    # schema 3: the row repeats the chapter's verdict object, with the models the interpolation rule left out
+    assert stats == "n = 3, mean -0.900 [-1.500, -0.300]"
+    # the row repeats the chapter's verdict object, with the models the interpolation rule left out
     chapter["claims_fit"]["left_out"] = ["fmnist16-resnet56x1-n250-s0-00000006"]
-    chapter["claims"] = {"capacity": {"verdict": "shown", "n": 3, "mean": 0.8, "interval": [0.2, 1.4],
-                                      "left_out": 1, "left_out_why": "grid models below the interpolation rule",
-                                      "rule": "book/protocol.md, Chapter 3"}}
+    chapter["claims"]["capacity"].update(left_out=1, left_out_why="grid models below the interpolation rule")
     verdict, evidence, stats = claims.judge_capacity(chapter)
     assert "1 left out by the interpolation rule" in evidence
     assert stats == "n = 3, mean +0.800 [+0.200, +1.400]; 1 left out (grid models below the interpolation rule)"
@@ -63,7 +70,9 @@ CKA_ONLY = {"threshold": 0.9, "min_contrast": 0.2, "min_pc1": None}
 
 
 def first_pc_chapter(*entries, detector=CKA_ONLY):
-    return {"models": table(*entries), "blocks_broken": [], "detector": detector}
+    """Chapter 4's fields the rows read, its verdict objects judged as the study judges them (`first_pc.claims`)."""
+    return {"models": table(*entries), "blocks_broken": [], "detector": detector,
+            "claims": first_pc.claims(entries, detector["min_pc1"])}
 
 
 def test_first_pc_is_judged_on_cka_only_blocks_with_intervals_over_models():
@@ -71,7 +80,7 @@ def test_first_pc_is_judged_on_cka_only_blocks_with_intervals_over_models():
     dominated = [entry(110, n, s, block=BLOCK, pc1_share_inside=0.6 + 0.01 * s, pc1_share_outside=0.3, **falls)
                  for n in (500, 1000) for s in (0, 1)]
     verdict, evidence, stats = claims.judge_first_pc(first_pc_chapter(*dominated))
-    assert verdict == "shown" and "n = 4" in stats and "[+" in stats and claims.NOT_RECORDED in stats
+    assert verdict == "shown" and "n = 4" in stats and "[+" in stats
     # the same four, but the first PC no larger inside than outside in two of them: only one half holds
     mixed = dominated[:2] + [{**e, "pc1_share_inside": 0.1} for e in dominated[2:]]
     assert claims.judge_first_pc(first_pc_chapter(*mixed))[0] == "partly shown"
@@ -100,37 +109,31 @@ def test_a_contrast_that_rises_under_pc_removal_is_not_broken():
     assert verdict == "partly shown" and "contradicted" in evidence   # dominates, but the contrast rose
 
 
-def test_seed_uniqueness_compares_inside_with_outside():
-    unique = [entry(110, 500, s, block=BLOCK, cross_seed_cka_inside=0.4 + 0.02 * s, cross_seed_cka_outside=0.7)
-              for s in range(3)]
-    verdict, evidence, stats = claims.judge_seeds({"models": table(*unique)})
-    assert verdict == "shown" and "n = 3" in stats and "ResNet-110 ×1, n=500, s0: 0.40 inside vs 0.70" in evidence
-    assert "predates the per-pair values" in stats   # an older file: the t-interval over blocked seeds
-    shared = entry(110, 500, 3, block=BLOCK, cross_seed_cka_inside=0.9, cross_seed_cka_outside=0.7)
-    assert claims.judge_seeds({"models": table(unique[0], shared)})[0] == "not shown"
-    assert claims.judge_seeds({"models": table(unique[0])})[0] == "suggestive (1 model)"
-    assert claims.judge_seeds({"models": table(entry(20, 500))})[0] == claims.NOT_TESTABLE
-
-
 def test_missing_chapters_are_marked_not_run_and_rows_keep_the_findings_order(tmp_path):
     store.write_json(tmp_path / "03_block_structure.json", {
-        "schema_version": 2, "provenance": provenance(), "models": table(entry(20, 500)),
+        "schema_version": results.SCHEMA_VERSION, "provenance": provenance(), "models": table(entry(20, 500)),
         "trends": {"capacity": "not shown", "data": "not shown"}, "detector": {}, "seed_study": {},
         "threshold_sweep": {}, "short_arm": {}, "arms_compared": [], "training_length_effect": {},
         **dict.fromkeys([f"{arm}{fit}_fit" for arm in ("", "short_arm_") for fit in ("incidence", "continuous",
                                                                                    "block_size")]),
         "claims_fit": {"fit": "continuous_fit", "verdicts": {"capacity": "not shown", "data": "not shown",
-                                                             "relative": "not shown"}}})
+                                                             "relative": "not shown"}},
+        "claims": {claim: verdict_object("not shown", n=1) for claim in ("capacity", "data", "relative")}})
     loaded = claims.load_results(tmp_path)
     rows = claims.claims_rows(loaded)
     assert [r["claim"] for r in rows] == [f.claim for f in claims.FINDINGS]
     assert [r["verdict"] for r in rows[:2]] == ["not shown", "not shown"]
     assert all(r["verdict"] == claims.NOT_RUN for r in rows[2:])
     assert claims.provenance_lines(loaded) == [
-        "03_block_structure: profile cpu, commit abc123, 2 cores, 12 s; torch 2.14 (pre-protocol: written before "
-        "book/protocol.md fixed the run's rules)"]
-    assert {r["run"] for r in rows[:2]} == {"pre-protocol"} and {r["run"] for r in rows[2:]} == {"—"}
-    assert "*pre-protocol*" in claims.claims_table(rows)
+        "03_block_structure: profile cpu, commit abc123, 2 cores, 12 s; torch 2.14; protocol 0123456789abcdef"]
+    assert {r["run"] for r in rows[:2]} == {"0123456789abcdef"} and {r["run"] for r in rows[2:]} == {"—"}
+    assert "`0123456789abcdef`" in claims.claims_table(rows)
+
+
+def test_a_results_file_without_a_claims_verdict_object_is_refused_by_name():
+    chapter = {"provenance": provenance(), "models": table(entry(110, 500, block=BLOCK)), "claims": {}}
+    with pytest.raises(results.SchemaError, match="no verdict object for the claim 'seeds_unique'"):
+        claims.judge_seeds(chapter)
 
 
 @pytest.mark.parametrize("finding", claims.FINDINGS, ids=lambda f: f.chapter)
@@ -157,13 +160,15 @@ def test_subspace_verdict_counts_layers_below_one_half_at_the_loosest_eps():
     scores = [[[0.10, 0.0], [0.30, 0.0]], [[0.20, 0.0], [0.50, 0.1]]]
     base = {"eps": [0.5, 0.15], "pairs": [[0, 1], [2, 3]], "layers": ["a", "b"],
             "match_scores": scores, "linear_cka": [[0.9, 0.8], [0.9, 0.8]], "mean_score_by_eps": [0.275, 0.025]}
-    verdict, evidence, stats = claims.judge_subspace({"base": base})
+    claim = verdict_object("shown", n=2, k=2, seeds=4, layer_intervals=[[0.1, 0.2], [0.3, 0.45]])
+    verdict, evidence, stats = claims.judge_subspace({"base": base, "claims": {"wang_low_match": claim}})
     assert verdict == "shown" and evidence.startswith("2 of 2 layers") and "ε = 0.5" in evidence
     assert "mean score 0.28" in evidence and "CKA of the same layers is 0.85" in evidence
+    assert "bootstrap over 4 seeds (largest upper bound 0.45)" in stats
     one_high = [[[0.10, 0.0], [0.60, 0.0]], [[0.20, 0.0], [0.50, 0.1]]]  # layer b: mean 0.55 at eps 0.5
-    assert claims.subspace_verdict(one_high, base["eps"]) == ("partly shown", 1, 2)
-    assert claims.subspace_verdict(one_high, base["eps"], threshold=0.6) == ("shown", 2, 2)
-    assert claims.subspace_verdict([[[0.7], [0.9]]], [0.5])[0] == "not shown"
+    assert matching.subspace_verdict(one_high, base["eps"]) == ("partly shown", 1, 2)
+    assert matching.subspace_verdict(one_high, base["eps"], threshold=0.6) == ("shown", 2, 2)
+    assert matching.subspace_verdict([[[0.7], [0.9]]], [0.5])[0] == "not shown"
 
 
 def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behind_them():
@@ -176,14 +181,22 @@ def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behin
                 "regularised": {"0.2": [{"has_block": False, "has_block_unregularised": True},
                                         {"has_block": True, "has_block_unregularised": True},
                                         {"has_block": False, "has_block_unregularised": False}]},
-                "verdicts": {"dominant_datapoints": "shown", "differ_across_seeds": "not shown",
-                             "removal_breaks_block": "shown", "forms_early": "shown",
-                             "regulariser_removes_block": "partly shown"}}
+                "claims": {"dominant_datapoints": verdict_object("shown", n=1),
+                           "differ_across_seeds": verdict_object("not testable: the permutation test needs three "
+                                                                 "blocked seeds sharing layers", n=1, p=None),
+                           "removal_breaks_block": verdict_object("shown", n=1),
+                           "forms_early": verdict_object("shown", n=1),
+                           "regulariser_removes_block": verdict_object("partly shown", n=2)}}
     verdict, evidence, stats = claims.judge_dominant_datapoints(document)
     assert verdict == "shown" and "top 5% carry 0.70, Jaccard between block layers 0.40" in evidence
     assert "(Gaussian scores: 0.25; two random sets: 0.026)" in evidence
+    verdict, evidence, stats = claims.judge_differ_across_seeds(document)   # too few blocked seeds to permute
+    assert verdict.startswith("not testable") and "ResNet-110 ×1, n=500, s1: 0.020" in evidence
+    document["claims"]["differ_across_seeds"] = verdict_object("shown", n=4, p=0.01, within_seed=0.4,
+                                                               across_seeds=0.05, layers=6)
     verdict, evidence, stats = claims.judge_differ_across_seeds(document)
-    assert verdict == "not shown" and "ResNet-110 ×1, n=500, s1: 0.020" in evidence
+    assert verdict == "shown" and evidence.startswith("mean Jaccard of one seed's dominant sets at two block "
+                                                      "layers 0.400, of two seeds' sets at one layer 0.050")
     assert claims.judge_removal(document)[:2] == ("shown", "ResNet-110 ×1, n=500, s1: contrast 0.60 to 0.10 (random 0.55)")
     assert claims.judge_forms_early(document)[1].endswith("0.30 (epoch 15), 0.50 (epoch 150)")
     verdict, evidence, stats = claims.judge_regulariser(document)
@@ -191,7 +204,9 @@ def test_origins_rows_are_judged_from_chapter_8s_verdicts_with_the_numbers_behin
 
 
 def lens_results(found: dict, seen: list, unseen: list, verdict: str) -> dict:
-    return {"verdicts": found, "claim": {"verdict": verdict, "seen_by": seen, "not_seen_by": unseen}}
+    measures = {lens: {"k": 1 if lens in seen else 0, "n": 3} for lens in seen + unseen}
+    return {"verdicts": found, "claim": {"verdict": verdict, "seen_by": seen, "not_seen_by": unseen},
+            "claims": {"seen_by_other_measures": verdict_object(verdict, measures=measures)}}
 
 
 def test_the_lens_row_counts_the_other_measures_that_see_the_block():
@@ -199,7 +214,8 @@ def test_the_lens_row_counts_the_other_measures_that_see_the_block():
     verdict, evidence, stats = claims.judge_lenses(lens_results(found, ["Procrustes"], ["RSA", "SVCCA"], "partly shown"))
     assert verdict == "partly shown"
     assert "seen by 1 of 3 other measures (Procrustes)" in evidence and "not by RSA, SVCCA" in evidence
-    assert "under linear CKA: shown" in evidence
+    assert "under linear CKA: shown" in evidence and stats.endswith("Procrustes 1 of 3 seeds, RSA 0 of 3 seeds, "
+                                                                    "SVCCA 0 of 3 seeds")
     untestable = dict.fromkeys(found, "not testable: no seed has a block")
     verdict, evidence, stats = claims.judge_lenses(lens_results(untestable, [], [], "not testable"))
     assert verdict == "not testable" and "no seed has a block" in evidence
@@ -213,7 +229,8 @@ def test_the_lens_row_reads_as_not_run_without_chapter_9():
 def pair_entry(seed, others, inside, outside):
     """A blocked seed's Chapter 4 entry with its per-pair cross-seed CKA (inside, outside) against `others`."""
     pairs = {str(t): [inside(t), outside(t)] for t in others}
-    return entry(110, 500, seed, block=BLOCK, cross_seed_pairs=pairs,
+    return entry(110, 500, seed, block=BLOCK, cross_seed_pairs=pairs, pc1_share_inside=0.6, pc1_share_outside=0.3,
+                 **removal(0.97, 0.7, 0.8, 0.75),
                  cross_seed_cka_inside=sum(v[0] for v in pairs.values()) / len(pairs),
                  cross_seed_cka_outside=sum(v[1] for v in pairs.values()) / len(pairs))
 
@@ -221,13 +238,21 @@ def pair_entry(seed, others, inside, outside):
 def test_seed_uniqueness_with_per_pair_values_is_a_bootstrap_over_seeds():
     seeds = range(6)
     steady = [pair_entry(s, [t for t in seeds if t != s], lambda t: 0.4, lambda t: 0.7 + 0.01 * t) for s in range(3)]
-    verdict, _, stats = claims.judge_seeds({"models": table(*steady)})
-    assert verdict == "shown" and "bootstrap over 6 seeds" in stats
+    verdict, evidence, stats = claims.judge_seeds(seed_chapter(*steady))
+    assert verdict == "shown" and "bootstrap over 6 seeds" in stats and "n = 3" in stats
+    assert "ResNet-110 ×1, n=500, s0: 0.40 inside vs 0.73 outside" in evidence
     # pairs that disagree wildly: seed 5 is unlike every blocked seed inside their blocks, the others alike
     noisy = [pair_entry(s, [t for t in seeds if t != s], lambda t: 0.1 if t == 5 else 0.9, lambda t: 0.75)
              for s in range(3)]
-    verdict, _, stats = claims.judge_seeds({"models": table(*noisy)})
+    verdict, _, stats = claims.judge_seeds(seed_chapter(*noisy))
     assert verdict == "not shown" and "bootstrap over 6 seeds" in stats
+    assert claims.judge_seeds(seed_chapter(steady[0]))[0] == "suggestive (1 model)"
+    assert claims.judge_seeds(seed_chapter(entry(20, 500)))[0] == claims.NOT_TESTABLE
+
+
+def seed_chapter(*entries):
+    """Chapter 4's seed-study fields, its claim judged as the study judges it."""
+    return {"models": table(*entries), "claims": first_pc.claims(entries, None)}
 
 
 def test_rows_of_different_protocol_hashes_are_marked_and_said_so_above_the_table():
@@ -241,7 +266,6 @@ def test_rows_of_different_protocol_hashes_are_marked_and_said_so_above_the_tabl
     assert "not written under this page's protocol (`aaaa`), but before it or under another: `bbbb`" in note
     stale = claims.runs_note(rows, "cccc")
     assert "different runs" not in stale and "under another: `aaaa`" in stale
-    assert "*pre-protocol*" in claims.runs_note([{"run": "pre-protocol"}], "cccc")
     assert claims.runs_note([{"run": "—"}], "aaaa") == "No chapter has results for this profile yet."
     table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f", "stats": "n = 3",
                                   "chapter": "04_pca", "run": "bbbb"}])
@@ -250,10 +274,11 @@ def test_rows_of_different_protocol_hashes_are_marked_and_said_so_above_the_tabl
 
 def test_a_chapter_reading_another_chapters_stale_results_says_so(tmp_path):
     profile = profiles.load_profile("smoke")
-    current = claims.protocol.protocol_hash(profile)
-    document = {"schema_version": 2, "provenance": {**provenance(), "protocol": "0123456789abcdef"},
-                "models": table(entry(110, 500, 0, block=BLOCK, cross_seed_cka_inside=0.4, cross_seed_cka_outside=0.7)),
-                "detector": {}, "blocks_broken": [], "cross_seed_matched_stream_mean": 0.8}
+    current = protocol.protocol_hash(profile)
+    blocked = pair_entry(0, [1, 2], lambda t: 0.4, lambda t: 0.7)
+    document = {"schema_version": results.SCHEMA_VERSION, "provenance": provenance(),
+                "models": table(blocked), "detector": {}, "blocks_broken": [], "cross_seed_matched_stream_mean": 0.8,
+                "claims": first_pc.claims([blocked], None)}
     store.write_json(tmp_path / "04_pca.json", document)
     sentence = claims.block_uniqueness(tmp_path, profile)
     assert "written under protocol 0123456789abcdef, not under this book's protocol now" in sentence
@@ -261,8 +286,8 @@ def test_a_chapter_reading_another_chapters_stale_results_says_so(tmp_path):
     document["provenance"]["protocol"] = current
     store.write_json(tmp_path / "04_pca.json", document)
     assert "Note:" not in claims.block_uniqueness(tmp_path, profile)
-    assert results.stale_note({"provenance": provenance()}, profile).startswith(
-        "Note: the results read here were written before the protocol")
+    assert results.stale_note({"provenance": provenance("fedcba9876543210")}, profile).startswith(
+        "Note: the results read here were written under protocol fedcba9876543210, not")
 
 
 def test_the_subspace_claim_bootstraps_each_layer_over_seeds():
@@ -316,7 +341,7 @@ def test_the_standing_counts_only_rows_of_this_protocol_and_lists_the_others_apa
             {"claim": "B", "verdict": "suggestive (2 models)", "run": "abc"},
             {"claim": "C", "verdict": "contradicted", "run": "abc"},
             {"claim": "D", "verdict": "not run", "run": "—"},
-            {"claim": "E", "verdict": "shown, beyond position: not shown", "run": "pre-protocol"},
+            {"claim": "E", "verdict": "shown, beyond position: not shown", "run": "0ld"},
             {"claim": "F", "verdict": "plateau", "run": "abc"},
             {"claim": "G", "verdict": "not estimable", "run": "abc"},
             {"claim": "H", "verdict": "partly shown", "run": "abc"}]
@@ -327,7 +352,7 @@ def test_the_standing_counts_only_rows_of_this_protocol_and_lists_the_others_apa
     assert lines[3] == "- **Not testable here** (1 of 8): G"
     assert lines[4] == "- **In a chapter's own words** (1 of 8): F: plateau"
     assert lines[5] == ("- **Not yet judged under this protocol** (2 of 8; their earlier verdicts in brackets, not "
-                        "counted above): D (not run); E (pre-protocol: shown, beyond position: not shown)")
+                        "counted above): D (not run); E (0ld: shown, beyond position: not shown)")
 
 
 def test_the_deletion_row_names_blocked_models_without_a_block_free_control():

@@ -1,4 +1,4 @@
-"""tools/compare_results.py: schema-0 files map onto schema 1, and any changed number is reported."""
+"""tools/compare_results.py: two builds of the same numbers compare equal, and any changed number is reported."""
 
 import importlib.util
 import json
@@ -19,24 +19,25 @@ def write(folder: Path, stem: str, document: dict) -> None:
     (folder / f"{stem}.json").write_text(json.dumps(document))
 
 
-def test_a_schema_0_file_maps_onto_its_schema_1_rebuild(tmp_path):
-    old = {"provenance": {"commit": "a"}, "models": [ROW], "blocks_broken": ["ResNet-56 ×1, n=500, s0"],
-           "detector": {}, "cross_seed_matched_stream_mean": 0.5}
-    new = {"schema_version": 1, "provenance": {"commit": "b"}, "models": {NAME: {k: v for k, v in ROW.items()
-                                                                                if k != "name"}},
-           "blocks_broken": [NAME], "detector": {}, "cross_seed_matched_stream_mean": 0.5}
-    write(tmp_path / "old", "04_pca", old)
-    write(tmp_path / "new", "04_pca", new)
+def entry(**changes) -> dict:
+    return {k: v for k, v in {**ROW, **changes}.items() if k != "name"}
+
+
+def test_two_builds_of_the_same_numbers_compare_equal_whatever_their_provenance(tmp_path):
+    document = {"schema_version": 3, "blocks_broken": [NAME], "detector": {}, "cross_seed_matched_stream_mean": 0.5,
+                "models": {NAME: entry()}}
+    write(tmp_path / "old", "04_pca", {**document, "provenance": {"commit": "a"}, "records": {"x": "cka"}})
+    write(tmp_path / "new", "04_pca", {**document, "provenance": {"commit": "b"}, "records": {"y": "cka"}})
     np.savez(tmp_path / "old" / "04_pca.npz", a=np.array([1.0, np.nan]))
     np.savez(tmp_path / "new" / "04_pca.npz", a=np.array([1.0, np.nan]))
     assert compare_results.compare(tmp_path / "old", tmp_path / "new") == []
 
 
 def test_a_changed_number_a_missing_key_and_a_changed_array_are_reported(tmp_path):
-    write(tmp_path / "old", "01_training", {"provenance": {}, "parameters": {"epochs": 4}, "models": [ROW]})
-    changed = {**ROW, "test_acc": 0.5995}
-    write(tmp_path / "new", "01_training", {"schema_version": 1, "provenance": {}, "parameters": {},
-                                            "models": {NAME: {k: v for k, v in changed.items() if k != "name"}}})
+    write(tmp_path / "old", "01_training", {"schema_version": 3, "provenance": {}, "parameters": {"epochs": 4},
+                                            "models": {NAME: entry()}})
+    write(tmp_path / "new", "01_training", {"schema_version": 3, "provenance": {}, "parameters": {},
+                                            "models": {NAME: entry(test_acc=0.5995)}})
     np.savez(tmp_path / "old" / "x.npz", a=np.zeros(3))
     np.savez(tmp_path / "new" / "x.npz", a=np.ones(3))
     diffs = compare_results.compare(tmp_path / "old", tmp_path / "new")

@@ -17,40 +17,36 @@ NAME = "fmnist16-resnet20x1-n500-s0-1a2b3c4d"
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_committed_results_file_follows_the_schema(path):
     document = results.read(path)
-    assert document["schema_version"] in results.VERSIONS
+    assert document["schema_version"] == results.SCHEMA_VERSION
     assert path.stem in results.CHAPTERS
 
 
-def test_the_committed_cpu_results_cover_every_chapter_of_their_run():
-    """The published cpu run covers every chapter it had; Chapters 8-9 join as they are run at cpu."""
-    committed = {p.stem for p in COMMITTED if p.parent.name == "cpu"}
-    assert set(results.CHAPTERS) - set(results.NEW_IN_VERSION_2) <= committed <= set(results.CHAPTERS)
+def test_the_committed_cpu_results_cover_every_chapter_from_one_run():
+    """The published cpu run: every chapter's results, all written under one protocol hash."""
+    committed = {p.stem: results.read(p) for p in COMMITTED if p.parent.name == "cpu"}
+    assert set(committed) == set(results.CHAPTERS)
+    assert len({results.run_of(document) for document in committed.values()}) == 1
 
 
-def test_version_1_files_lack_only_the_keys_version_2_added():
-    v1 = minimal("06_errors", schema_version=1)
-    for key in results.ADDED_IN_VERSION_2["06_errors"] + results.ADDED_IN_VERSION_3["06_errors"]:
-        del v1[key]
-    results.validate(v1, "06_errors")
-    with pytest.raises(results.SchemaError, match="lacks"):
-        results.validate({**v1, "schema_version": 2}, "06_errors")
-    with pytest.raises(results.SchemaError, match="unknown keys"):  # a version-1 file cannot hold a new key
-        results.validate({**v1, "power": {}}, "06_errors")
-    with pytest.raises(results.SchemaError, match="schema_version is 1"):  # Chapter 8 is new in version 2
-        results.validate(minimal("08_origins", schema_version=1), "08_origins")
+def test_files_of_earlier_schemas_are_refused_with_what_to_do():
+    for version in (1, 2, None):
+        with pytest.raises(results.SchemaError, match=rf"schema_version is {version}, this code reads 3; rebuild"):
+            results.validate(minimal("06_errors", schema_version=version), "06_errors")
+    without_protocol = minimal("06_errors")
+    del without_protocol["provenance"]["protocol"]
+    with pytest.raises(results.SchemaError, match="provenance must hold"):
+        results.validate(without_protocol, "06_errors")
 
 
 CLAIM = {"verdict": "shown", "n": 5, "mean": 0.1, "interval": [0.05, 0.15], "rule": "book/protocol.md, Chapter 4"}
 
 
-def test_version_2_files_lack_only_the_verdict_objects_and_version_3_needs_them():
-    v2 = minimal("04_pca", schema_version=2)
-    del v2["claims"]
-    results.validate(v2, "04_pca")
+def test_judging_chapters_need_their_verdict_objects():
+    document = minimal("04_pca")
+    del document["claims"]
     with pytest.raises(results.SchemaError, match=r"lacks \['claims'\]"):
-        results.validate({**v2, "schema_version": results.SCHEMA_VERSION}, "04_pca")
+        results.validate(document, "04_pca")
     results.validate(minimal("04_pca", claims={"seeds_unique": CLAIM}), "04_pca")
-    results.validate(minimal("01_training", schema_version=2), "01_training")   # Chapter 1 judges no claim
 
 
 @pytest.mark.parametrize("claim, message", [

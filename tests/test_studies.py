@@ -318,6 +318,8 @@ def test_error_study_finds_planted_differences_and_records_them():
     power_texts = sentences.errors_power(different)
     assert float(power_texts["power_null"]) < 1
     assert different.power["curve"][0]["m_a"] == SMOKE.errors.power_seeds[0]
+    assert power_texts["power_holds"].startswith("This run holds 2 wide seeds")
+
     main = sentences.errors_main(different)
     # 2 wide against 4 deep seeds: the floor 1/C(6, 2) lies above q, so no example is even testable.
     assert main["main_found"] == "0" and main["main_kept"] == "0" and v.head(main["main_verdict"]) in v.VERDICTS
@@ -331,6 +333,12 @@ def test_error_study_finds_planted_differences_and_records_them():
     results.validate({"schema_version": results.SCHEMA_VERSION,
                       "provenance": dict.fromkeys(results.PROVENANCE_KEYS, ""), **results._plain(record)}, "06_errors")
     assert "test accuracy per seed" in tables.populations_table(different.populations)
+
+
+def test_the_power_sentence_says_when_the_run_holds_too_few_seeds():
+    assert "fewer than the 6" in sentences.power_holds(3, 6, 32) and "underpowered" in sentences.power_holds(3, 6, 32)
+    assert sentences.power_holds(6, 6, 32) == "This run holds 6 wide seeds, at least the 6 the curve asks for."
+    assert "no population up to 32 wide seeds" in sentences.power_holds(3, None, 32)
 
 
 def test_error_study_gives_its_verdicts_whatever_ran_before():
@@ -352,7 +360,6 @@ def test_match_sentences_and_the_chapter_4_sentence(tmp_path):
     assert sentences.truncation_sentence(0.97, 0.2).endswith("loses most neurons")
     assert "react alike" in sentences.truncation_sentence(0.97, 0.9)
     assert claims.block_uniqueness(tmp_path).endswith("(its results are not here yet)")
-    assert claims.subspace_verdict is matching.subspace_verdict
     table = claims.claims_table([{"claim": "c", "verdict": "shown", "evidence": "e", "figure": "f",
                                   "chapter": "03_block_structure"}])
     assert "**shown**" in table and "[Chapter 3](03_block_structure.md)" in table

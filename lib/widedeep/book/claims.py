@@ -5,29 +5,24 @@ Layer: book support (reads `widedeep.book.results`; verdicts in `widedeep.analys
 The introduction's claims table is built here, from `results/<profile>/*.json`, never typed: each
 finding names the chapter and figure that test it and a function that turns that chapter's results
 into a `Judged` row: the verdict ("shown", "partly shown", "not shown", "not testable", or a chapter's
-own wording), a one-line piece of evidence with the numbers behind it, and its n and interval. A
-results file of schema 3 carries each claim's verdict object (`claims`), which the row repeats; an
-older file is judged from its numbers as its run judged them, and says that it records no interval.
-A chapter whose results file is missing gives "not run". Every row names the run (protocol hash) its
+own wording), a one-line piece of evidence with the numbers behind it, and its n and interval. Each
+results file carries its claims' verdict objects (`claims`), which the row repeats. A chapter whose results file is missing gives "not run". Every row names the run (protocol hash) its
 results came from; `runs_note` says above the table when the rows come from more than one run, or from
 another protocol than the page's now. `provenance_lines` states where every results file came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from widedeep import protocol
 from widedeep.analyses import verdicts
-from widedeep.analyses.first_pc import first_pc_claim, seeds_unique_claim
-from widedeep.analyses.matching import subspace_verdict
 from widedeep.analyses.origins import span_jaccard
-from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, describe, fraction_verdict, paired_verdict
+from widedeep.analyses.verdicts import NOT_RUN, NOT_TESTABLE, describe
 from widedeep.book import results as results_schema
 from widedeep.book.tables import list_table
 from widedeep.labels import architecture_label
@@ -41,9 +36,6 @@ class Judged(NamedTuple):
     stats: str
 
 
-NOT_RECORDED = "no interval recorded (a results file from before the protocol's verdict objects)"
-
-
 @dataclass(frozen=True)
 class Finding:
     """One of the paper's findings, where the book tests it, and how its results file becomes a verdict."""
@@ -54,9 +46,14 @@ class Finding:
     judge: Callable[[dict], Judged]
 
 
-def stored(results: dict, key: str) -> dict | None:
-    """The verdict object a schema-3 results file recorded for a claim, or None (older files)."""
-    return (results.get("claims") or {}).get(key)
+def stored(results: dict, key: str) -> dict:
+    """The verdict object a results file recorded for a claim (a file without it is refused by name)."""
+    claims = results.get("claims") or {}
+    if key not in claims:
+        raise results_schema.SchemaError(f"a {results.get('provenance', {}).get('profile', '')} results file has no "
+                                         f"verdict object for the claim {key!r} (claims: {sorted(claims)}); rebuild "
+                                         f"its chapter (make book) to record it")
+    return claims[key]
 
 
 def _blocked(models: dict[str, dict]) -> dict[str, dict]:
@@ -77,27 +74,8 @@ def _coefficient(fit: dict, name: str) -> str:
     return f"{name} coefficient {value[0]:+.3f} [{value[1]:+.3f}, {value[2]:+.3f}]"
 
 
-def _version_1(results: dict) -> bool:
-    """A results file of the cpu run published before schema version 2 (no fitted law, no power curve)."""
-    return results.get("schema_version") == 1
-
-
-def _law_stats(results: dict, name: str) -> str:
-    """A law claim's n and interval: the recorded verdict object's, else the fit's coefficient and model count."""
-    claim = stored(results, name)
-    if claim is not None:
-        return describe(claim)
-    key, _, fit = _law(results)
-    return f"n = {fit.get('n_models', len(results['models']))}; {_coefficient(fit, name)}; {NOT_RECORDED}"
-
-
 def judge_capacity(results: dict) -> Judged:
     """Chapter 3's fitted law: the capacity coefficient (> 0 in the paper's direction), with the models that carry a block."""
-    if _version_1(results):  # judged as that run's Chapter 3 did: its yes/no cells
-        blocked = _blocked(results["models"]).values()
-        names = "; ".join(results_schema.label(e) for e in blocked) or "none"
-        return Judged(results["trends"]["capacity"], f"blocks in {len(blocked)} of {len(results['models'])} grid "
-                      f"models ({names})", f"n = {len(results['models'])}; {NOT_RECORDED}")
     key, verdicts, fit = _law(results)
     if not verdicts:
         return Judged(NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)",
@@ -107,16 +85,11 @@ def judge_capacity(results: dict) -> Judged:
     return Judged(verdicts["capacity"], (f"{key.replace('_', ' ')}: {_coefficient(fit, 'capacity')} per "
                                          f"log-parameter; blocks in {len(blocked)} of {len(results['models'])} grid "
                                          f"models, {len(left)} left out by the interpolation rule"),
-                  _law_stats(results, "capacity"))
+                  describe(stored(results, "capacity")))
 
 
 def judge_data(results: dict) -> Judged:
     """Chapter 3's fitted law: data coefficient < 0 and capacity + data = 0 not rejected ("relative to data")."""
-    if _version_1(results):
-        sizes = sorted({e["n_train"] for e in results["models"].values()})
-        by_size = {n: sum(1 for e in _blocked(results["models"]).values() if e["n_train"] == n) for n in sizes}
-        return Judged(results["trends"]["data"], "models with a block by n_train: " + ", ".join(
-            f"{n}: {k}" for n, k in by_size.items()), f"n = {len(results['models'])}; {NOT_RECORDED}")
     key, verdicts, fit = _law(results)
     if not verdicts:
         return Judged(NOT_TESTABLE, "the grid cannot separate capacity from data (Chapter 3 fitted no law)",
@@ -125,62 +98,35 @@ def judge_data(results: dict) -> Judged:
     p = fit.get("relative_test_p")
     return Judged(verdict, (f"{key.replace('_', ' ')}: {_coefficient(fit, 'data')} per log-n_train (paper: < 0); "
                             f"capacity + data = 0: p = {'—' if p is None else f'{p:.3g}'}; data claim "
-                            f"{verdicts['data']}, relative claim {verdicts['relative']}"), _law_stats(results, "data"))
+                            f"{verdicts['data']}, relative claim {verdicts['relative']}"), describe(stored(results, "data")))
 
 
 def judge_first_pc(results: dict) -> Judged:
     """Chapter 4 (book/protocol.md): over models with a CKA-only block, the first-PC share inside minus outside
     (> 0) and the block's contrast after removing the first PC minus before (< 0), each with its n and interval."""
-    claim = {"verdict": stored(results, "first_pc"), "dominates": stored(results, "first_pc_dominates"),
-             "removal_breaks": stored(results, "first_pc_removal_breaks")}
-    note = ""
-    if claim["verdict"] is None:   # an older file: judged again from its entries
-        blocked = _blocked(results["models"])
-        if not blocked:
-            return Judged(NOT_TESTABLE, "no model has a block", "n = 0")
-        if _version_1(results) or "min_pc1" not in results.get("detector", {}):
-            min_pc1 = 0.45  # the pre-protocol detector: blocks required a first-PC share >= 0.45
-        else:
-            min_pc1 = results["detector"]["min_pc1"]
-        claim = first_pc_claim(list(blocked.values()), min_pc1)
-        note = f"; {NOT_RECORDED}"
-    verdict = claim["verdict"]["verdict"] if isinstance(claim["verdict"], dict) else claim["verdict"]
-    dominates, falls = claim["dominates"], claim["removal_breaks"]
+    verdict = stored(results, "first_pc")["verdict"]
+    dominates, falls = stored(results, "first_pc_dominates"), stored(results, "first_pc_removal_breaks")
     if dominates["n"] == 0:
         return Judged(verdict, f"{len(_blocked(results['models']))} model(s) with such a block", describe(dominates))
     return Judged(verdict, (f"first-PC share inside minus outside the block: {dominates['verdict']}; block contrast "
                             f"after minus before removing the first PC: {falls['verdict']}"),
-                  f"share: {describe(dominates)}; contrast: {describe(falls)}{note}")
+                  f"share: {describe(dominates)}; contrast: {describe(falls)}")
 
 
 def judge_seeds(results: dict) -> Judged:
     """Chapter 4: cross-seed CKA inside each blocked seed's block minus outside it (< 0), over the blocked seeds,
-    with a bootstrap over seeds (older files without the per-pair values: a t-interval over blocked seeds)."""
+    with a bootstrap over seeds."""
     pairs = [e for e in _blocked(results["models"]).values() if e.get("cross_seed_cka_inside") is not None]
     numbers = "; ".join(f"{results_schema.label(e)}: {e['cross_seed_cka_inside']:.2f} inside vs "
                         f"{e['cross_seed_cka_outside']:.2f} outside" for e in pairs)
     claim = stored(results, "seeds_unique")
-    note = ""
-    if claim is None:
-        if not pairs:
-            return Judged(NOT_TESTABLE, "no seed-study model has a block", "n = 0")
-        if any("cross_seed_pairs" in e for e in pairs):
-            claim = seeds_unique_claim(pairs, protocol.rules()["pair_bootstrap_resamples"])
-        else:
-            claim = paired_verdict([e["cross_seed_cka_inside"] - e["cross_seed_cka_outside"] for e in pairs], -1)
-            note = "; t-interval over blocked seeds: the file predates the per-pair values"
     evidence = f"CKA with the other seeds, inside minus outside each blocked seed's block; {numbers or 'no pair'}"
-    return Judged(claim["verdict"], evidence, describe(claim) + (f" ({claim['test']})" if claim.get("test") else "")
-                  + note)
+    return Judged(claim["verdict"], evidence, describe(claim) + (f" ({claim['test']})" if claim.get("test") else ""))
 
 
 def judge_probes(results: dict) -> Judged:
     """Chapter 5's probe row: the plateau and its block-free control in one headline (book/protocol.md)."""
-    verdicts = results["verdicts"]
     headline, plateau, specific = (stored(results, k) for k in ("probe", "probe_plateau", "probe_specific"))
-    if headline is None:
-        return Judged(verdicts["probe_plateau"], f"compared with the same layers without a block, the plateau is "
-                                                 f"{verdicts['probe_plateau_specific_to_block']}", NOT_RECORDED)
     return Judged(headline["verdict"], (f"largest |probe accuracy change| from the block's first layer, against "
                                         f"probe_plateau_tol {plateau.get('bound', float('nan')):g}; the position "
                                         f"controls' minus the model's own: {specific['verdict']}"),
@@ -190,7 +136,6 @@ def judge_probes(results: dict) -> Judged:
 def judge_deletion(results: dict) -> Judged:
     """Chapter 5's deletion row: the score (inside minus outside) over models within the standard-error bound, and
     beyond position (the score minus its controls'), both paired effects > 0."""
-    verdicts = results["verdicts"]
     numbers = "; ".join(f"{results_schema.label(e)}: {e['verdicts']['mean_delta_inside']:+.3f} inside vs "
                         f"{e['verdicts']['mean_delta_outside']:+.3f} outside"
                         for e in _blocked(results["models"]).values() if "mean_delta_inside" in e.get("verdicts", {}))
@@ -202,9 +147,6 @@ def judge_deletion(results: dict) -> Judged:
                 f"without a block: {controls or 'none'}"
                 + (f" ({uncontrolled} blocked model(s) without a block-free control)" if uncontrolled else ""))
     score, beyond = stored(results, "deletion"), stored(results, "deletion_beyond_position")
-    if score is None:
-        return Judged(verdicts["single_deletion_cheaper_inside"], evidence + "; beyond position: "
-                      + verdicts["single_deletion_cheaper_inside_beyond_position"], NOT_RECORDED)
     return Judged(f"{score['verdict']}, beyond position: {beyond['verdict']}", evidence,
                   f"score: {describe(score)}; beyond position: {describe(beyond)}")
 
@@ -212,19 +154,12 @@ def judge_deletion(results: dict) -> Judged:
 def judge_errors(results: dict) -> Judged:
     """Chapter 6 as a row, with the recorded verdict object's n where there is one."""
     verdict, evidence = _errors(results)
-    claim = stored(results, "example_level")
-    return Judged(verdict, evidence, describe(claim) if claim else NOT_RECORDED)
+    return Judged(verdict, evidence, describe(stored(results, "example_level")))
 
 
 def _errors(results: dict) -> tuple[str, str]:
     """Chapter 6: the main test (all seeds, filtered) against its half-split calibration, with the power it had."""
     wide, deep = (architecture_label(results[side]["depth"], results[side]["width"]) for side in ("wide", "deep"))
-    if _version_1(results):  # no main test yet: the median over half splits against the seed-split null
-        verdicts, match, example = results["verdicts"], results["accuracy_match"], results["example_level"]
-        return verdicts["example_level"], (
-            f"{wide} vs {deep}, accuracy {match['acc_a']:.3f} vs {match['acc_b']:.3f}; median "
-            f"{example['n_significant']:g} significant examples vs a null of {min(example['null_n_significant'])}–"
-            f"{max(example['null_n_significant'])}; class level: {verdicts['class_level']}")
     verdicts, match, main, power = results["verdicts"], results["accuracy_match"], results["main_test"], results["power"]
     sizes = power["populations"]
     here = min(power["curve"], key=lambda p: abs(p["m_a"] - sizes["wide"]))
@@ -240,17 +175,13 @@ def _errors(results: dict) -> tuple[str, str]:
 
 def judge_subspace(results: dict) -> Judged:
     """Chapter 7: shown when, at the paper's largest ε, every layer's score over seed pairs has its upper bound
-    (bootstrap over seeds) below one half (older files: the mean alone)."""
+    (bootstrap over seeds) below one half."""
     base = results["base"]
     claim = stored(results, "wang_low_match")
-    if claim is None:
-        verdict, low, layers = subspace_verdict(base["match_scores"], base["eps"])
-        stats = f"k = {low} of n = {layers} layers by their mean alone; {NOT_RECORDED}"
-    else:
-        verdict, low, layers = claim["verdict"], claim.get("k", 0), claim["n"]
-        highest = max((b[1] for b in claim.get("layer_intervals") or []), default=float("nan"))
-        stats = f"{describe(claim)} layers, each with a bootstrap over {claim.get('seeds', '—')} seeds " \
-                f"(largest upper bound {highest:.2f})"
+    verdict, low, layers = claim["verdict"], claim.get("k", 0), claim["n"]
+    highest = max((b[1] for b in claim.get("layer_intervals") or []), default=float("nan"))
+    stats = (f"{describe(claim)} layers, each with a bootstrap over {claim.get('seeds', '—')} seeds "
+             f"(largest upper bound {highest:.2f})")
     loosest = int(np.argmax(base["eps"]))
     cka_mean = float(np.mean(base["linear_cka"]))
     return Judged(verdict, (f"{low} of {layers} layers match in under half their neurons at ε = "
@@ -260,10 +191,8 @@ def judge_subspace(results: dict) -> Judged:
 
 
 def _origins(results: dict, key: str, evidence: str) -> Judged:
-    """A Chapter 8 row: the recorded verdict object where there is one, else the recorded verdict alone."""
+    """A Chapter 8 row: its recorded verdict object, with `evidence`."""
     claim = stored(results, key)
-    if claim is None:
-        return Judged(results["verdicts"][key], evidence, NOT_RECORDED)
     return Judged(claim["verdict"], evidence, describe(claim))
 
 
@@ -278,9 +207,10 @@ def judge_dominant_datapoints(results: dict) -> Judged:
 
 def judge_differ_across_seeds(results: dict) -> Judged:
     """Chapter 8: one seed's dominant sets at two layers against two seeds' sets at one layer (permutation test);
-    older files: the first blocked seed's dominant set against the other seeds'."""
+    where it could not run (fewer than three blocked seeds), the first blocked seed's dominant set against the
+    other seeds'."""
     claim = stored(results, "differ_across_seeds")
-    if claim is not None and claim.get("p") is not None:
+    if claim.get("p") is not None:
         evidence = (f"mean Jaccard of one seed's dominant sets at two block layers {claim['within_seed']:.3f}, of two "
                     f"seeds' sets at one layer {claim['across_seeds']:.3f}, over {claim['layers']} layers "
                     f"(two random sets: {results['chance_overlap']:.3f})")
@@ -329,9 +259,9 @@ def judge_lenses(results: dict) -> Judged:
     beats same-length runs of layers in seeds without a block (the seed study's seeds)."""
     claim, found = results["claim"], results["verdicts"]
     recorded = stored(results, "seen_by_other_measures")
-    per_measure = ", ".join(f"{lens} {m['k']} of {m['n']} seeds" for lens, m in (recorded or {}).get(
+    per_measure = ", ".join(f"{lens} {m['k']} of {m['n']} seeds" for lens, m in recorded.get(
         "measures", {}).items())
-    stats = (describe(recorded) + (f"; {per_measure}" if per_measure else "")) if recorded else NOT_RECORDED
+    stats = describe(recorded) + (f"; {per_measure}" if per_measure else "")
     if claim["verdict"] == NOT_TESTABLE:
         return Judged(NOT_TESTABLE, f"{found.get('linear CKA', 'no verdict')} (Chapter 9)", stats)
     judged = len(claim["seen_by"]) + len(claim["not_seen_by"])
@@ -472,7 +402,7 @@ def claims_rows(results: dict[str, dict], findings: list[Finding] = FINDINGS) ->
 
 def claims_table(rows: list[dict]) -> str:
     """The introduction's table: each finding, our verdict (bold), its n and interval, its evidence, figure,
-    chapter link and run (the protocol hash its results were written under, or pre-protocol)."""
+    chapter link and run (the protocol hash its results were written under)."""
     return list_table(["the paper finds", "our runs", "n, interval", "evidence", "figure", "chapter", "run"], [
         [r["claim"], f"**{r['verdict']}**", r.get("stats", "—"), r["evidence"], r["figure"],
          f"[Chapter {int(r['chapter'][:2])}]({r['chapter']}.md)", _run_label(r.get("run", "—"))] for r in rows])
@@ -534,7 +464,7 @@ def standing(rows: list[dict], current: str) -> str:
     return "\n".join(lines)
 
 def _run_label(run: str) -> str:
-    return "*pre-protocol*" if run == results_schema.PRE_PROTOCOL else run if run == "—" else f"`{run}`"
+    return run if run == "—" else f"`{run}`"
 
 
 def provenance_lines(results: dict[str, dict]) -> list[str]:
@@ -543,11 +473,6 @@ def provenance_lines(results: dict[str, dict]) -> list[str]:
     for chapter, result in results.items():
         p = result["provenance"]
         versions = ", ".join(f"{k} {v}" for k, v in p["versions"].items())
-        older = (" (schema 1: the run published before the bfloat16 book; `make book` rewrites it)"
-                 if _version_1(result) else "")
-        run = results_schema.run_of(result)
-        under = (" (pre-protocol: written before book/protocol.md fixed the run's rules)"
-                 if run == results_schema.PRE_PROTOCOL else f"; protocol {run}")
         lines.append(f"{chapter}: profile {p['profile']}, commit {p['commit']}, {p['hardware']}, "
-                     f"{p['wall_time_s']:.0f} s; {versions}{older}{under}")
+                     f"{p['wall_time_s']:.0f} s; {versions}; protocol {results_schema.run_of(result)}")
     return lines

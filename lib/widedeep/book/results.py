@@ -5,16 +5,13 @@ for the verdict vocabulary and `widedeep.labels` for display labels).
 
 Every results file is one JSON object:
 
-- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read), or an
-  older version: 1 for the files of the cpu run published before version 2 (`ADDED_IN_VERSION_2`: they
-  lack those keys and are read as they are until `make book` rewrites them; the claims table says which
-  rows they carry), 2 for files written before the verdict objects (`ADDED_IN_VERSION_3`);
-- `claims` (version 3, the chapters that judge a claim of the introduction's table, `CLAIM_CHAPTERS`):
-  each claim's verdict object (`widedeep.analyses.verdicts.claim`): its verdict, n, k or mean, interval
-  (None where the rule has none) and the rule of book/protocol.md it was judged by;
+- `schema_version`: `SCHEMA_VERSION` (a file without it, or with another, is refused when read: the
+  files of earlier schemas, written before the protocol's run, are gone; `make book` rewrites a chapter);
+- `claims` (the chapters that judge a claim of the introduction's table): each claim's verdict object
+  (`widedeep.analyses.verdicts.claim`): its verdict, n, k or mean, interval (None where the rule has
+  none) and the rule of book/protocol.md it was judged by;
 - `provenance`: profile, commit, hardware, wall time and package versions (`store.provenance`), and the
-  hash of the protocol the chapter ran under (`protocol`; files written before `book/protocol.md` lack
-  it and are shown as pre-protocol);
+  hash of the protocol the chapter ran under (`protocol`);
 - the chapter's own keys, listed in `CHAPTERS` (all required, none unknown);
 - models keyed by their run name (`TrainConfig.name()`, the config hash at its end) wherever a
   table of models is kept (`CHAPTERS[...].model_tables`); each entry holds the model's depth, width,
@@ -45,24 +42,9 @@ from widedeep.studies import keyed as keyed_rows
 from widedeep.studies import stored, stored_keys
 
 SCHEMA_VERSION = 3
-# Version 2 (the bfloat16 book trained to interpolation, Chapters 8-9) added these keys; a version-1 file
-# lacks them and is otherwise checked as before. Chapters new in version 2 have no version-1 files.
-ADDED_IN_VERSION_2 = {
-    "01_training": ("precision_check", "rule"),
-    "03_block_structure": ("short_arm", "arms_compared", "training_length_effect", "incidence_fit",
-                           "continuous_fit", "block_size_fit", "short_arm_incidence_fit", "short_arm_continuous_fit",
-                           "short_arm_block_size_fit", "claims_fit"),
-    "06_errors": ("power", "main_test"),
-}
-NEW_IN_VERSION_2 = ("08_origins", "09_measures", "10_vit")   # no version-1 files (10_vit: none older than 3)
-# Version 3 (the protocol's verdicts) added each judging chapter's verdict objects.
-CLAIM_CHAPTERS = ("03_block_structure", "04_pca", "05_pruning", "06_errors", "07_subspace_match", "08_origins",
-                  "09_measures")
-ADDED_IN_VERSION_3 = {chapter: ("claims",) for chapter in CLAIM_CHAPTERS}
-VERSIONS = (1, 2, SCHEMA_VERSION)
 RUN_NAME = re.compile(r"(?P<data>[a-z0-9]+)-(?P<family>resnet|plain|vit)(?P<depth>\d+)x(?P<width>[0-9.e+-]+)"
                       r"-n(?P<n_train>\d+)-s(?P<seed>\d+)-(?P<hash>[0-9a-f]{8})")
-PROVENANCE_KEYS = ("profile", "commit", "hardware", "wall_time_s", "versions")
+PROVENANCE_KEYS = ("profile", "commit", "hardware", "wall_time_s", "versions", "protocol")
 
 
 class SchemaError(ValueError):
@@ -139,16 +121,14 @@ def validate(document: dict, chapter: str, source: str = "results") -> None:
     if not isinstance(document, dict):
         raise SchemaError(f"{source}: a results file is a JSON object")
     version = document.get("schema_version")
-    if version not in VERSIONS or (version == 1 and chapter in NEW_IN_VERSION_2):
-        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION} (and 2, and 1 "
-                          f"for chapters 1-7); rebuild the chapter (make chapter NB={chapter}) to rewrite it")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{source}: schema_version is {version!r}, this code reads {SCHEMA_VERSION}; rebuild the "
+                          f"chapter (make chapter NB={chapter}) to rewrite it")
     provenance = document.get("provenance")
     if not isinstance(provenance, dict) or any(k not in provenance for k in PROVENANCE_KEYS):
         raise SchemaError(f"{source}: provenance must hold {list(PROVENANCE_KEYS)}")
     schema = CHAPTERS[chapter]
-    added = (ADDED_IN_VERSION_3.get(chapter, ()) if version < 3 else ()) + \
-        (ADDED_IN_VERSION_2.get(chapter, ()) if version < 2 else ())
-    keys = [k for k in schema.keys if k not in added]
+    keys = list(schema.keys)
     present = set(document) - {"schema_version", "provenance", "records"}   # records: what status checks
     missing, unknown = sorted(set(keys) - present), sorted(present - set(keys))
     if missing or unknown:
@@ -237,12 +217,9 @@ def records_read(profile: Profile) -> dict[str, str]:
     root = records.records_dir(profile)
     return {str(Path(path).relative_to(root)): kind for path, kind in sorted(records.read_log().items())
             if Path(path).is_relative_to(root)}
-PRE_PROTOCOL = "pre-protocol"
-
-
 def run_of(document: dict) -> str:
-    """The protocol hash a results file was written under, or "pre-protocol" for files written before it."""
-    return document["provenance"].get("protocol") or PRE_PROTOCOL
+    """The hash of the protocol a results file was written under."""
+    return document["provenance"]["protocol"]
 
 
 def stale_note(document: dict, profile: Profile) -> str:
@@ -251,8 +228,7 @@ def stale_note(document: dict, profile: Profile) -> str:
     current, run = protocol.protocol_hash(profile), run_of(document)
     if run == current:
         return ""
-    written = "before the protocol" if run == PRE_PROTOCOL else f"under protocol {run}"
-    return (f"Note: the results read here were written {written}, not under this book's protocol now "
+    return (f"Note: the results read here were written under protocol {run}, not under this book's protocol now "
             f"({current}): they are another run's; rebuild their chapter to judge them under this one")
 
 

@@ -79,7 +79,19 @@ def errors_power(result: ErrorsResult) -> dict[str, str]:
             "power_here": f"{here['expected_discoveries']:.1f} (at m = {here['m_a']})",
             "power_enough": (f"{enough} wide and {2 * enough} deep seeds" if enough is not None
                              else f"more than {max(s.power_seeds)} wide seeds (no point of the curve reaches it)"),
-            "power_null": f"{max(p['expected_false_discoveries_under_null'] for p in curve):.2f}"}
+            "power_null": f"{max(p['expected_false_discoveries_under_null'] for p in curve):.2f}",
+            "power_holds": power_holds(wide_seeds, enough, max(s.power_seeds))}
+
+
+def power_holds(wide_seeds: int, enough: int | None, largest: int) -> str:
+    """Whether the run holds the wide seeds the power curve asks for, said plainly either way."""
+    if enough is None:
+        return (f"This run holds {wide_seeds} wide seeds; no population up to {largest} wide seeds reaches the "
+                f"wanted discoveries, so the example-level test here cannot be expected to find the effect.")
+    if wide_seeds < enough:
+        return (f"This run holds {wide_seeds} wide seeds, fewer than the {enough} the curve asks for: by this "
+                f"analysis' own account its example-level test is underpowered, and a negative answer says little.")
+    return f"This run holds {wide_seeds} wide seeds, at least the {enough} the curve asks for."
 
 
 def errors_main(result: ErrorsResult) -> dict[str, str]:
