@@ -344,14 +344,16 @@ def test_the_standing_counts_only_rows_of_this_protocol_and_lists_the_others_apa
             {"claim": "E", "verdict": "shown, beyond position: not shown", "run": "0ld"},
             {"claim": "F", "verdict": "plateau", "run": "abc"},
             {"claim": "G", "verdict": "not estimable", "run": "abc"},
-            {"claim": "H", "verdict": "partly shown", "run": "abc"}]
+            {"claim": "H", "verdict": "partly shown", "run": "abc"},
+            {"claim": "I", "verdict": "shown, beyond position: not shown", "run": "abc"}]
     lines = claims.standing(rows, "abc").splitlines()
-    assert lines[0] == "- **Reproduced at this scale** (1 of 8): A"
-    assert lines[1] == "- **Partly, or only suggested** (2 of 8): B; H"
-    assert lines[2] == "- **Not reproduced** (1 of 8): C"
-    assert lines[3] == "- **Not testable here** (1 of 8): G"
-    assert lines[4] == "- **In a chapter's own words** (1 of 8): F: plateau"
-    assert lines[5] == ("- **Not yet judged under this protocol** (2 of 8; their earlier verdicts in brackets, not "
+    # a qualified verdict is placed by its head, and quoted so the qualifier is not lost from the plain statement
+    assert lines[0] == "- **Reproduced at this scale** (2 of 9): A; I — shown, beyond position: not shown"
+    assert lines[1] == "- **Partly, or only suggested** (2 of 9): B — suggestive (2 models); H"
+    assert lines[2] == "- **Not reproduced** (1 of 9): C"
+    assert lines[3] == "- **Not testable here** (1 of 9): G"
+    assert lines[4] == "- **In a chapter's own words** (1 of 9): F: plateau"
+    assert lines[5] == ("- **Not yet judged under this protocol** (2 of 9; their earlier verdicts in brackets, not "
                         "counted above): D (not run); E (0ld: shown, beyond position: not shown)")
 
 

@@ -440,7 +440,8 @@ STANDING = (("Reproduced at this scale", (verdicts.SHOWN, verdicts.SHOWN_IN_AGGR
 def standing(rows: list[dict], current: str) -> str:
     """The introduction's plain statement, from the table's rows: which findings this scale reproduces, which only
     partly, which not, and which it cannot test, counting only rows judged under this page's protocol (`current`;
-    a row is placed by the verdict it starts with). Rows of another run, or of none yet, are listed apart."""
+    a row is placed by the verdict it starts with, and a qualified verdict is quoted beside its claim). Rows of
+    another run, or of none yet, are listed apart."""
     groups: dict[str, list[str]] = {title: [] for title, _ in STANDING}
     own_words, pending = [], []
     for row in rows:
@@ -452,8 +453,9 @@ def standing(rows: list[dict], current: str) -> str:
         title = next((t for t, heads in STANDING if verdicts.head(row["verdict"]) in heads), None)
         if title is None:
             own_words.append(f"{row['claim']}: {row['verdict']}")
-        else:
-            groups[title].append(row["claim"])
+        else:   # a verdict with a qualifier ("shown, beyond position: not shown") keeps it beside the claim
+            qualified = row["verdict"] != verdicts.head(row["verdict"])
+            groups[title].append(f"{row['claim']} — {row['verdict']}" if qualified else row["claim"])
     lines = [f"- **{title}** ({len(names)} of {len(rows)}): " + ("; ".join(names) if names else "none")
              for title, names in groups.items()]
     if own_words:
