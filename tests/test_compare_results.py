@@ -44,3 +44,18 @@ def test_a_changed_number_a_missing_key_and_a_changed_array_are_reported(tmp_pat
     assert f"01_training: models.{NAME}.test_acc: 0.5994999999999999 -> 0.5995" in diffs
     assert "01_training: parameters.epochs only in OLD (4)" in diffs
     assert any(d.startswith("x.npz: array a differs") for d in diffs) and len(diffs) == 4  # + "parameters only in NEW ({})"
+
+
+def test_floats_within_the_asked_ulps_count_as_the_same_and_nothing_else_does(tmp_path):
+    """The thread count moves the last bits of a few sums (Chapter 2's property checks): `ulps` forgives only that."""
+    value = 0.11382919429602469
+    write(tmp_path / "old", "02_cka", {"check": value, "count": 3})
+    write(tmp_path / "new", "02_cka", {"check": value + 2 * np.spacing(value), "count": 3})
+    np.savez(tmp_path / "old" / "02_cka.npz", cka=np.array([1.0, np.nan]))
+    np.savez(tmp_path / "new" / "02_cka.npz", cka=np.array([1.0 - np.spacing(1.0), np.nan]))
+    assert len(compare_results.compare(tmp_path / "old", tmp_path / "new")) == 2   # exact by default
+    assert compare_results.compare(tmp_path / "old", tmp_path / "new", ulps=4) == []
+    write(tmp_path / "new", "02_cka", {"check": value * (1 + 1e-9), "count": 3})
+    assert compare_results.compare(tmp_path / "old", tmp_path / "new", ulps=4) == [
+        f"02_cka: check: {value!r} -> {value * (1 + 1e-9)!r}"]
+    assert compare_results.main([str(tmp_path / "old"), str(tmp_path / "new"), "--ulps", "4"]) == 1

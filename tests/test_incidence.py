@@ -5,6 +5,7 @@ import pytest
 from scipy import stats
 
 from widedeep.analyses import incidence
+from widedeep.book import sentences
 
 
 def _table(a, b, c, d):
@@ -152,7 +153,6 @@ def test_the_expected_law_finds_a_steep_law_and_refuses_a_grid_without_data_size
 
 
 def test_chapter_3_sets_the_interval_it_got_beside_the_one_the_protocol_expected():
-    from widedeep.book import sentences
 
     expected = {1.5: {"capacity": {"median_interval": [0.4, 2.9], "shown": 0.65}}}
     got = incidence.LawFit({"capacity": [1.2, 0.1, 2.5], "data": [-1.0, -2.0, 0.1]}, 0.7, "firth", 0.95, 32)
@@ -163,3 +163,13 @@ def test_chapter_3_sets_the_interval_it_got_beside_the_one_the_protocol_expected
     assert sentences.law_against_expected({"incidence_fit": lost}, expected, 1.5).endswith(
         "not estimable (no model has a block)")
     assert "cannot separate" in sentences.law_against_expected(None, None, 1.5)
+
+
+def test_the_training_length_sentence_reads_the_effect_or_says_no_cell_was_compared():
+    """The cpu protocol cuts the short arm: the page must then say so, not glue missing numbers."""
+    effect = {"max_pc1_share": -0.05, "block_size": 0.125, "test_acc": -0.01}
+    text = sentences.training_length(effect, "2 of 6", "capacity +0.100 [-0.2, +0.4]")
+    assert "by -0.050" in text and "block size by +0.125" in text and "test accuracy by -0.010" in text
+    assert text.startswith("With the short schedule 2 of 6 models have a block")
+    empty = sentences.training_length({}, "0 of 0", "not fitted")
+    assert "No cell was trained under both schedules" in empty and "+" not in empty
