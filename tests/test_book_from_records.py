@@ -18,6 +18,7 @@ import nbformat
 import papermill
 import pytest
 
+import browser_checks
 from widedeep import pipeline, profiles, protocol, records
 
 ROOT = profiles.repo_root()
@@ -36,6 +37,18 @@ spec.loader.exec_module(compare_results)
 
 def protocol_hash() -> str:
     return protocol.protocol_hash(profiles.load_profile("cpu"))
+
+
+def shown_text(notebook: nbformat.NotebookNode) -> str:
+    """Everything a page shows of its outputs as text: printed streams, and plain or Markdown displays (glued
+    values included: `{glue:text}` renders their plain text in the prose)."""
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            parts.append(output.get("text", ""))
+            data = output.get("data", {})
+            parts += [data.get("text/markdown", "")] if "text/markdown" in data else [data.get("text/plain", "")]
+    return "\n".join(parts)
 
 
 def glued_keys(notebook: nbformat.NotebookNode) -> set[str]:
@@ -75,8 +88,12 @@ def test_each_cpu_page_runs_from_the_committed_records_and_glues_what_its_prose_
     papermill.execute_notebook(str(notebook_in), str(notebook_out), kernel_name="python3", cwd=str(source.parent),
                                parameters=parameters, progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
     named = set(GLUED_IN_PROSE.findall(source.read_text(encoding="utf-8")))
-    missing = named - glued_keys(nbformat.read(notebook_out, as_version=4))
+    executed = nbformat.read(notebook_out, as_version=4)
+    missing = named - glued_keys(executed)
     assert not missing, f"{page}: its prose names keys the cpu run never glues: {sorted(missing)}"
+    # the published page's outputs, checked as tests/test_browser.py checks the smoke build's
+    reprs = browser_checks.raw_reprs(shown_text(executed))
+    assert not reprs, f"{page} shows raw Python reprs at cpu: {reprs[:5]}"
 
 
 @pytest.mark.slow
