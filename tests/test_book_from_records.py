@@ -35,10 +35,6 @@ compare_results = importlib.util.module_from_spec(spec)   # a tool script, not a
 spec.loader.exec_module(compare_results)
 
 
-def protocol_hash() -> str:
-    return protocol.protocol_hash(profiles.load_profile("cpu"))
-
-
 def shown_text(notebook: nbformat.NotebookNode) -> str:
     """Everything a page shows of its outputs as text: printed streams, and plain or Markdown displays (glued
     values included: `{glue:text}` renders their plain text in the prose)."""
@@ -105,4 +101,5 @@ def test_the_pages_rebuilt_from_records_write_the_committed_results(rebuilt):
     # a results file not rewritten is a difference too; 4 ulps: the thread count moves the last bits of a few sums
     differences = compare_results.compare(COMMITTED, results, ulps=4)
     assert not differences, "\n".join(differences[:20])
-    assert json.loads((results / "01_training.json").read_text())["provenance"]["protocol"] == protocol_hash()
+    assert json.loads((results / "01_training.json").read_text())["provenance"]["protocol"] == protocol.protocol_hash(
+        profiles.load_profile("cpu"))

@@ -165,11 +165,13 @@ def test_chapter_3_sets_the_interval_it_got_beside_the_one_the_protocol_expected
     assert "cannot separate" in sentences.law_against_expected(None, None, 1.5)
 
 
-def test_the_training_length_sentence_reads_the_effect_or_says_no_cell_was_compared():
+def test_the_training_length_sentence_reads_the_effect_or_says_what_was_not_compared():
     """The cpu protocol cuts the short arm: the page must then say so, not glue missing numbers."""
     effect = {"max_pc1_share": -0.05, "block_size": 0.125, "test_acc": -0.01}
-    text = sentences.training_length(effect, "2 of 6", "capacity +0.100 [-0.2, +0.4]")
+    text = sentences.training_length(effect, "2 of 6", "capacity +0.100 [-0.2, +0.4]", 6)
     assert "by -0.050" in text and "block size by +0.125" in text and "test accuracy by -0.010" in text
     assert text.startswith("With the short schedule 2 of 6 models have a block")
-    empty = sentences.training_length({}, "0 of 0", "not fitted")
-    assert "No cell was trained under both schedules" in empty and "+" not in empty
+    assert text.endswith("(maximum first-PC share): capacity +0.100 [-0.2, +0.4].")
+    apart = sentences.training_length({}, "1 of 3", "not fitted", 3)   # a short arm on cells the main arm lacks
+    assert "1 of 3 models have a block" in apart and "No cell was trained under both schedules" in apart
+    assert "no model with the short schedule" in sentences.training_length({}, "0 of 0", "not fitted", 0)

@@ -55,7 +55,7 @@ def same(a, b, ulps: int = 0) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
     if ulps and isinstance(a, float) and isinstance(b, float):
-        return abs(a - b) <= ulps * math.ulp(max(abs(a), abs(b)))
+        return arrays_same(np.array(a), np.array(b), ulps)   # one rule for numbers and arrays
     return a == b
 
 

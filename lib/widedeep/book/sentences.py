@@ -232,17 +232,21 @@ def coefficient_text(fits: dict | None, key: str) -> str:
     return ", ".join(parts) + f"; capacity + data = 0: p = {fit.relative_test_p:.3g}"
 
 
-def training_length(effect: dict[str, float], counts_short: str, fit_short: str) -> str:
-    """What the short schedule changes, averaged over the cells both arms trained, or that no cell was compared
-    (a profile may cut the short arm for its budget, as the cpu protocol does)."""
-    if not effect:
-        return ("No cell was trained under both schedules in this run (the profile's short arm is empty or shares no "
-                "cell with the main arm; see the protocol), so it says nothing about training length.")
-    changes = {key: f"{effect[key]:+.3f}" for key in ("max_pc1_share", "block_size", "test_acc")}
-    return (f"With the short schedule {counts_short} models have a block. Averaged over the cells both arms trained, "
-            f"the short schedule changes the maximum first-PC share by {changes['max_pc1_share']}, the block size by "
-            f"{changes['block_size']} and test accuracy by {changes['test_acc']}. The law on the short arm (maximum "
-            f"first-PC share): {fit_short}.")
+def training_length(effect: dict[str, float], counts_short: str, fit_short: str, short_models: int) -> str:
+    """What the short schedule changes, averaged over the cells both arms trained; a profile may cut the short
+    arm for its budget (the cpu protocol does), or train it on cells the main arm lacks, and the page says so."""
+    if not short_models:
+        return ("This run trains no model with the short schedule (the profile cuts that arm; see the protocol), "
+                "so it says nothing about training length.")
+    if effect:
+        changes = {key: f"{effect[key]:+.3f}" for key in ("max_pc1_share", "block_size", "test_acc")}
+        compared = (f"Averaged over the cells both arms trained, the short schedule changes the maximum first-PC "
+                    f"share by {changes['max_pc1_share']}, the block size by {changes['block_size']} and test "
+                    f"accuracy by {changes['test_acc']}.")
+    else:
+        compared = "No cell was trained under both schedules, so no difference between them is computed."
+    return (f"With the short schedule {counts_short} models have a block. {compared} The law on the short arm "
+            f"(maximum first-PC share): {fit_short}.")
 
 
 def law_against_expected(fits: dict | None, expected: dict | None, effect: float) -> str:
